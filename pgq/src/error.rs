@@ -1,0 +1,131 @@
+//! The crate's error type.
+
+use tokio_postgres::error::SqlState;
+
+/// What can go wrong when talking to PgQ.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A PgQ function failed in the database; the PostgreSQL error, with its
+    /// SQLSTATE and message, is the source.
+    #[error("{function} failed{}", context_suffix(.context))]
+    Sql {
+        /// The SQL function or statement that failed, e.g. `pgq.next_batch`.
+        function: &'static str,
+        /// The queue, consumer or batch involved, as `queue "q"` or `batch 12`.
+        context: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A row came back in a shape this crate does not expect (a column missing
+    /// or of another type): the installed PgQ differs from 3.5.
+    #[error("{function} returned an unexpected row{}", context_suffix(.context))]
+    Row {
+        /// The SQL function whose row could not be read.
+        function: &'static str,
+        /// The queue, consumer or batch involved.
+        context: String,
+        /// The decoding error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// An event's payload is not in the format it was read as.
+    #[error("event {ev_id}: ev_data is not valid {format}")]
+    Payload {
+        /// The event's id.
+        ev_id: i64,
+        /// The format that was expected: `urlencoded` or `JSON`.
+        format: &'static str,
+        /// What was wrong, when the decoder said.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// An argument was refused before anything was sent to the database.
+    #[error("invalid {what}: {problem}")]
+    InvalidArgument {
+        /// Which argument.
+        what: &'static str,
+        /// Why it was refused.
+        problem: String,
+    },
+}
+
+fn context_suffix(context: &str) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!(" for {context}")
+    }
+}
+
+impl Error {
+    /// The SQLSTATE of the PostgreSQL error behind this one, if any.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            Error::Sql { source, .. } | Error::Row { source, .. } => source.code(),
+            _ => None,
+        }
+    }
+
+    /// The PostgreSQL error behind this one, if any.
+    pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        match self {
+            Error::Sql { source, .. } | Error::Row { source, .. } => source.as_db_error(),
+            _ => None,
+        }
+    }
+
+    /// True when the connection itself is gone (closed, reset, or never made),
+    /// as opposed to a statement the server refused.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Error::Sql { source, .. } => {
+                source.is_closed() || source.as_db_error().is_none() && source.code().is_none()
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn sql(
+        function: &'static str,
+        context: impl Into<String>,
+    ) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Sql {
+            function,
+            context,
+            source,
+        }
+    }
+
+    pub(crate) fn row(
+        function: &'static str,
+        context: impl Into<String>,
+    ) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Row {
+            function,
+            context,
+            source,
+        }
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats the context of a call on a queue.
+pub(crate) fn on_queue(queue: &str) -> String {
+    format!("queue {queue:?}")
+}
+
+/// Formats the context of a call on a queue and consumer.
+pub(crate) fn on_consumer(queue: &str, consumer: &str) -> String {
+    format!("queue {queue:?}, consumer {consumer:?}")
+}
+
+/// Formats the context of a call on a batch.
+pub(crate) fn on_batch(batch_id: i64) -> String {
+    format!("batch {batch_id}")
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Runs a command against a PostgreSQL server that has the pgq extension.
+#
+#   scripts/with-postgres.sh COMMAND [ARG...]
+#
+# When PGQ_TEST_DSN is set, that server is used as it is. Otherwise this script
+# installs PostgreSQL, the pgq extension and pgqd from Debian packages when they
+# are missing, starts a throwaway cluster in a temporary directory on a free
+# port, exports its connection string as PGQ_TEST_DSN, runs the command, and
+# stops and removes the cluster however the command ends.
+set -euo pipefail
+
+log() { printf 'with-postgres: %s\n' "$*" >&2; }
+
+if [ -n "${PGQ_TEST_DSN:-}" ]; then
+    log "using the server in PGQ_TEST_DSN"
+    exec "$@"
+fi
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_install() {
+    log "installing $*"
+    if [ -z "${APT_UPDATED:-}" ]; then
+        as_root apt-get update -qq
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# The server's major version: from pg_config when there is one, else the
+# newest server installed, else whatever Debian's default server package brings.
+server_major() {
+    local major=""
+    if command -v pg_config >/dev/null 2>&1; then
+        major=$(pg_config --version | sed -E 's/^PostgreSQL ([0-9]+).*/\1/')
+    fi
+    if [ -z "$major" ] || [ ! -x "/usr/lib/postgresql/$major/bin/initdb" ]; then
+        major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1 || true)
+    fi
+    printf '%s' "$major"
+}
+
+major=$(server_major)
+if [ -z "$major" ] || [ ! -x "/usr/lib/postgresql/$major/bin/initdb" ]; then
+    apt_install postgresql
+    major=$(server_major)
+fi
+bindir="/usr/lib/postgresql/$major/bin"
+missing=()
+[ -f "/usr/share/postgresql/$major/extension/pgq.control" ] || missing+=("postgresql-$major-pgq3")
+command -v pgqd >/dev/null 2>&1 || missing+=(pgqd)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt_install "${missing[@]}"
+fi
+
+free_port() {
+    local port
+    for _ in $(seq 1 200); do
+        port=$((20000 + RANDOM % 30000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            printf '%s' "$port"
+            return 0
+        fi
+    done
+    log "found no free port"
+    return 1
+}
+
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/pgq-cluster.XXXXXX")
+port=$(free_port)
+if [ "$(id -u)" -eq 0 ]; then
+    # PostgreSQL refuses to run as root: the cluster belongs to postgres.
+    chown postgres: "$workdir"
+    chmod 755 "$workdir"
+    as_pg() { runuser -u postgres -- "$@"; }
+    dbuser=postgres
+else
+    as_pg() { "$@"; }
+    dbuser=$(id -un)
+fi
+
+cleanup() {
+    as_pg "$bindir/pg_ctl" -D "$workdir/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "starting PostgreSQL $major on port $port in $workdir"
+as_pg "$bindir/initdb" -D "$workdir/data" -U "$dbuser" --auth=trust -E UTF8 --locale=C >"$workdir/initdb.log" 2>&1 \
+    || { cat "$workdir/initdb.log" >&2; exit 1; }
+as_pg "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
+    -o "-p $port -k $workdir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    start >/dev/null \
+    || { cat "$workdir/server.log" >&2; exit 1; }
+
+export PGQ_TEST_DSN="host=127.0.0.1 port=$port user=$dbuser dbname=postgres"
+export PGQ_TEST_PGDATA="$workdir/data"
+log "PGQ_TEST_DSN=$PGQ_TEST_DSN"
+set +e
+"$@"
+status=$?
+set -e
+exit "$status"
