@@ -74,7 +74,7 @@ mod tests {
 /// parameter (DDL such as `CREATE TRIGGER` arguments). Written as an `E''`
 /// literal with quotes and backslashes escaped, so it reads the same whatever
 /// `standard_conforming_strings` is.
-pub(crate) fn quote_literal(value: &str) -> Result<String> {
+pub fn quote_literal(value: &str) -> Result<String> {
     if value.contains('\0') {
         return Err(Error::InvalidArgument {
             what: "literal",

@@ -70,7 +70,7 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use event::{Event, NewEvent, TriggerOp};
-pub use ident::{quote_ident, quote_qualified};
+pub use ident::{quote_ident, quote_literal, quote_qualified};
 pub use interval::Interval;
 pub use maint::{
     find_tick_helper, force_tick, maint_operations, maint_retry_events, maint_rotate_tables_step1,
