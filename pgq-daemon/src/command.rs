@@ -1,0 +1,128 @@
+//! The daemon commands, as a clap subcommand, and the entry point that runs them.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::exit::{ExitCode, Failure};
+use crate::level::Level;
+use crate::runner::Daemon;
+use crate::{control, daemonize, foreground};
+
+/// The commands every daemon binary has.
+///
+/// Flatten it into the binary's own subcommands:
+///
+/// ```
+/// #[derive(clap::Subcommand)]
+/// enum Command {
+///     /// Create what the daemon needs.
+///     Install,
+///     #[command(flatten)]
+///     Daemon(pgq_daemon::DaemonCommand),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum DaemonCommand {
+    /// Start the daemon in the background; returns once it is up (exit 4 if it already runs)
+    Start,
+    /// Run the daemon in the foreground, logging to stderr unless a logfile is set
+    Run {
+        /// Stop at the first round that finds no work (for cron)
+        #[arg(long)]
+        once: bool,
+    },
+    /// Stop the daemon after the round in flight (SIGTERM), and wait until it is gone
+    Stop,
+    /// Stop the daemon at once, abandoning the round in flight (SIGQUIT, then SIGKILL)
+    Kill,
+    /// Make the daemon reopen its log file and re-read its configuration (SIGHUP)
+    Reload,
+    /// Stop the daemon (escalating to kill if it takes too long) and start it again
+    Restart,
+    /// Tell whether the daemon runs, and its pid (exit 0 running, 4 not running)
+    Status,
+    /// Make the daemon log one level more (SIGUSR1)
+    Logmore,
+    /// Make the daemon log one level less (SIGUSR2)
+    Logless,
+}
+
+/// How to run and find the daemon.
+///
+/// Build it with [`Options::new`] and set the fields:
+///
+/// ```
+/// use std::time::Duration;
+/// let mut opts = pgq_daemon::Options::new("mydaemon");
+/// opts.pidfile = Some("/run/mydaemon.pid".into());
+/// opts.logfile = Some("/var/log/mydaemon.log".into());
+/// opts.stop_timeout = Duration::from_secs(10);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// The daemon's name, in messages (`NAME started, pid N`).
+    pub name: String,
+    /// The pidfile. Required by `start` and by the commands that find the daemon;
+    /// optional for `run`, which holds it when it is set.
+    pub pidfile: Option<PathBuf>,
+    /// The log file. Required by `start`; `run` logs to stderr without one.
+    pub logfile: Option<PathBuf>,
+    /// The log level until the first [`Daemon::config`] returns one. Default NOTICE.
+    pub level: Level,
+    /// How long `stop` and `restart` wait for a graceful stop. Default 30 s.
+    pub stop_timeout: Duration,
+    /// How long `kill` (and `restart`, escalating) waits after SIGQUIT, and again after
+    /// SIGKILL. Default 5 s.
+    pub kill_timeout: Duration,
+}
+
+impl Options {
+    /// Options with the given name, no pidfile, no logfile, and the defaults above.
+    pub fn new(name: impl Into<String>) -> Self {
+        Options {
+            name: name.into(),
+            pidfile: None,
+            logfile: None,
+            level: Level::Notice,
+            stop_timeout: Duration::from_secs(30),
+            kill_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs a daemon command, printing its outcome, and returns its exit code.
+///
+/// `make` builds the daemon (connects, checks...); it runs inside the tokio runtime,
+/// only for `start`, `run` and `restart`. A [`Failure`] from it, or an error from the
+/// first [`Daemon::config`], is a startup failure: printed on stderr, with its exit
+/// code (for `start`, the parent prints it, having waited for the daemon's report).
+///
+/// This function is synchronous and must be called **before any thread is started**
+/// (no tokio runtime yet): `start` forks. The daemon process started by `start`
+/// never returns from it: it exits when it stops. In every other case it returns.
+///
+/// `status` here prints one line; to print more (a consumer's queue details), handle
+/// [`DaemonCommand::Status`] yourself with [`status`] and [`running_pid`](crate::running_pid).
+pub fn execute<D, F, Fut>(cmd: &DaemonCommand, opts: &Options, make: F) -> ExitCode
+where
+    D: Daemon,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<D, Failure>>,
+{
+    match cmd {
+        DaemonCommand::Start => daemonize::start(opts, make),
+        DaemonCommand::Run { once } => foreground::run(opts, *once, make),
+        DaemonCommand::Stop => control::stop(opts),
+        DaemonCommand::Kill => control::kill(opts),
+        DaemonCommand::Reload => control::reload(opts),
+        DaemonCommand::Restart => match control::stop_for_restart(opts) {
+            ExitCode::Ok => daemonize::start(opts, make),
+            code => code,
+        },
+        DaemonCommand::Status => control::status(opts),
+        DaemonCommand::Logmore => control::logmore(opts),
+        DaemonCommand::Logless => control::logless(opts),
+    }
+}

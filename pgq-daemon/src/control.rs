@@ -1,0 +1,208 @@
+//! The commands that act on a running daemon: status, stop, kill, reload, logmore,
+//! logless, and the stopping half of restart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill as send_signal, Signal};
+use nix::unistd::Pid;
+
+use crate::command::Options;
+use crate::error::{chain, Error};
+use crate::exit::ExitCode;
+use crate::pidfile::running_pid;
+
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
+/// Prints whether the daemon runs: `NAME is running, pid N` (exit 0) or
+/// `NAME is not running` (exit 4), on stdout. Problems finding out (no pidfile
+/// configured, an unreadable pidfile) go to stderr, with exit 1.
+///
+/// This is what `status` does in [`execute`](crate::execute). A binary that has more
+/// to tell (a consumer's queue, lag, pending events) handles `status` itself: it calls
+/// this, then prints its details, and exits with this code.
+pub fn status(opts: &Options) -> ExitCode {
+    let name = &opts.name;
+    let Some(path) = &opts.pidfile else {
+        eprintln!("{name}: no pidfile is configured: cannot tell whether it runs");
+        return ExitCode::Failed;
+    };
+    match running_pid(path) {
+        Ok(Some(pid)) => {
+            println!("{name} is running, pid {pid}");
+            ExitCode::Ok
+        }
+        Ok(None) => {
+            println!("{name} is not running");
+            ExitCode::WrongState
+        }
+        Err(e) => {
+            eprintln!("{name}: {}", chain(&e));
+            ExitCode::Failed
+        }
+    }
+}
+
+pub(crate) fn reload(opts: &Options) -> ExitCode {
+    notify(opts, Signal::SIGHUP, "reload")
+}
+
+pub(crate) fn logmore(opts: &Options) -> ExitCode {
+    notify(opts, Signal::SIGUSR1, "log more")
+}
+
+pub(crate) fn logless(opts: &Options) -> ExitCode {
+    notify(opts, Signal::SIGUSR2, "log less")
+}
+
+fn notify(opts: &Options, signal: Signal, what: &str) -> ExitCode {
+    let name = &opts.name;
+    let result = find(opts).and_then(|(_, pid)| send(name, pid, signal).map(|()| pid));
+    match result {
+        Ok(pid) => {
+            println!("{name}, pid {pid}: asked to {what} ({})", signal.as_str());
+            ExitCode::Ok
+        }
+        Err(code) => code,
+    }
+}
+
+/// SIGTERM, then waits for the daemon to release the pidfile.
+pub(crate) fn stop(opts: &Options) -> ExitCode {
+    let name = &opts.name;
+    let (path, pid) = match find(opts) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    if let Err(code) = send(name, pid, Signal::SIGTERM) {
+        return code;
+    }
+    if wait_gone(&path, pid, opts.stop_timeout) {
+        println!("{name} stopped, pid {pid}");
+        ExitCode::Ok
+    } else {
+        eprintln!(
+            "{name} is still running, pid {pid}, {:?} after SIGTERM: its round in flight may be long; use `kill` to stop it at once",
+            opts.stop_timeout
+        );
+        ExitCode::Failed
+    }
+}
+
+/// SIGQUIT, then SIGKILL if the daemon is still there after `kill_timeout`.
+pub(crate) fn kill(opts: &Options) -> ExitCode {
+    let (path, pid) = match find(opts) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    kill_found(opts, &path, pid)
+}
+
+fn kill_found(opts: &Options, path: &Path, pid: u32) -> ExitCode {
+    let name = &opts.name;
+    if let Err(code) = send(name, pid, Signal::SIGQUIT) {
+        return code;
+    }
+    if wait_gone(path, pid, opts.kill_timeout) {
+        println!("{name} killed, pid {pid}");
+        return ExitCode::Ok;
+    }
+    eprintln!(
+        "{name}, pid {pid}, did not quit {:?} after SIGQUIT: sending SIGKILL",
+        opts.kill_timeout
+    );
+    match send(name, pid, Signal::SIGKILL) {
+        Ok(()) | Err(ExitCode::WrongState) => {}
+        Err(code) => return code,
+    }
+    if wait_gone(path, pid, opts.kill_timeout) {
+        println!("{name} killed with SIGKILL, pid {pid}");
+        ExitCode::Ok
+    } else {
+        eprintln!("{name} is still running, pid {pid}, after SIGKILL");
+        ExitCode::Failed
+    }
+}
+
+/// The first half of `restart`: a graceful stop, escalating to `kill` after
+/// `stop_timeout`. `Ok` once the daemon is gone.
+pub(crate) fn stop_for_restart(opts: &Options) -> ExitCode {
+    let name = &opts.name;
+    let (path, pid) = match find(opts) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    if let Err(code) = send(name, pid, Signal::SIGTERM) {
+        return code;
+    }
+    if wait_gone(&path, pid, opts.stop_timeout) {
+        println!("{name} stopped, pid {pid}");
+        return ExitCode::Ok;
+    }
+    eprintln!(
+        "{name}, pid {pid}, did not stop {:?} after SIGTERM: killing it",
+        opts.stop_timeout
+    );
+    kill_found(opts, &path, pid)
+}
+
+/// The pidfile and the pid of the running daemon; prints why not, otherwise.
+fn find(opts: &Options) -> Result<(PathBuf, u32), ExitCode> {
+    let name = &opts.name;
+    let Some(path) = &opts.pidfile else {
+        eprintln!("{name}: no pidfile is configured: cannot find the daemon");
+        return Err(ExitCode::Failed);
+    };
+    match running_pid(path) {
+        Ok(Some(pid)) => Ok((path.clone(), pid)),
+        Ok(None) => {
+            eprintln!("{name} is not running");
+            Err(ExitCode::WrongState)
+        }
+        Err(e) => {
+            eprintln!("{name}: {}", chain(&e));
+            Err(ExitCode::Failed)
+        }
+    }
+}
+
+fn send(name: &str, pid: u32, signal: Signal) -> Result<(), ExitCode> {
+    let Ok(raw) = i32::try_from(pid) else {
+        eprintln!("{name}: pid {pid} is out of range");
+        return Err(ExitCode::Failed);
+    };
+    match send_signal(Pid::from_raw(raw), signal) {
+        Ok(()) => Ok(()),
+        Err(Errno::ESRCH) => {
+            eprintln!("{name} is not running (pid {pid} is gone)");
+            Err(ExitCode::WrongState)
+        }
+        Err(source) => {
+            let e = Error::Signal {
+                pid,
+                signal: signal.as_str(),
+                source,
+            };
+            eprintln!("{name}: {}", chain(&e));
+            Err(ExitCode::Failed)
+        }
+    }
+}
+
+/// Polls until the daemon `pid` no longer holds the pidfile, for at most `timeout`.
+fn wait_gone(path: &Path, pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match running_pid(path) {
+            Ok(Some(holder)) if holder == pid => {}
+            Ok(_) => return true,
+            // Unreadable for a moment (a new daemon writing its pid): look again.
+            Err(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}

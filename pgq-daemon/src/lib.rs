@@ -1,0 +1,138 @@
+//! A Unix daemon around an async loop: fork, a locked pidfile, signals, six-level
+//! logging that logrotate can rotate, and the control commands
+//! `start | run [--once] | stop | kill | reload | restart | status | logmore | logless`.
+//!
+//! This is the SystemDaemon and SimpleLogger of libphp-pgq, for tokio. It knows
+//! processes and nothing about queues or databases: implement [`Daemon`] (a
+//! [`config`](Daemon::config) read at start and on reload, and a
+//! [`process`](Daemon::process) called round after round) and hand a
+//! [`DaemonCommand`] to [`execute`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use clap::Parser;
+//! use pgq_daemon::{async_trait, Activity, BoxError, Daemon, DaemonCommand, ExitCode, Level, Options, Settings};
+//!
+//! /// Counts rounds, one every five seconds.
+//! struct Counter {
+//!     rounds: u64,
+//! }
+//!
+//! #[async_trait]
+//! impl Daemon for Counter {
+//!     async fn config(&mut self) -> Result<Settings, BoxError> {
+//!         // A real daemon re-reads its configuration file here.
+//!         Ok(Settings { delay: Duration::from_secs(5), level: Level::Notice })
+//!     }
+//!
+//!     async fn process(&mut self) -> Result<Activity, BoxError> {
+//!         self.rounds += 1;
+//!         pgq_daemon::notice!("round {}", self.rounds);
+//!         Ok(Activity::Idle)
+//!     }
+//! }
+//!
+//! #[derive(Parser)]
+//! struct Cli {
+//!     #[command(subcommand)]
+//!     command: DaemonCommand,
+//! }
+//!
+//! fn main() -> ExitCode {
+//!     let cli = Cli::parse();
+//!     let mut opts = Options::new("counter");
+//!     opts.pidfile = Some("/tmp/counter.pid".into());
+//!     opts.logfile = Some("/tmp/counter.log".into());
+//!     // Runs before any thread exists: `start` forks.
+//!     pgq_daemon::execute(&cli.command, &opts, || async { Ok(Counter { rounds: 0 }) })
+//! }
+//! ```
+//!
+//! # The loop
+//!
+//! After `make` has built the daemon and the first [`Daemon::config`] has returned
+//! its [`Settings`], the runner calls [`Daemon::process`] again and again. A round that
+//! returns [`Activity::Busy`] is followed by the next one at once; [`Activity::Idle`]
+//! rests `delay`; [`Activity::Backoff`] rests the given time. A round that fails is
+//! logged at ERROR and followed by a rest of `delay`: the daemon never dies of it. The
+//! rest ends early when [`Daemon::wait_for_work`] completes, and on every signal below.
+//! When the loop ends, [`Daemon::shutdown`] is called, then the process exits.
+//!
+//! # Signals
+//!
+//! | signal      | effect |
+//! |-------------|--------|
+//! | TERM, INT   | graceful stop: the round in flight completes, then exit 0. A second one stops at once, like QUIT. |
+//! | QUIT        | immediate stop: the round in flight (its `process()` future) is dropped, then exit 0. |
+//! | HUP         | reload at the next loop boundary (at once when resting): reopen the log file, call `config()`, apply its level and delay. A failing `config()` is logged and the previous settings stay. |
+//! | USR1 / USR2 | log one level more / less, at once. |
+//!
+//! The signals are received by one tokio task that only sets state the loop reads:
+//! two [`CancellationToken`](tokio_util::sync::CancellationToken)s (graceful and
+//! immediate stop) and a reload counter.
+//!
+//! # Commands and exit codes
+//!
+//! See [`DaemonCommand`] and [`execute`]. `start` refuses without a pidfile or a
+//! logfile, forks, and returns only once the daemon is up (`NAME started, pid N`), or
+//! with the startup failure the daemon reported (printed on stderr, with its code).
+//! `run` does the same work in the foreground; `run --once` stops at the first round
+//! that is not [`Activity::Busy`] (exit 0), or that fails (exit 1). `stop`, `kill`,
+//! `reload`, `restart`, `logmore` and `logless` signal the daemon found through the
+//! pidfile; `status` prints whether it runs (see [`status`] to print more).
+//!
+//! Exit codes ([`ExitCode`]): 0 ok, 1 usage error or operation failed, 3 cannot
+//! connect, 4 the daemon is in the wrong state (not running, or already running).
+//!
+//! # Pidfile
+//!
+//! The daemon holds an exclusive lock ([`std::fs::File::try_lock`], `flock`) on its
+//! [`Pidfile`] while it lives. The lock decides whether a daemon runs, never the pid in
+//! the file, so a stale pidfile (process gone, pid reused) never blocks a start. The
+//! pidfile is removed when the daemon exits normally.
+//!
+//! # Logging
+//!
+//! Six levels ([`Level`]): DEBUG, VERBOSE, NOTICE, WARNING, ERROR, FATAL, with the
+//! macros [`debug!`], [`verbose!`], [`notice!`], [`warning!`], [`error!`], [`fatal!`],
+//! written through the [`log`] crate (so other crates' `log` records appear too, under
+//! the mapped name) and flexi_logger. Every line reads
+//!
+//! ```text
+//! 2026-01-31 12:00:00.123 +01:00 [4242] NOTICE counter started, pid 4242, log level NOTICE, delay 5s
+//! ```
+//!
+//! to the log file (appended) or to stderr. A reload reopens the file, so logrotate
+//! only needs `postrotate NAME -c CONF reload` (no `copytruncate`). Level changes
+//! (`logmore`, `logless`, a reload with a new level) are announced by a NOTICE line
+//! written whatever the level. A panic is logged at FATAL, with its location, before
+//! the process goes.
+
+mod command;
+mod control;
+mod daemonize;
+mod error;
+mod exit;
+mod foreground;
+mod level;
+mod logger;
+mod macros;
+mod pidfile;
+mod runner;
+mod signals;
+
+pub use async_trait::async_trait;
+
+pub use command::{execute, DaemonCommand, Options};
+pub use control::status;
+pub use error::{BoxError, Error, Result};
+pub use exit::{ExitCode, Failure};
+pub use level::Level;
+pub use logger::{init_logger, LogHandle};
+pub use pidfile::{running_pid, Pidfile};
+pub use runner::{Activity, Daemon, Settings};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use log;
+}
