@@ -1,0 +1,289 @@
+//! The crate's error type.
+
+use tokio_postgres::error::SqlState;
+
+/// What can go wrong in a consumer.
+///
+/// Every variant names what it was about (queue, consumer, batch, file); the
+/// underlying cause is only ever the [`source`](std::error::Error::source),
+/// never repeated in the message, so print the chain to see it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A framework schema file could not be applied; nothing of the install
+    /// was kept.
+    #[error("installing the pgq_consumer schema failed at {file} (version {version})")]
+    SchemaFile {
+        /// The file, e.g. `sql/pgq_consumer/v1.sql`.
+        file: &'static str,
+        /// The version that file brings.
+        version: i32,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Reading or locking the framework schema's version failed.
+    #[error("{step} of the pgq_consumer schema failed")]
+    Schema {
+        /// What was being done: `reading the version`, `locking`, `committing` ...
+        step: &'static str,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database has a newer framework schema than this program knows;
+    /// it is left alone (no downgrades).
+    #[error("the pgq_consumer schema in the database is version {installed}, newer than version {supported} this program knows")]
+    SchemaTooNew {
+        /// The version in the database.
+        installed: i32,
+        /// The newest version this program has.
+        supported: i32,
+    },
+    /// A framework SQL function failed for a queue's consumer.
+    #[error("{function} failed for consumer {consumer:?} on queue {queue:?}")]
+    Consumer {
+        /// The SQL function, e.g. `pgq_consumer.failed_event_retry`.
+        function: &'static str,
+        /// The queue.
+        queue: String,
+        /// The consumer (for a cooperative group, the group's consumer).
+        consumer: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A framework SQL function failed for a cooperative sub-consumer.
+    #[error("{function} failed for sub-consumer {subconsumer:?} of consumer {consumer:?} on queue {queue:?}")]
+    Subconsumer {
+        /// The SQL function, e.g. `pgq_consumer.next_batch_custom`.
+        function: &'static str,
+        /// The queue.
+        queue: String,
+        /// The group's consumer.
+        consumer: String,
+        /// The sub-consumer.
+        subconsumer: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A framework SQL function failed for a batch.
+    #[error("{function} failed for batch {batch_id}")]
+    Batch {
+        /// The SQL function, e.g. `pgq_consumer.finish_batch`.
+        function: &'static str,
+        /// The batch.
+        batch_id: i64,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The batch is not active any more: finished already, or taken over by
+    /// another sub-consumer because this one was silent too long. The
+    /// transaction must roll back, so its work is not done twice.
+    #[error("batch {batch_id} is not active (finished already, or taken over by another sub-consumer)")]
+    BatchNotActive {
+        /// The batch.
+        batch_id: i64,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The consumer (or, when `subconsumer` is set, the sub-consumer) is not
+    /// registered on the queue.
+    #[error("{} is not registered on queue {queue:?}", who(consumer, subconsumer.as_deref()))]
+    NotRegistered {
+        /// The queue.
+        queue: String,
+        /// The consumer (the group's consumer for a sub-consumer).
+        consumer: String,
+        /// The sub-consumer, if that is what is missing.
+        subconsumer: Option<String>,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A batch is in the way: the sub-consumer holds one and was to be
+    /// unregistered with [`BatchHandling::Refuse`](crate::BatchHandling), or
+    /// the group's own consumer holds one (a plain consumer of that name ran).
+    #[error("{} holds a batch on queue {queue:?}", who(consumer, subconsumer.as_deref()))]
+    BatchHeld {
+        /// The queue.
+        queue: String,
+        /// The group's consumer.
+        consumer: String,
+        /// The sub-consumer holding the batch; `None` when the group's
+        /// consumer itself holds one.
+        subconsumer: Option<String>,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The remote database says part of this batch was applied and part was
+    /// not (a replayed batch came back cut longer): it can be neither applied
+    /// nor skipped. Reposition the consumer at `applied_tick_id`
+    /// (`pgq.register_consumer_at`) and carry on.
+    #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} is partly applied in the remote database, up to tick {applied_tick_id}")]
+    BatchPartlyApplied {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The batch.
+        batch_id: i64,
+        /// The tick the batch starts after.
+        prev_tick_id: i64,
+        /// The tick the batch ends at.
+        tick_id: i64,
+        /// The last tick the remote database has applied.
+        applied_tick_id: i64,
+    },
+    /// The remote database's record contradicts the queue: the tick ids say
+    /// the batch was applied, the tick times say it cannot have been (the
+    /// queue was dropped and created again). Check, then forget the old
+    /// record (`forget_applied_batches`).
+    #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} contradicts what the remote database recorded; was the queue created again?")]
+    TrackingInconsistent {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The batch.
+        batch_id: i64,
+        /// The tick the batch starts after.
+        prev_tick_id: i64,
+        /// The tick the batch ends at.
+        tick_id: i64,
+    },
+    /// A framework SQL function returned a row this crate cannot read (the
+    /// installed schema is not the one this program expects).
+    #[error("{function} returned an unexpected row")]
+    UnexpectedRow {
+        /// The SQL function.
+        function: &'static str,
+        /// The decoding error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+fn who(consumer: &str, subconsumer: Option<&str>) -> String {
+    match subconsumer {
+        Some(sub) => format!("sub-consumer {sub:?} of consumer {consumer:?}"),
+        None => format!("consumer {consumer:?}"),
+    }
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The SQLSTATE of the PostgreSQL error behind this one, if any.
+    pub fn code(&self) -> Option<&SqlState> {
+        self.postgres().and_then(tokio_postgres::Error::code)
+    }
+
+    /// The PostgreSQL error behind this one, if any.
+    pub fn postgres(&self) -> Option<&tokio_postgres::Error> {
+        match self {
+            Error::SchemaFile { source, .. }
+            | Error::Schema { source, .. }
+            | Error::Consumer { source, .. }
+            | Error::Subconsumer { source, .. }
+            | Error::Batch { source, .. }
+            | Error::BatchNotActive { source, .. }
+            | Error::NotRegistered { source, .. }
+            | Error::BatchHeld { source, .. }
+            | Error::UnexpectedRow { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// An error of a framework SQL function called for a queue's consumer;
+    /// "not registered" and "batch held" get their own variants.
+    pub(crate) fn consumer(
+        function: &'static str,
+        queue: &str,
+        consumer: &str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let (queue, consumer) = (queue.to_owned(), consumer.to_owned());
+        move |source| match source.code() {
+            Some(c) if *c == SqlState::UNDEFINED_OBJECT => Error::NotRegistered {
+                queue,
+                consumer,
+                subconsumer: None,
+                source,
+            },
+            Some(c) if *c == SqlState::OBJECT_IN_USE => Error::BatchHeld {
+                queue,
+                consumer,
+                subconsumer: None,
+                source,
+            },
+            _ => Error::Consumer {
+                function,
+                queue,
+                consumer,
+                source,
+            },
+        }
+    }
+
+    /// An error of a framework SQL function called for a sub-consumer. The
+    /// SQL says which of the two is missing or holds a batch; the message
+    /// names a sub-consumer when it is about the sub-consumer.
+    pub(crate) fn subconsumer(
+        function: &'static str,
+        queue: &str,
+        consumer: &str,
+        subconsumer: &str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let (queue, consumer, sub) = (queue.to_owned(), consumer.to_owned(), subconsumer.to_owned());
+        move |source| {
+            let about_sub = source
+                .as_db_error()
+                .is_some_and(|e| e.message().starts_with("pgq_consumer: sub-consumer"));
+            let subconsumer = about_sub.then(|| sub.clone());
+            match source.code() {
+                Some(c) if *c == SqlState::UNDEFINED_OBJECT => Error::NotRegistered {
+                    queue,
+                    consumer,
+                    subconsumer,
+                    source,
+                },
+                Some(c) if *c == SqlState::OBJECT_IN_USE => Error::BatchHeld {
+                    queue,
+                    consumer,
+                    subconsumer,
+                    source,
+                },
+                _ => Error::Subconsumer {
+                    function,
+                    queue,
+                    consumer,
+                    subconsumer: sub,
+                    source,
+                },
+            }
+        }
+    }
+
+    /// An error of a framework SQL function called for a batch; a batch
+    /// that is not active gets its own variant.
+    pub(crate) fn batch(function: &'static str, batch_id: i64) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| match source.code() {
+            Some(c) if *c == SqlState::NO_DATA_FOUND => Error::BatchNotActive { batch_id, source },
+            _ => Error::Batch {
+                function,
+                batch_id,
+                source,
+            },
+        }
+    }
+
+    /// A row of `function` that could not be read.
+    pub(crate) fn row(function: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        move |source| Error::UnexpectedRow { function, source }
+    }
+}
