@@ -48,10 +48,11 @@ pub async fn drop_queue_forced(client: &impl GenericClient, queue: &str, force: 
     Ok(())
 }
 
-/// Sets one queue parameter (`pgq.set_queue_config`), e.g. `ticker_max_count`,
-/// `ticker_max_lag`, `ticker_idle_period`, `rotation_period`,
-/// `external_ticker`, `ticker_paused`, `disable_insert`. PgQ checks the name
-/// and the value.
+/// Sets one queue parameter (`pgq.set_queue_config`): one of
+/// `ticker_max_count`, `ticker_max_lag`, `ticker_idle_period`,
+/// `ticker_paused`, `rotation_period`, `external_ticker`, the value as its
+/// SQL text (`"5 seconds"`, `"true"`). PgQ refuses any other name; the
+/// column's type refuses a bad value.
 pub async fn set_queue_config(client: &impl GenericClient, queue: &str, param: &str, value: &str) -> Result<()> {
     let _: i32 = scalar(
         client,
@@ -91,9 +92,11 @@ pub async fn grant_perms(client: &impl GenericClient, queue: &str) -> Result<()>
     Ok(())
 }
 
-/// Sets storage parameters on a queue's event tables (`pgq.tune_storage`).
-pub async fn tune_storage(client: &impl GenericClient, queue: &str) -> Result<()> {
-    let _: i32 = scalar(
+/// Sets storage parameters on a queue's event tables (`pgq.tune_storage`):
+/// fillfactor 100, autovacuum off. Returns `false` when there is no such
+/// queue (PgQ does not raise an error for that).
+pub async fn tune_storage(client: &impl GenericClient, queue: &str) -> Result<bool> {
+    let n: i32 = scalar(
         client,
         "pgq.tune_storage",
         on_queue(queue),
@@ -101,7 +104,7 @@ pub async fn tune_storage(client: &impl GenericClient, queue: &str) -> Result<()
         &[&queue],
     )
     .await?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// A queue's configuration and state, a row of `pgq.get_queue_info`.
