@@ -8,8 +8,8 @@ use crate::error::{on_queue, Error, Result};
 use crate::ident::quote_qualified;
 use crate::interval::Interval;
 
-/// Ticks every queue that is due (`pgq.ticker(0)`). Returns how many queues
-/// were considered.
+/// Ticks every queue that is due (`pgq.ticker(0)`), skipping paused queues
+/// and queues with an external ticker. Returns how many queues were ticked.
 pub async fn ticker(client: &impl GenericClient) -> Result<i64> {
     scalar(client, "pgq.ticker", String::new(), "select pgq.ticker()", &[]).await
 }
@@ -48,8 +48,10 @@ pub async fn ticker_external(
 }
 
 /// Makes the next [`ticker`] call tick this queue whatever its thresholds
-/// (`pgq.force_tick`). Returns the queue's last tick id.
-pub async fn force_tick(client: &impl GenericClient, queue: &str) -> Result<i64> {
+/// (`pgq.force_tick`). Returns the queue's last tick id, `None` when there is
+/// no such queue (PgQ raises no error for that). On a paused queue or one
+/// with an external ticker it changes nothing.
+pub async fn force_tick(client: &impl GenericClient, queue: &str) -> Result<Option<i64>> {
     scalar(
         client,
         "pgq.force_tick",
@@ -201,9 +203,11 @@ pub struct FoundTick {
     pub next_tick_seq: i64,
 }
 
-/// The tick search `next_batch_custom` uses (`pgq.find_tick_helper`): the
-/// first tick after `prev_tick_id` that is at least `min_count` events or
-/// `min_interval` later. `None` when there is no tick after it.
+/// The tick search `next_batch_custom` uses (`pgq.find_tick_helper`): a tick
+/// after `prev_tick_id` that ends a batch of at least `min_count` events or
+/// `min_interval` time. The queue's latest tick when it is within twice the
+/// limits, otherwise the first tick that satisfies them; `None` when no tick
+/// does yet.
 #[allow(clippy::too_many_arguments)]
 pub async fn find_tick_helper(
     client: &impl GenericClient,
