@@ -239,8 +239,14 @@ pub async fn get_batch_cursor_where(
 
 /// Fetches up to `count` more events from a cursor opened by
 /// [`get_batch_cursor`]; an empty result means the batch is read. The cursor
-/// is closed at the end of the transaction.
+/// is closed at the end of the transaction. A `count` of 0 returns nothing
+/// (SQL's `FETCH 0` would re-read the current row, which PgQ's no-scroll
+/// cursor refuses, aborting the transaction).
 pub async fn fetch_batch_cursor(client: &impl GenericClient, cursor: &str, count: u32) -> Result<Vec<Event>> {
+    if count == 0 {
+        quote_ident(cursor)?;
+        return Ok(Vec::new());
+    }
     let sql = format!("fetch {count} from {}", quote_ident(cursor)?);
     map_rows(
         client,
