@@ -1,5 +1,6 @@
 //! Events: what a batch delivers and what a producer inserts.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -83,13 +84,33 @@ impl Event {
         })
     }
 
-    /// The operation and primary key columns of a trigger event: logutriga and
-    /// sqltriga write `I:id`, `U:id,name` or `D:id` (sqltriga just `I`/`U`/`D`);
-    /// jsontriga writes `I:id` too. Returns `None` for other events.
-    pub fn trigger_op(&self) -> Option<(TriggerOp, Vec<&str>)> {
+    /// The operation and primary key columns of a trigger event, read from
+    /// `ev_type`: logutriga writes `I:id`, `U:id,name` or `D:id`, sqltriga
+    /// just `I`/`U`/`D`, and jsontriga a JSON object such as
+    /// `{"op":"INSERT","table":["public","t"],"pkey":["id"]}`. Returns `None`
+    /// for other events.
+    pub fn trigger_op(&self) -> Option<(TriggerOp, Vec<Cow<'_, str>>)> {
         let ty = self.ev_type.as_deref()?;
+        if ty.starts_with('{') {
+            #[derive(serde::Deserialize)]
+            struct JsonType<'a> {
+                #[serde(borrow)]
+                op: Cow<'a, str>,
+                #[serde(default)]
+                pkey: Vec<String>,
+            }
+            let t: JsonType<'_> = serde_json::from_str(ty).ok()?;
+            let op = match t.op.as_ref() {
+                "INSERT" => TriggerOp::Insert,
+                "UPDATE" => TriggerOp::Update,
+                "DELETE" => TriggerOp::Delete,
+                "TRUNCATE" => TriggerOp::Truncate,
+                _ => return None,
+            };
+            return Some((op, t.pkey.into_iter().map(Cow::Owned).collect()));
+        }
         let (op, keys) = match ty.split_once(':') {
-            Some((op, keys)) => (op, keys.split(',').filter(|k| !k.is_empty()).collect()),
+            Some((op, keys)) => (op, keys.split(',').filter(|k| !k.is_empty()).map(Cow::Borrowed).collect()),
             None => (ty, Vec::new()),
         };
         let op = match op {
@@ -253,5 +274,18 @@ mod tests {
         let (op, keys) = event.trigger_op().expect("a trigger event");
         assert_eq!(op, TriggerOp::Insert);
         assert_eq!(keys, vec!["id"]);
+    }
+
+    #[test]
+    fn trigger_op_reads_jsontriga_s_json_event_type() {
+        let mut event = ev("");
+        event.ev_type = Some(r#"{"op":"UPDATE","table":["public","t"],"pkey":["id","na\"me"]}"#.into());
+        let (op, keys) = event.trigger_op().expect("a trigger event");
+        assert_eq!(op, TriggerOp::Update);
+        assert_eq!(keys, vec!["id", "na\"me"]);
+        event.ev_type = Some(r#"{"op":"MERGE"}"#.into());
+        assert!(event.trigger_op().is_none());
+        event.ev_type = Some("{broken".into());
+        assert!(event.trigger_op().is_none());
     }
 }
