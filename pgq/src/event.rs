@@ -110,7 +110,10 @@ impl Event {
             return Some((op, t.pkey.into_iter().map(Cow::Owned).collect()));
         }
         let (op, keys) = match ty.split_once(':') {
-            Some((op, keys)) => (op, keys.split(',').filter(|k| !k.is_empty()).map(Cow::Borrowed).collect()),
+            Some((op, keys)) => (
+                op,
+                keys.split(',').filter(|k| !k.is_empty()).map(Cow::Borrowed).collect(),
+            ),
             None => (ty, Vec::new()),
         };
         let op = match op {
