@@ -35,15 +35,9 @@ where
         eprintln!("{name}: cannot start without a pidfile: set pidfile, or use `run` to stay in the foreground");
         return ExitCode::Failed;
     };
-    let Some(logfile) = &opts.logfile else {
-        eprintln!(
-            "{name}: cannot start without a logfile: a daemon has no terminal: set logfile, or use `run` to log to stderr"
-        );
-        return ExitCode::Failed;
-    };
-    let (pidfile, logfile) = match (absolute(pidfile), absolute(logfile)) {
-        (Ok(p), Ok(l)) => (p, l),
-        (Err(e), _) | (_, Err(e)) => {
+    let pidfile = match absolute(pidfile) {
+        Ok(path) => path,
+        Err(e) => {
             eprintln!("{name}: {e}");
             return ExitCode::Failed;
         }
@@ -59,6 +53,19 @@ where
             return e.exit_code();
         }
     }
+    let Some(logfile) = &opts.logfile else {
+        eprintln!(
+            "{name}: cannot start without a logfile: a daemon has no terminal: set logfile, or use `run` to log to stderr"
+        );
+        return ExitCode::Failed;
+    };
+    let logfile = match absolute(logfile) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            return ExitCode::Failed;
+        }
+    };
     let pipe = single_threaded().and_then(|()| std::io::pipe().map_err(|source| daemonize_error("pipe", source)));
     let (reader, writer) = match pipe {
         Ok(pipe) => pipe,

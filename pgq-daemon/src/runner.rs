@@ -132,11 +132,13 @@ async fn run_loop<D: Daemon>(
         reload,
     } = control;
     let mut reload = Reload(reload);
+    // Set when the rest was cut short by a reload request (which marks it seen).
+    let mut reload_due = false;
     loop {
         if graceful.is_cancelled() {
             return ExitCode::Ok;
         }
-        if reload.take() {
+        if std::mem::take(&mut reload_due) || reload.take() {
             apply_reload(daemon, log, &mut delay, &immediate).await;
             continue;
         }
@@ -171,7 +173,7 @@ async fn run_loop<D: Daemon>(
             biased;
             () = immediate.cancelled() => {}
             () = graceful.cancelled() => {}
-            () = reload.requested() => {}
+            () = reload.requested() => reload_due = true,
             () = tokio::time::sleep(rest) => {}
             () = daemon.wait_for_work() => crate::debug!("woken up: work to do"),
         }

@@ -1,0 +1,75 @@
+//! stop, kill, and the round in flight.
+
+use crate::harness::{unfinished, wait_gone, Demo};
+
+#[test]
+fn stop_lets_the_round_in_flight_finish() {
+    let mut demo = Demo::new("stop_in_flight");
+    demo.set("round_ms", "500");
+    let pid = demo.start();
+    demo.wait_until("a round is in flight", || demo.round_in_flight());
+    let ran = demo.ok(&["stop"]);
+    assert_eq!(ran.stdout.trim(), format!("demo stopped, pid {pid}"));
+    wait_gone(&demo, pid);
+    let work = demo.work();
+    assert!(unfinished(&work).is_empty(), "every begin has its end: {work:?}");
+    let log = demo.log();
+    assert!(log.contains("received SIGTERM"), "{log}");
+    assert!(log.contains("demo shutting down"), "{log}");
+    assert!(log.contains(&format!("demo stopped, pid {pid}")), "{log}");
+}
+
+#[test]
+fn kill_abandons_the_round_in_flight() {
+    let mut demo = Demo::new("kill_in_flight");
+    demo.set("round_ms", "5000");
+    let pid = demo.start();
+    demo.wait_until("a round is in flight", || demo.round_in_flight());
+    let ran = demo.ok(&["kill"]);
+    assert_eq!(ran.stdout.trim(), format!("demo killed, pid {pid}"));
+    wait_gone(&demo, pid);
+    let work = demo.work();
+    assert_eq!(unfinished(&work), ["1"], "round 1 was dropped: {work:?}");
+    let log = demo.log();
+    assert!(log.contains("received SIGQUIT"), "{log}");
+    assert!(log.contains("demo shutting down after 1 rounds"), "{log}");
+}
+
+#[test]
+fn kill_escalates_to_sigkill_when_the_daemon_does_not_quit() {
+    let mut demo = Demo::new("kill_escalates");
+    demo.set("shutdown_hangs", "true").set("kill_timeout", "0.5");
+    let pid = demo.start();
+    let ran = demo.ok(&["kill"]);
+    assert!(ran.stderr.contains("sending SIGKILL"), "{ran:?}");
+    assert_eq!(ran.stdout.trim(), format!("demo killed with SIGKILL, pid {pid}"));
+    wait_gone(&demo, pid);
+    assert_eq!(demo.run(&["status"]).code, Some(4));
+}
+
+#[test]
+fn stop_gives_up_after_stop_timeout_and_suggests_kill() {
+    let mut demo = Demo::new("stop_timeout");
+    demo.set("shutdown_hangs", "true").set("stop_timeout", "0.3");
+    let pid = demo.start();
+    let ran = demo.run(&["stop"]);
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    assert!(ran.stderr.contains("use `kill`"), "{ran:?}");
+    assert_eq!(demo.pid(), Some(pid));
+    demo.ok(&["kill"]);
+}
+
+#[test]
+fn restart_escalates_to_kill_when_the_daemon_does_not_stop() {
+    let mut demo = Demo::new("restart_escalates");
+    demo.set("shutdown_hangs", "true")
+        .set("stop_timeout", "0.3")
+        .set("kill_timeout", "0.3");
+    let old = demo.start();
+    let ran = demo.ok(&["restart"]);
+    assert!(ran.stderr.contains("killing it"), "{ran:?}");
+    let new = demo.pid().expect("a daemon runs after restart");
+    assert_ne!(new, old);
+    wait_gone(&demo, old);
+    demo.ok(&["kill"]);
+}
