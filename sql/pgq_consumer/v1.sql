@@ -78,7 +78,7 @@ create table if not exists pgq_consumer.failed_event (
     ev_extra3       text,
     ev_extra4       text,
     failed_time     timestamptz not null default now(),
-    failed_reason   text,
+    failed_reason   text        not null default '',
     constraint failed_event_pkey primary key (queue_name, consumer_name, ev_id)
 );
 
@@ -181,7 +181,7 @@ begin
             failed_time, failed_reason)
     values (i_queue, i_consumer, i_ev_id, i_ev_time, i_ev_txid, i_ev_retry,
             i_ev_type, i_ev_data, i_ev_extra1, i_ev_extra2, i_ev_extra3, i_ev_extra4,
-            now(), i_reason)
+            now(), coalesce(i_reason, ''))
     on conflict (queue_name, consumer_name, ev_id) do update
        set ev_time = excluded.ev_time,
            ev_txid = excluded.ev_txid,
@@ -215,7 +215,7 @@ returns integer as $$
 --
 -- Returns:
 --      1; raises no_data_found when the batch is not active, and
---      when the event is not in the batch.
+--      invalid_parameter_value when the event is not in the batch.
 -- ----------------------------------------------------------------------
 declare
     v_owner record;
@@ -231,7 +231,7 @@ begin
      where e.ev_id = i_ev_id;
     if not found then
         raise exception 'pgq_consumer: event % is not in batch %', i_ev_id, i_batch_id
-            using errcode = 'no_data_found';
+            using errcode = 'invalid_parameter_value';
     end if;
     return pgq_consumer.failed_event_add(
         v_owner.queue_name, v_owner.consumer_name,

@@ -1,0 +1,226 @@
+//! The failed-event store: events a consumer gave up on, kept with the
+//! reason, to be listed, deleted, or retried for that consumer only.
+//!
+//! PgQ 3 dropped the failed-event queue libphp-pgq used; the store is the
+//! table `pgq_consumer.failed_event` and its functions (see
+//! `sql/pgq_consumer/v1.sql`). Store an event from inside the batch's
+//! transaction, so the event is stored exactly when the batch is finished.
+
+use chrono::{DateTime, Utc};
+use pgq::Event;
+use tokio_postgres::{GenericClient, Row};
+
+use crate::error::{Error, Result};
+
+/// A stored failed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEvent {
+    /// The event as it was delivered (`ev_retry` counts earlier retries).
+    pub event: Event,
+    /// When it was stored.
+    pub failed_time: DateTime<Utc>,
+    /// Why the consumer gave up on it.
+    pub reason: String,
+}
+
+impl FailedEvent {
+    /// Reads a row of `pgq_consumer.failed_event_list`: the ten event columns
+    /// in PgQ's order (`ev_id` .. `ev_extra4`), then `failed_time` and
+    /// `failed_reason`.
+    fn from_row(row: &Row) -> std::result::Result<FailedEvent, tokio_postgres::Error> {
+        Ok(FailedEvent {
+            event: Event::from_row(row)?,
+            failed_time: row.try_get("failed_time")?,
+            reason: row.try_get("failed_reason")?,
+        })
+    }
+}
+
+/// Stores `event` as failed for `consumer` on `queue`, with `reason`.
+///
+/// Call it with the batch's transaction, before finishing the batch. For a
+/// cooperative group, pass the group's consumer, not the sub-consumer. An
+/// event stored already is replaced (new reason and time).
+pub async fn add(client: &impl GenericClient, queue: &str, consumer: &str, event: &Event, reason: &str) -> Result<()> {
+    const F: &str = "pgq_consumer.failed_event_add";
+    client
+        .execute(
+            "select pgq_consumer.failed_event_add($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            &[
+                &queue,
+                &consumer,
+                &event.ev_id,
+                &event.ev_time,
+                &event.ev_txid,
+                &event.ev_retry,
+                &event.ev_type,
+                &event.ev_data,
+                &event.ev_extra1,
+                &event.ev_extra2,
+                &event.ev_extra3,
+                &event.ev_extra4,
+                &reason,
+            ],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    Ok(())
+}
+
+/// Stores event `ev_id` of the active batch `batch_id` as failed, for the
+/// batch's consumer (the group's consumer when a sub-consumer holds the
+/// batch). Reads the batch's events again to find it: prefer [`add`] when
+/// the event is at hand.
+///
+/// [`Error::BatchNotActive`] when the batch is not active; an event that is
+/// not in the batch is an [`Error::Batch`].
+pub async fn add_from_batch(client: &impl GenericClient, batch_id: i64, ev_id: i64, reason: &str) -> Result<()> {
+    const F: &str = "pgq_consumer.failed_event_add";
+    client
+        .execute("select pgq_consumer.failed_event_add($1, $2, $3)", &[&batch_id, &ev_id, &reason])
+        .await
+        .map_err(Error::batch(F, batch_id))?;
+    Ok(())
+}
+
+/// All failed events of `consumer` on `queue`, in event id order.
+pub async fn list(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<Vec<FailedEvent>> {
+    list_page(client, queue, consumer, None, 0).await
+}
+
+/// Failed events of `consumer` on `queue` in event id order: `limit` of them
+/// (`None`: all) after skipping `offset`.
+pub async fn list_page(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    limit: Option<i64>,
+    offset: i64,
+) -> Result<Vec<FailedEvent>> {
+    const F: &str = "pgq_consumer.failed_event_list";
+    let rows = client
+        .query(
+            "select * from pgq_consumer.failed_event_list($1, $2, $3, $4)",
+            &[&queue, &consumer, &limit, &offset],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    rows.iter()
+        .map(|r| FailedEvent::from_row(r).map_err(Error::row(F)))
+        .collect()
+}
+
+/// How many failed events `consumer` has on `queue`.
+pub async fn count(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
+    const F: &str = "pgq_consumer.failed_event_count";
+    let row = client
+        .query_one("select pgq_consumer.failed_event_count($1, $2) as n", &[&queue, &consumer])
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(non_negative(n))
+}
+
+/// Drops the failed events `ids` of `consumer` on `queue` for good, and
+/// returns how many of them were stored (ids that are not are skipped).
+pub async fn delete(client: &impl GenericClient, queue: &str, consumer: &str, ids: &[i64]) -> Result<u64> {
+    const F: &str = "pgq_consumer.failed_event_delete";
+    let row = client
+        .query_one(
+            "select coalesce(sum(pgq_consumer.failed_event_delete($1, $2, id)), 0)::bigint as n \
+               from unnest($3::bigint[]) as id",
+            &[&queue, &consumer, &ids],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(non_negative(n))
+}
+
+/// Drops all failed events of `consumer` on `queue` for good, and returns how
+/// many there were.
+pub async fn delete_all(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
+    const F: &str = "pgq_consumer.failed_event_delete_all";
+    let row = client
+        .query_one("select pgq_consumer.failed_event_delete_all($1, $2) as n", &[&queue, &consumer])
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(non_negative(n))
+}
+
+/// Takes the failed events `ids` out of the store and puts them back into
+/// `queue` for `consumer` only (`pgq.event_retry_raw`, `ev_retry` one
+/// higher), due now; returns how many of them were stored.
+///
+/// They are delivered again once the ticker's `pgq.maint_retry_events()` has
+/// moved them back and the next tick came. Other consumers of the queue do
+/// not see them again. The consumer must be registered
+/// ([`Error::NotRegistered`]).
+pub async fn retry(client: &impl GenericClient, queue: &str, consumer: &str, ids: &[i64]) -> Result<u64> {
+    retry_ids(client, queue, consumer, ids, None).await
+}
+
+/// [`retry`], due at `at` instead of now.
+pub async fn retry_at(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    ids: &[i64],
+    at: DateTime<Utc>,
+) -> Result<u64> {
+    retry_ids(client, queue, consumer, ids, Some(at)).await
+}
+
+async fn retry_ids(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    ids: &[i64],
+    at: Option<DateTime<Utc>>,
+) -> Result<u64> {
+    const F: &str = "pgq_consumer.failed_event_retry";
+    let row = client
+        .query_one(
+            "select coalesce(sum(pgq_consumer.failed_event_retry($1, $2, id, $4)), 0)::bigint as n \
+               from unnest($3::bigint[]) as id",
+            &[&queue, &consumer, &ids, &at],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(non_negative(n))
+}
+
+/// Puts all failed events of `consumer` on `queue` back into the queue for
+/// this consumer only, due now (see [`retry`]); returns how many.
+pub async fn retry_all(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
+    retry_all_inner(client, queue, consumer, None).await
+}
+
+/// [`retry_all`], due at `at` instead of now.
+pub async fn retry_all_at(client: &impl GenericClient, queue: &str, consumer: &str, at: DateTime<Utc>) -> Result<u64> {
+    retry_all_inner(client, queue, consumer, Some(at)).await
+}
+
+async fn retry_all_inner(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<u64> {
+    const F: &str = "pgq_consumer.failed_event_retry_all";
+    let row = client
+        .query_one(
+            "select pgq_consumer.failed_event_retry_all($1, $2, $3) as n",
+            &[&queue, &consumer, &at],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(non_negative(n))
+}
+
+fn non_negative(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}

@@ -1,0 +1,226 @@
+//! Remote batch tracking: which batch a remote consumer last applied, kept in
+//! the remote database itself (table `pgq_consumer.applied_batch`), so a batch
+//! delivered again after a crash between the remote COMMIT and the queue
+//! COMMIT is recognised and not applied twice.
+//!
+//! A batch is identified by its tick range `(prev_tick_id, cur_tick_id]`, not
+//! by its id (a replayed batch may get a new id). The rules, and what is and
+//! is not safe, are in the comments of `sql/pgq_consumer/v1.sql` ("Remote
+//! batch tracking"). In short, inside the remote transaction and before
+//! applying anything: ask [`state`] (or [`is_applied`]); if the batch is
+//! applied, apply nothing and finish it in the queue; if it is new, apply it
+//! and [`record`] it, then commit remote, then queue.
+
+use chrono::{DateTime, Utc};
+use pgq::BatchTicks;
+use tokio_postgres::{GenericClient, Row};
+
+use crate::error::{Error, Result};
+
+/// The last batch a (sub)consumer recorded as applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedBatch {
+    /// The queue.
+    pub queue: String,
+    /// The consumer (the group's consumer for a sub-consumer).
+    pub consumer: String,
+    /// The sub-consumer, for cooperative consumers.
+    pub subconsumer: Option<String>,
+    /// The batch's id when it was applied.
+    pub batch_id: i64,
+    /// The tick the batch started after.
+    pub prev_tick_id: i64,
+    /// The tick the batch ended at: a plain consumer has applied everything
+    /// up to it.
+    pub tick_id: i64,
+    /// The end tick's time (`None` when recorded without it).
+    pub tick_time: Option<DateTime<Utc>>,
+    /// When it was recorded.
+    pub applied_at: DateTime<Utc>,
+}
+
+impl AppliedBatch {
+    fn from_row(row: &Row) -> std::result::Result<AppliedBatch, tokio_postgres::Error> {
+        let subconsumer: String = row.try_get("subconsumer_name")?;
+        Ok(AppliedBatch {
+            queue: row.try_get("queue_name")?,
+            consumer: row.try_get("consumer_name")?,
+            subconsumer: (!subconsumer.is_empty()).then_some(subconsumer),
+            batch_id: row.try_get("batch_id")?,
+            prev_tick_id: row.try_get("prev_tick_id")?,
+            tick_id: row.try_get("tick_id")?,
+            tick_time: row.try_get("tick_time")?,
+            applied_at: row.try_get("applied_at")?,
+        })
+    }
+}
+
+/// What the remote database knows about a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BatchState {
+    /// Not applied yet: apply it, and [`record`] it.
+    New,
+    /// Applied already (a replay): apply nothing, just finish the batch.
+    Applied,
+    /// A replayed batch that came back cut longer: part of it is applied,
+    /// part not. Neither applying nor skipping it is right; reposition the
+    /// consumer at the last applied tick (`pgq.register_consumer_at`).
+    Partial,
+    /// The tick times contradict the tick ids: the queue was dropped and
+    /// created again since the record was made. Check, then [`forget`].
+    Inconsistent,
+}
+
+fn sql_error(
+    function: &'static str,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+) -> impl FnOnce(tokio_postgres::Error) -> Error {
+    let (queue, consumer, sub) = (queue.to_owned(), consumer.to_owned(), subconsumer.map(str::to_owned));
+    move |source| match sub {
+        Some(sub) => Error::subconsumer(function, &queue, &consumer, &sub)(source),
+        None => Error::consumer(function, &queue, &consumer)(source),
+    }
+}
+
+/// The last batch `consumer` (or its sub-consumer `subconsumer`) recorded as
+/// applied on `queue`, in the remote database `client` is connected to.
+pub async fn last_applied(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+) -> Result<Option<AppliedBatch>> {
+    const F: &str = "pgq_consumer.last_applied_batch";
+    let rows = client
+        .query(
+            "select * from pgq_consumer.last_applied_batch($1, $2, $3)",
+            &[&queue, &consumer, &subconsumer],
+        )
+        .await
+        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+    match rows.first() {
+        Some(r) => Ok(Some(AppliedBatch::from_row(r).map_err(Error::row(F))?)),
+        None => Ok(None),
+    }
+}
+
+/// Whether `batch` was applied by `consumer` (or its sub-consumer
+/// `subconsumer`) in the remote database. Call it in the remote transaction
+/// that will apply the batch: it locks the (sub)consumer's record until that
+/// transaction ends.
+pub async fn state(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<BatchState> {
+    const F: &str = "pgq_consumer.applied_batch_state";
+    let row = client
+        .query_one(
+            "select pgq_consumer.applied_batch_state($1, $2, $3, $4, $5, $6) as state",
+            &[
+                &queue,
+                &consumer,
+                &subconsumer,
+                &batch.prev_tick_id,
+                &batch.cur_tick_id,
+                &batch.cur_tick_time,
+            ],
+        )
+        .await
+        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+    let state: String = row.try_get("state").map_err(Error::row(F))?;
+    match state.as_str() {
+        "new" => Ok(BatchState::New),
+        "applied" => Ok(BatchState::Applied),
+        "partial" => Ok(BatchState::Partial),
+        _ => Ok(BatchState::Inconsistent),
+    }
+}
+
+/// [`state`] as a yes or no: `true` for [`BatchState::Applied`], `false` for
+/// [`BatchState::New`], and an error for the states that need an operator
+/// ([`Error::BatchPartlyApplied`], [`Error::TrackingInconsistent`]).
+pub async fn is_applied(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<bool> {
+    match state(client, queue, consumer, subconsumer, batch).await? {
+        BatchState::New => Ok(false),
+        BatchState::Applied => Ok(true),
+        BatchState::Partial => {
+            let applied_tick_id = last_applied(client, queue, consumer, subconsumer)
+                .await?
+                .map_or(batch.prev_tick_id, |a| a.tick_id);
+            Err(Error::BatchPartlyApplied {
+                queue: queue.to_owned(),
+                consumer: consumer.to_owned(),
+                batch_id: batch.batch_id,
+                prev_tick_id: batch.prev_tick_id,
+                tick_id: batch.cur_tick_id,
+                applied_tick_id,
+            })
+        }
+        BatchState::Inconsistent => Err(Error::TrackingInconsistent {
+            queue: queue.to_owned(),
+            consumer: consumer.to_owned(),
+            batch_id: batch.batch_id,
+            prev_tick_id: batch.prev_tick_id,
+            tick_id: batch.cur_tick_id,
+        }),
+    }
+}
+
+/// Records `batch` as applied by `consumer` (or its sub-consumer
+/// `subconsumer`). Call it in the remote transaction that applies the batch,
+/// before committing it. A plain consumer's record never moves back: a batch
+/// ending before the recorded one is an error.
+pub async fn record(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<()> {
+    const F: &str = "pgq_consumer.record_applied_batch";
+    client
+        .execute(
+            "select pgq_consumer.record_applied_batch($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &queue,
+                &consumer,
+                &subconsumer,
+                &batch.batch_id,
+                &batch.prev_tick_id,
+                &batch.cur_tick_id,
+                &batch.cur_tick_time,
+            ],
+        )
+        .await
+        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+    Ok(())
+}
+
+/// Forgets every batch `consumer` and its sub-consumers recorded on `queue`
+/// (after the queue was created again, or the consumer repositioned on
+/// purpose); returns how many records were dropped.
+pub async fn forget(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
+    const F: &str = "pgq_consumer.forget_applied_batches";
+    let none: Option<&str> = None;
+    let row = client
+        .query_one(
+            "select pgq_consumer.forget_applied_batches($1, $2, $3) as n",
+            &[&queue, &consumer, &none],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

@@ -1,0 +1,8 @@
+//! Integration tests of pgq-consumers against a real PostgreSQL with PgQ
+//! (`PGQ_TEST_DSN`); every test gets a database of its own.
+
+mod common;
+mod coop;
+mod failed;
+mod schema;
+mod tracking;

@@ -1,0 +1,152 @@
+//! Installing and upgrading the framework's SQL.
+
+use anyhow::Result;
+use pgq_consumers::{
+    install_schema, install_schema_in_transaction, install_schema_to, installed_schema_version, Error, SCHEMA_FILES,
+    SCHEMA_VERSION,
+};
+use pgq_test_support::TestDb;
+
+async fn versions(client: &tokio_postgres::Client) -> Result<Vec<i32>> {
+    let rows = client
+        .query("select version from pgq_consumer.schema_version order by version", &[])
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get("version")?)).collect()
+}
+
+#[tokio::test]
+async fn install_twice_is_harmless_and_reports_the_latest_version() -> Result<()> {
+    let db = TestDb::create().await;
+    let client = db.connect().await;
+    assert_eq!(installed_schema_version(&client).await?, None);
+
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
+    client
+        .execute(
+            "select pgq_consumer.failed_event_add('q', 'c', 1, now(), 1, null, 't', 'd', null, null, null, null, 'kept')",
+            &[],
+        )
+        .await?;
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
+
+    assert_eq!(installed_schema_version(&client).await?, Some(SCHEMA_VERSION));
+    let all: Vec<i32> = SCHEMA_FILES.iter().map(|f| f.version).collect();
+    assert_eq!(versions(&client).await?, all);
+    assert_eq!(pgq_consumers::count_failed_events(&client, "q", "c").await?, 1, "data survives a second install");
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_sql_file_can_be_run_twice_by_hand() -> Result<()> {
+    let db = TestDb::create().await;
+    let client = db.connect().await;
+    for f in SCHEMA_FILES {
+        for _ in 0..2 {
+            client
+                .batch_execute(&format!("begin;\n{}\ncommit;", f.sql))
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: {e:?}", f.file))?;
+        }
+    }
+    assert_eq!(installed_schema_version(&client).await?, Some(SCHEMA_VERSION));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_installs_all_succeed() -> Result<()> {
+    let db = TestDb::create().await;
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients.push(db.connect().await);
+    }
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|c| tokio::spawn(async move { install_schema(&c).await }))
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await??, SCHEMA_VERSION);
+    }
+    let client = db.connect().await;
+    assert_eq!(installed_schema_version(&client).await?, Some(SCHEMA_VERSION));
+    Ok(())
+}
+
+#[tokio::test]
+async fn upgrade_from_v1_to_the_latest_keeps_recorded_data() -> Result<()> {
+    let db = TestDb::create_empty().await;
+    let client = db.connect().await;
+    assert_eq!(install_schema_to(&client, 1).await?, 1);
+    assert_eq!(versions(&client).await?, vec![1]);
+    // Version 1's tracking: no tick time.
+    client
+        .execute("select pgq_consumer.record_applied_batch('q', 'c', null, 7, 3, 4)", &[])
+        .await?;
+    let v1_columns: i64 = client
+        .query_one(
+            "select count(*) as n from information_schema.columns \
+              where table_schema = 'pgq_consumer' and table_name = 'applied_batch' and column_name = 'tick_time'",
+            &[],
+        )
+        .await?
+        .try_get("n")?;
+    assert_eq!(v1_columns, 0);
+
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
+    assert_eq!(versions(&client).await?, vec![1, 2]);
+
+    let last = pgq_consumers::last_applied_batch(&client, "q", "c", None)
+        .await?
+        .expect("the batch recorded under version 1 is still there");
+    assert_eq!((last.batch_id, last.prev_tick_id, last.tick_id), (7, 3, 4));
+    assert_eq!(last.tick_time, None);
+    // The old six-argument function still works after the upgrade.
+    client
+        .execute("select pgq_consumer.record_applied_batch('q', 'c', null, 8, 4, 5)", &[])
+        .await?;
+    let last = pgq_consumers::last_applied_batch(&client, "q", "c", None).await?.expect("recorded");
+    assert_eq!((last.batch_id, last.tick_id), (8, 5));
+    Ok(())
+}
+
+#[tokio::test]
+async fn installs_in_a_database_without_pgq() -> Result<()> {
+    let db = TestDb::create_empty().await;
+    let client = db.connect().await;
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
+    let has_pgq: bool = client
+        .query_one("select exists (select 1 from pg_namespace where nspname = 'pgq') as p", &[])
+        .await?
+        .try_get("p")?;
+    assert!(!has_pgq, "the remote database has no pgq");
+    assert_eq!(pgq_consumers::last_applied_batch(&client, "q", "c", None).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_left_alone() -> Result<()> {
+    let db = TestDb::create_empty().await;
+    let client = db.connect().await;
+    install_schema(&client).await?;
+    client
+        .execute("insert into pgq_consumer.schema_version (version) values (99)", &[])
+        .await?;
+    match install_schema(&client).await {
+        Err(Error::SchemaTooNew { installed: 99, supported }) => assert_eq!(supported, SCHEMA_VERSION),
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    // The failed install left the connection usable, outside a transaction.
+    assert_eq!(installed_schema_version(&client).await?, Some(99));
+    Ok(())
+}
+
+#[tokio::test]
+async fn install_in_the_callers_transaction_rolls_back_with_it() -> Result<()> {
+    let db = TestDb::create_empty().await;
+    let mut client = db.connect().await;
+    let tx = client.transaction().await?;
+    assert_eq!(install_schema_in_transaction(&tx).await?, SCHEMA_VERSION);
+    assert_eq!(installed_schema_version(&tx).await?, Some(SCHEMA_VERSION));
+    tx.rollback().await?;
+    assert_eq!(installed_schema_version(&client).await?, None);
+    Ok(())
+}
