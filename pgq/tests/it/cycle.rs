@@ -4,6 +4,10 @@ use anyhow::{Context, Result};
 use futures_util::TryStreamExt;
 use pgq::NewEvent;
 
+use std::time::Duration;
+
+use pgq_test_support::{wait_for, Pgqd};
+
 use crate::setup;
 
 #[tokio::test]
@@ -79,5 +83,45 @@ async fn a_queue_lives_from_create_through_consume_retry_and_maintenance_to_drop
     pgq::drop_queue(&c, "orders").await?;
     assert_eq!(pgq::get_queue_info(&c, "orders").await?, None);
     assert!(pgq::get_queue_info_all(&c).await?.is_empty());
+    Ok(())
+}
+
+/// Opens the next batch; returns it, still open, with the event of this id
+/// if it holds it, else finishes it and returns `None`.
+async fn batch_with(c: &tokio_postgres::Client, ev_id: i64) -> Option<(i64, pgq::Event)> {
+    let batch = pgq::next_batch(c, "q", "reader").await.ok()??;
+    let events = pgq::get_batch_events(c, batch).await.ok()?;
+    match events.into_iter().find(|e| e.ev_id == ev_id) {
+        Some(ev) => Some((batch, ev)),
+        None => {
+            pgq::finish_batch(c, batch).await.ok()?;
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_real_pgqd_ticks_events_in_and_brings_a_retried_event_back() -> Result<()> {
+    let (db, c) = crate::setup_queue("q", "reader").await?;
+    pgq::set_queue_config(&c, "q", "ticker_max_lag", "100 milliseconds").await?;
+    let _pgqd = Pgqd::start(&db, 0.1);
+    let id = pgq::insert_event(&c, "q", "t", "via pgqd").await?;
+
+    let (batch, ev) = wait_for("pgqd to tick the event in", Duration::from_secs(30), || {
+        batch_with(&c, id)
+    })
+    .await;
+    assert_eq!((ev.data(), ev.ev_retry), ("via pgqd", None));
+    assert!(pgq::event_retry(&c, batch, id, 0).await?);
+    assert!(pgq::finish_batch(&c, batch).await?);
+
+    // pgqd's retry maintenance moves it back into the queue, its ticker
+    // puts it into a batch.
+    let (batch, ev) = wait_for("pgqd to bring the retry back", Duration::from_secs(30), || {
+        batch_with(&c, id)
+    })
+    .await;
+    assert_eq!((ev.data(), ev.ev_retry), ("via pgqd", Some(1)));
+    assert!(pgq::finish_batch(&c, batch).await?);
     Ok(())
 }

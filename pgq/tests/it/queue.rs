@@ -256,3 +256,21 @@ async fn drop_queue_refuses_a_queue_with_consumers_unless_forced() -> Result<()>
     assert!(pgq::get_consumer_info_all(&c).await?.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_call_on_a_lost_connection_is_a_connection_error() -> Result<()> {
+    let (db, c) = setup().await;
+    let pid: i32 = c.query_one("select pg_backend_pid()", &[]).await?.get(0);
+    let admin = db.connect().await;
+    admin.execute("select pg_terminate_backend($1)", &[&pid]).await?;
+    pgq_test_support::wait_for("the connection to close", Duration::from_secs(10), || async {
+        c.is_closed().then_some(())
+    })
+    .await;
+    let err = pgq::get_queue_info_all(&c)
+        .await
+        .expect_err("a closed connection answered");
+    assert!(err.is_connection_error(), "{err:?}");
+    assert_eq!(err.code(), None);
+    Ok(())
+}
