@@ -50,7 +50,7 @@ pub enum DaemonCommand {
 
 /// How to run and find the daemon.
 ///
-/// Build it with [`Options::new`] and set the fields:
+/// Build it with [`Options::new`] and set the fields, or write it out in full:
 ///
 /// ```
 /// use std::time::Duration;
@@ -59,8 +59,7 @@ pub enum DaemonCommand {
 /// opts.logfile = Some("/var/log/mydaemon.log".into());
 /// opts.stop_timeout = Duration::from_secs(10);
 /// ```
-#[derive(Debug, Clone)]
-#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// The daemon's name, in messages (`NAME started, pid N`).
     pub name: String,
@@ -71,15 +70,19 @@ pub struct Options {
     pub logfile: Option<PathBuf>,
     /// The log level until the first [`Daemon::config`] returns one. Default NOTICE.
     pub level: Level,
-    /// How long `stop` and `restart` wait for a graceful stop. Default 30 s.
+    /// How long `stop` and `restart` wait for a graceful stop (SIGTERM). Default 30 s.
+    ///
+    /// `kill` (and `restart`, escalating) waits after SIGQUIT for this long too, but at
+    /// most [`Options::KILL_WAIT`], before it sends SIGKILL.
     pub stop_timeout: Duration,
-    /// How long `kill` (and `restart`, escalating) waits after SIGQUIT, and again after
-    /// SIGKILL. Default 5 s.
-    pub kill_timeout: Duration,
 }
 
 impl Options {
-    /// Options with the given name, no pidfile, no logfile, and the defaults above.
+    /// The longest `kill` waits after SIGQUIT before it sends SIGKILL.
+    pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
+    /// Options with the given name, no pidfile, no logfile, level NOTICE, and a
+    /// 30 s `stop_timeout`.
     pub fn new(name: impl Into<String>) -> Self {
         Options {
             name: name.into(),
@@ -87,8 +90,12 @@ impl Options {
             logfile: None,
             level: Level::Notice,
             stop_timeout: Duration::from_secs(30),
-            kill_timeout: Duration::from_secs(5),
         }
+    }
+
+    /// How long `kill` waits after SIGQUIT: `stop_timeout`, at most [`Options::KILL_WAIT`].
+    pub fn kill_wait(&self) -> Duration {
+        self.stop_timeout.min(Self::KILL_WAIT)
     }
 }
 
@@ -99,17 +106,20 @@ impl Options {
 /// first [`Daemon::config`], is a startup failure: printed on stderr, with its exit
 /// code (for `start`, the parent prints it, having waited for the daemon's report).
 ///
+/// `details` is called by `status` only, after the `NAME is running, pid N` (or `NAME is
+/// not running`) line: each line it returns is printed as is. A consumer lists its
+/// queue, lag and pending events there; pass `Vec::new` when there is nothing to add.
+/// The exit code stays the one of [`status`](crate::status).
+///
 /// This function is synchronous and must be called **before any thread is started**
 /// (no tokio runtime yet): `start` forks. The daemon process started by `start`
 /// never returns from it: it exits when it stops. In every other case it returns.
-///
-/// `status` here prints one line; to print more (a consumer's queue details), handle
-/// [`DaemonCommand::Status`] yourself with [`status`] and [`running_pid`](crate::running_pid).
-pub fn execute<D, F, Fut>(cmd: &DaemonCommand, opts: &Options, make: F) -> ExitCode
+pub fn execute<D, F, Fut, S>(cmd: &DaemonCommand, opts: &Options, make: F, details: S) -> ExitCode
 where
     D: Daemon,
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<D, Failure>>,
+    S: FnOnce() -> Vec<String>,
 {
     match cmd {
         DaemonCommand::Start => daemonize::start(opts, make),
@@ -121,7 +131,15 @@ where
             ExitCode::Ok => daemonize::start(opts, make),
             code => code,
         },
-        DaemonCommand::Status => control::status(opts),
+        DaemonCommand::Status => {
+            let code = control::status(opts);
+            if code != ExitCode::Failed {
+                for line in details() {
+                    println!("{line}");
+                }
+            }
+            code
+        }
         DaemonCommand::Logmore => control::logmore(opts),
         DaemonCommand::Logless => control::logless(opts),
     }

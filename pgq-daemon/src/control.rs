@@ -14,14 +14,15 @@ use crate::exit::ExitCode;
 use crate::pidfile::running_pid;
 
 const POLL_EVERY: Duration = Duration::from_millis(20);
+/// How long a process may take to go after SIGKILL, which it cannot ignore.
+const SIGKILL_WAIT: Duration = Duration::from_secs(5);
 
 /// Prints whether the daemon runs: `NAME is running, pid N` (exit 0) or
 /// `NAME is not running` (exit 4), on stdout. Problems finding out (no pidfile
 /// configured, an unreadable pidfile) go to stderr, with exit 1.
 ///
-/// This is what `status` does in [`execute`](crate::execute). A binary that has more
-/// to tell (a consumer's queue, lag, pending events) handles `status` itself: it calls
-/// this, then prints its details, and exits with this code.
+/// This is what `status` does in [`execute`](crate::execute), before it prints the
+/// lines of its `details` callback.
 pub fn status(opts: &Options) -> ExitCode {
     let name = &opts.name;
     let Some(path) = &opts.pidfile else {
@@ -90,7 +91,7 @@ pub(crate) fn stop(opts: &Options) -> ExitCode {
     }
 }
 
-/// SIGQUIT, then SIGKILL if the daemon is still there after `kill_timeout`.
+/// SIGQUIT, then SIGKILL if the daemon is still there after [`Options::kill_wait`].
 pub(crate) fn kill(opts: &Options) -> ExitCode {
     let (path, pid) = match find(opts) {
         Ok(found) => found,
@@ -104,19 +105,17 @@ fn kill_found(opts: &Options, path: &Path, pid: u32) -> ExitCode {
     if let Err(code) = send(name, pid, Signal::SIGQUIT) {
         return code;
     }
-    if wait_gone(path, pid, opts.kill_timeout) {
+    let wait = opts.kill_wait();
+    if wait_gone(path, pid, wait) {
         println!("{name} killed, pid {pid}");
         return ExitCode::Ok;
     }
-    eprintln!(
-        "{name}, pid {pid}, did not quit {:?} after SIGQUIT: sending SIGKILL",
-        opts.kill_timeout
-    );
+    eprintln!("{name}, pid {pid}, did not quit {wait:?} after SIGQUIT: sending SIGKILL");
     match send(name, pid, Signal::SIGKILL) {
         Ok(()) | Err(ExitCode::WrongState) => {}
         Err(code) => return code,
     }
-    if wait_gone(path, pid, opts.kill_timeout) {
+    if wait_gone(path, pid, SIGKILL_WAIT) {
         println!("{name} killed with SIGKILL, pid {pid}");
         ExitCode::Ok
     } else {

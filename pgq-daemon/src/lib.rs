@@ -44,7 +44,10 @@
 //!     opts.pidfile = Some("/tmp/counter.pid".into());
 //!     opts.logfile = Some("/tmp/counter.log".into());
 //!     // Runs before any thread exists: `start` forks.
-//!     pgq_daemon::execute(&cli.command, &opts, || async { Ok(Counter { rounds: 0 }) })
+//!     let make = || async { Ok(Counter { rounds: 0 }) };
+//!     // `status` prints one line; a daemon with more to tell returns its lines here.
+//!     let details = Vec::new;
+//!     pgq_daemon::execute(&cli.command, &opts, make, details)
 //! }
 //! ```
 //!
@@ -79,7 +82,8 @@
 //! `run` does the same work in the foreground; `run --once` stops at the first round
 //! that is not [`Activity::Busy`] (exit 0), or that fails (exit 1). `stop`, `kill`,
 //! `reload`, `restart`, `logmore` and `logless` signal the daemon found through the
-//! pidfile; `status` prints whether it runs (see [`status`] to print more).
+//! pidfile; `status` prints whether it runs, then the lines of the `details`
+//! callback given to [`execute`].
 //!
 //! Exit codes ([`ExitCode`]): 0 ok, 1 usage error or operation failed, 3 cannot
 //! connect, 4 the daemon is in the wrong state (not running, or already running).
@@ -105,7 +109,8 @@
 //! to the log file (appended) or to stderr. A reload reopens the file, so logrotate
 //! only needs `postrotate NAME -c CONF reload` (no `copytruncate`). Level changes
 //! (`logmore`, `logless`, a reload with a new level) are announced by a NOTICE line
-//! written whatever the level. A panic is logged at FATAL, with its location, before
+//! written whatever the level. A reload sets the level the config says, undoing
+//! `logmore` and `logless`. A panic is logged at FATAL, with its location, before
 //! the process goes.
 
 mod command;

@@ -255,6 +255,12 @@ mod tests {
     }
 
     #[test]
+    fn a_log_handle_can_be_shared_between_threads() {
+        fn shareable<T: Clone + Send + Sync + 'static>() {}
+        shareable::<LogHandle>();
+    }
+
+    #[test]
     fn a_line_names_its_six_level_and_pid() {
         let mut out = Vec::new();
         let record = log::Record::builder()

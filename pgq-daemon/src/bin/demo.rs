@@ -17,8 +17,7 @@
 //! panic_round = 0              # this round panics
 //! poke = /tmp/demo.poke        # when this file appears, the rest ends early
 //! shutdown_hangs = false       # shutdown() never returns (to test kill's SIGKILL)
-//! stop_timeout = 30            # seconds `stop` waits
-//! kill_timeout = 5             # seconds `kill` waits after SIGQUIT, and after SIGKILL
+//! stop_timeout = 30            # seconds `stop` waits (and `kill`, at most 5)
 //! ```
 
 use std::collections::HashMap;
@@ -181,14 +180,8 @@ fn main() -> ExitCode {
     opts.logfile = conf.path("logfile");
     // A bad level is reported by the first config(), as a startup failure.
     opts.level = conf.text("loglevel").and_then(|l| l.parse().ok()).unwrap_or_default();
-    let timeouts = conf
-        .number("stop_timeout", 30.0)
-        .and_then(|stop| Ok((stop, conf.number("kill_timeout", 5.0)?)));
-    match timeouts {
-        Ok((stop, kill)) => {
-            opts.stop_timeout = Duration::from_secs_f64(stop);
-            opts.kill_timeout = Duration::from_secs_f64(kill);
-        }
+    match conf.number("stop_timeout", 30.0) {
+        Ok(seconds) => opts.stop_timeout = Duration::from_secs_f64(seconds),
         Err(e) => {
             eprintln!("pgq-daemon-demo: {e}");
             return ExitCode::Failed;
@@ -196,11 +189,20 @@ fn main() -> ExitCode {
     }
     let fail_start: u8 = conf.number("fail_start", 0).unwrap_or(1);
     let config = cli.config.clone();
-    pgq_daemon::execute(&cli.command, &opts, || async move {
+    let work = conf.path("work");
+    let make = || async move {
         match fail_start {
             0 => Demo::new(config, &conf),
             3 => Err(Failure::cannot_connect("cannot connect to the demo's imaginary server")),
             _ => Err(Failure::failed("the demo was told not to start")),
         }
-    })
+    };
+    // `status` adds how many rounds the work file records.
+    let details = move || {
+        let text = work
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default();
+        vec![format!("rounds begun: {}", text.matches("begin").count())]
+    };
+    pgq_daemon::execute(&cli.command, &opts, make, details)
 }

@@ -15,14 +15,17 @@ fn start_returns_once_the_daemon_is_up_and_status_tells_its_pid() {
         "{}",
         demo.log()
     );
-    let status = demo.ok(&["status"]);
-    assert_eq!(status.stdout.trim(), format!("demo is running, pid {pid}"));
     demo.wait_until("rounds run", || demo.work().len() >= 4);
+    let status = demo.ok(&["status"]);
+    let lines: Vec<&str> = status.stdout.lines().collect();
+    assert_eq!(lines[0], format!("demo is running, pid {pid}"), "{status:?}");
+    // The binary's own details follow the daemon's line.
+    assert!(lines[1].starts_with("rounds begun: "), "{status:?}");
 
     demo.ok(&["stop"]);
     let status = demo.run(&["status"]);
     assert_eq!(status.code, Some(4), "{status:?}");
-    assert_eq!(status.stdout.trim(), "demo is not running");
+    assert!(status.stdout.starts_with("demo is not running\n"), "{status:?}");
     assert!(!demo.pidfile().exists(), "a clean stop removes the pidfile");
 }
 
@@ -90,5 +93,31 @@ fn the_rest_between_rounds_ends_when_wait_for_work_completes() {
     demo.wait_until("a second round runs, long before the 60 s delay", || {
         demo.work().len() >= 4
     });
+    demo.ok(&["stop"]);
+}
+
+#[test]
+fn of_several_starts_at_once_exactly_one_wins() {
+    let demo = Demo::new("racing_starts");
+    let racers: Vec<_> = (0..3)
+        .map(|_| {
+            let config = demo.config();
+            std::thread::spawn(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_pgq-daemon-demo"))
+                    .arg("-c")
+                    .arg(config)
+                    .arg("start")
+                    .output()
+                    .expect("run start")
+            })
+        })
+        .collect();
+    let mut codes: Vec<Option<i32>> = racers
+        .into_iter()
+        .map(|racer| racer.join().expect("join").status.code())
+        .collect();
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(4), Some(4)]);
+    assert!(demo.pid().is_some());
     demo.ok(&["stop"]);
 }

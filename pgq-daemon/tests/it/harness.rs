@@ -54,8 +54,7 @@ impl Demo {
             .set("loglevel", "notice")
             .set("delay", "0.05")
             .set("round_ms", "20")
-            .set("stop_timeout", "10")
-            .set("kill_timeout", "3");
+            .set("stop_timeout", "10");
         demo
     }
 

@@ -38,7 +38,8 @@ fn kill_abandons_the_round_in_flight() {
 #[test]
 fn kill_escalates_to_sigkill_when_the_daemon_does_not_quit() {
     let mut demo = Demo::new("kill_escalates");
-    demo.set("shutdown_hangs", "true").set("kill_timeout", "0.5");
+    // `kill` waits `stop_timeout` (at most 5 s) after SIGQUIT.
+    demo.set("shutdown_hangs", "true").set("stop_timeout", "0.5");
     let pid = demo.start();
     let ran = demo.ok(&["kill"]);
     assert!(ran.stderr.contains("sending SIGKILL"), "{ran:?}");
@@ -62,9 +63,7 @@ fn stop_gives_up_after_stop_timeout_and_suggests_kill() {
 #[test]
 fn restart_escalates_to_kill_when_the_daemon_does_not_stop() {
     let mut demo = Demo::new("restart_escalates");
-    demo.set("shutdown_hangs", "true")
-        .set("stop_timeout", "0.3")
-        .set("kill_timeout", "0.3");
+    demo.set("shutdown_hangs", "true").set("stop_timeout", "0.3");
     let old = demo.start();
     let ran = demo.ok(&["restart"]);
     assert!(ran.stderr.contains("killing it"), "{ran:?}");
