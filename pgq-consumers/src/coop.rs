@@ -264,10 +264,17 @@ pub async fn touch_subconsumer(
 }
 
 /// The sub-consumers of `consumer` on `queue`, in name order.
-pub async fn subconsumer_info(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<Vec<SubconsumerInfo>> {
+pub async fn subconsumer_info(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+) -> Result<Vec<SubconsumerInfo>> {
     const F: &str = "pgq_consumer.get_subconsumer_info";
     let rows = client
-        .query("select * from pgq_consumer.get_subconsumer_info($1, $2)", &[&queue, &consumer])
+        .query(
+            "select * from pgq_consumer.get_subconsumer_info($1, $2)",
+            &[&queue, &consumer],
+        )
         .await
         .map_err(Error::consumer(F, queue, consumer))?;
     rows.iter()
@@ -297,7 +304,11 @@ pub async fn batch_owner(client: &impl GenericClient, batch_id: i64) -> Result<O
     let consumer: Option<String> = row.try_get("consumer_name").map_err(Error::row(F))?;
     let subconsumer: Option<String> = row.try_get("subconsumer_name").map_err(Error::row(F))?;
     Ok(match (queue, consumer) {
-        (Some(queue), Some(consumer)) => Some(BatchOwner { queue, consumer, subconsumer }),
+        (Some(queue), Some(consumer)) => Some(BatchOwner {
+            queue,
+            consumer,
+            subconsumer,
+        }),
         _ => None,
     })
 }

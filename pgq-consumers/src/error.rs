@@ -156,6 +156,130 @@ pub enum Error {
         /// The tick the batch ends at.
         tick_id: i64,
     },
+    /// A PgQ function failed.
+    #[error(transparent)]
+    Pgq(#[from] pgq::Error),
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    ConfigRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML, has a key this program does not
+    /// know, or a value of the wrong type (the source names the line and key).
+    #[error("config file {} is not valid", path.display())]
+    ConfigSyntax {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The TOML error, with line and column.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A config value is not acceptable.
+    #[error("config file {}: {problem}", path.display())]
+    ConfigInvalid {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A connection string could not be parsed (shown with its password hidden).
+    #[error("the {which} connection string {dsn:?} is not valid")]
+    BadConnString {
+        /// Which database.
+        which: crate::connect::Database,
+        /// The connection string, password hidden.
+        dsn: String,
+        /// The parse error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The database could not be reached.
+    #[error("cannot connect to the {which} at {target}")]
+    Connect {
+        /// Which database.
+        which: crate::connect::Database,
+        /// host:port/dbname.
+        target: String,
+        /// The connection error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement on the queue database failed outside any PgQ function
+    /// (begin, commit).
+    #[error("the queue database failed for consumer {consumer:?} on queue {queue:?}")]
+    Db {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement on the remote database failed.
+    #[error("the remote database failed for consumer {consumer:?} on queue {queue:?}")]
+    Remote {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A remote transaction was asked for by a consumer with no remote database.
+    #[error("this consumer has no remote database (its commit mode is local)")]
+    NoRemote,
+    /// The consumer's own `config` or `install` hook failed.
+    #[error("consumer {consumer:?} refused its settings or install step")]
+    Settings {
+        /// The consumer.
+        consumer: String,
+        /// What the hook returned.
+        #[source]
+        source: crate::consumer::BoxError,
+    },
+    /// The handler returned an error: the batch was rolled back and comes again.
+    #[error(
+        "the handler of consumer {consumer:?} on queue {queue:?} failed in batch {batch_id}; the batch was rolled back"
+    )]
+    Handler {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The batch.
+        batch_id: i64,
+        /// What the handler returned.
+        #[source]
+        source: crate::consumer::BoxError,
+    },
+    /// The queue or the consumer is not installed.
+    #[error("{what} (queue {queue:?}, consumer {consumer:?}): run the `install` command first")]
+    NotInstalled {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// The command is refused while the daemon runs.
+    #[error("the consumer daemon is running (pid {pid}): stop it first")]
+    DaemonRunning {
+        /// The daemon's pid.
+        pid: u32,
+    },
+    /// The daemon's pidfile could not be read.
+    #[error("cannot tell whether the daemon runs")]
+    Daemon(#[source] Box<pgq_daemon::Error>),
+    /// The command line asked for something that cannot be done as asked.
+    #[error("{0}")]
+    Usage(String),
     /// A framework SQL function returned a row this crate cannot read (the
     /// installed schema is not the one this program expects).
     #[error("{function} returned an unexpected row")]
@@ -195,8 +319,31 @@ impl Error {
             | Error::BatchNotActive { source, .. }
             | Error::NotRegistered { source, .. }
             | Error::BatchHeld { source, .. }
-            | Error::UnexpectedRow { source, .. } => Some(source),
+            | Error::UnexpectedRow { source, .. }
+            | Error::Connect { source, .. }
+            | Error::Db { source, .. }
+            | Error::Remote { source, .. } => Some(source),
             _ => None,
+        }
+    }
+
+    /// The documented exit code for this error: 3 when a database cannot be
+    /// reached, 4 when the daemon is in the wrong state, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Connect { .. } => 3,
+            Error::DaemonRunning { .. } => 4,
+            _ => 1,
+        }
+    }
+
+    /// An error of a statement on the queue database.
+    pub(crate) fn db(queue: &str, consumer: &str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let (queue, consumer) = (queue.to_owned(), consumer.to_owned());
+        move |source| Error::Db {
+            queue,
+            consumer,
+            source,
         }
     }
 

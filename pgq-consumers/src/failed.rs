@@ -77,7 +77,10 @@ pub async fn add(client: &impl GenericClient, queue: &str, consumer: &str, event
 pub async fn add_from_batch(client: &impl GenericClient, batch_id: i64, ev_id: i64, reason: &str) -> Result<()> {
     const F: &str = "pgq_consumer.failed_event_add";
     client
-        .execute("select pgq_consumer.failed_event_add($1, $2, $3)", &[&batch_id, &ev_id, &reason])
+        .execute(
+            "select pgq_consumer.failed_event_add($1, $2, $3)",
+            &[&batch_id, &ev_id, &reason],
+        )
         .await
         .map_err(Error::batch(F, batch_id))?;
     Ok(())
@@ -114,7 +117,10 @@ pub async fn list_page(
 pub async fn count(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
     const F: &str = "pgq_consumer.failed_event_count";
     let row = client
-        .query_one("select pgq_consumer.failed_event_count($1, $2) as n", &[&queue, &consumer])
+        .query_one(
+            "select pgq_consumer.failed_event_count($1, $2) as n",
+            &[&queue, &consumer],
+        )
         .await
         .map_err(Error::consumer(F, queue, consumer))?;
     let n: i64 = row.try_get("n").map_err(Error::row(F))?;
@@ -142,7 +148,10 @@ pub async fn delete(client: &impl GenericClient, queue: &str, consumer: &str, id
 pub async fn delete_all(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
     const F: &str = "pgq_consumer.failed_event_delete_all";
     let row = client
-        .query_one("select pgq_consumer.failed_event_delete_all($1, $2) as n", &[&queue, &consumer])
+        .query_one(
+            "select pgq_consumer.failed_event_delete_all($1, $2) as n",
+            &[&queue, &consumer],
+        )
         .await
         .map_err(Error::consumer(F, queue, consumer))?;
     let n: i64 = row.try_get("n").map_err(Error::row(F))?;

@@ -56,16 +56,16 @@ pub async fn install(client: &Client) -> Result<i32> {
 /// [`install`], stopping at `version` (to test upgrades, or to stay on an
 /// older version).
 pub async fn install_to(client: &Client, version: i32) -> Result<i32> {
-    client
-        .batch_execute("begin")
-        .await
-        .map_err(|source| Error::Schema { step: "beginning the install", source })?;
+    client.batch_execute("begin").await.map_err(|source| Error::Schema {
+        step: "beginning the install",
+        source,
+    })?;
     match install_in_transaction_to(client, version).await {
         Ok(v) => {
-            client
-                .batch_execute("commit")
-                .await
-                .map_err(|source| Error::Schema { step: "committing the install", source })?;
+            client.batch_execute("commit").await.map_err(|source| Error::Schema {
+                step: "committing the install",
+                source,
+            })?;
             Ok(v)
         }
         Err(e) => {
@@ -85,13 +85,22 @@ pub async fn install_in_transaction(client: &impl GenericClient) -> Result<i32> 
 
 async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> Result<i32> {
     client
-        .execute("select pg_catalog.pg_advisory_xact_lock($1, $2)", &[&LOCK_KEYS.0, &LOCK_KEYS.1])
+        .execute(
+            "select pg_catalog.pg_advisory_xact_lock($1, $2)",
+            &[&LOCK_KEYS.0, &LOCK_KEYS.1],
+        )
         .await
-        .map_err(|source| Error::Schema { step: "locking", source })?;
+        .map_err(|source| Error::Schema {
+            step: "locking",
+            source,
+        })?;
     let installed = installed_version(client).await?;
     if let Some(v) = installed {
         if v > SCHEMA_VERSION {
-            return Err(Error::SchemaTooNew { installed: v, supported: SCHEMA_VERSION });
+            return Err(Error::SchemaTooNew {
+                installed: v,
+                supported: SCHEMA_VERSION,
+            });
         }
         if v >= target {
             return Ok(v);
@@ -111,7 +120,10 @@ async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> 
 /// The installed version of the `pgq_consumer` schema, `None` when it is not
 /// installed.
 pub async fn installed_version(client: &impl GenericClient) -> Result<Option<i32>> {
-    let reading = |source| Error::Schema { step: "reading the version", source };
+    let reading = |source| Error::Schema {
+        step: "reading the version",
+        source,
+    };
     let row = client
         .query_one(
             "select pg_catalog.to_regclass('pgq_consumer.schema_version') is not null as installed",

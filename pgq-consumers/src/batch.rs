@@ -1,0 +1,208 @@
+//! One batch being processed: reading its events, applying outcomes.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use pgq::Event;
+
+use crate::consumer::{CommitMode, Context};
+use crate::error::{Error, Result};
+use crate::failed;
+use crate::outcome::Outcome;
+
+/// How a batch ends: finished (its effects commit and the consumer moves
+/// past it) or aborted (everything rolls back; it is delivered again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum BatchEnd {
+    /// Commit the work and finish the batch.
+    Finish,
+    /// Roll back; the batch comes again on the next round.
+    Abort,
+}
+
+/// What one batch came to, event by event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// The batch's id.
+    pub batch_id: i64,
+    /// Events read (after the filter).
+    pub events: u64,
+    /// Events that were [`Outcome::Ok`].
+    pub ok: u64,
+    /// Events stored as failed.
+    pub failed: u64,
+    /// Events set to be retried.
+    pub retried: u64,
+    /// True when the batch had already been applied to the remote database
+    /// (a crash between the two commits): it was finished without running
+    /// the handler again.
+    pub already_applied: bool,
+}
+
+const CURSOR: &str = "pgq_consumer_batch";
+const SAVEPOINT: &str = "pgq_consumer_event";
+
+/// A batch being processed: hands out its events, applies their outcomes.
+/// Given to [`Consumer::process_batch`](crate::Consumer::process_batch).
+pub struct Batch<'a> {
+    cx: Context<'a>,
+    mode: CommitMode,
+    fetch_size: u32,
+    filter: Option<String>,
+    max_retries: Option<u32>,
+    buffer: VecDeque<Event>,
+    opened: bool,
+    exhausted: bool,
+    savepoint_open: bool,
+    poisoned: &'a HashMap<i64, String>,
+    pub(crate) in_flight: Option<i64>,
+    pub(crate) report: BatchReport,
+}
+
+impl<'a> Batch<'a> {
+    pub(crate) fn new(
+        cx: Context<'a>,
+        mode: CommitMode,
+        fetch_size: u32,
+        filter: Option<String>,
+        max_retries: Option<u32>,
+        poisoned: &'a HashMap<i64, String>,
+    ) -> Batch<'a> {
+        let batch_id = cx.ticks.batch_id;
+        Batch {
+            cx,
+            mode,
+            fetch_size,
+            filter,
+            max_retries,
+            buffer: VecDeque::new(),
+            opened: false,
+            exhausted: false,
+            savepoint_open: false,
+            poisoned,
+            in_flight: None,
+            report: BatchReport {
+                batch_id,
+                ..BatchReport::default()
+            },
+        }
+    }
+
+    /// What the handler can reach: the transactions and the batch's ids.
+    pub fn context(&mut self) -> &mut Context<'a> {
+        &mut self.cx
+    }
+
+    /// The next event of the batch, `None` when all were handed out. Events
+    /// are read `fetch_size` at a time, so memory does not grow with the
+    /// batch. An event that made the handler panic on an earlier try is not
+    /// handed out again: it is stored as failed with the panic's message.
+    ///
+    /// In [`CommitMode::RemoteEvent`] a savepoint is opened on the remote
+    /// side for the event handed out; [`Batch::apply`] closes it.
+    pub async fn next_event(&mut self) -> Result<Option<Event>> {
+        loop {
+            if self.buffer.is_empty() && !self.exhausted {
+                self.fill().await?;
+            }
+            let Some(event) = self.buffer.pop_front() else {
+                self.in_flight = None;
+                return Ok(None);
+            };
+            self.report.events += 1;
+            if let Some(message) = self.poisoned.get(&event.ev_id) {
+                let reason = format!("panic: {message}");
+                self.record_failed(&event, &reason).await?;
+                continue;
+            }
+            self.in_flight = Some(event.ev_id);
+            if self.mode == CommitMode::RemoteEvent {
+                self.remote_exec(&format!("savepoint {SAVEPOINT}")).await?;
+                self.savepoint_open = true;
+            }
+            return Ok(Some(event));
+        }
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        let batch_id = self.cx.ticks.batch_id;
+        let quick = i32::try_from(self.fetch_size).unwrap_or(i32::MAX);
+        let events = if !self.opened {
+            self.opened = true;
+            match &self.filter {
+                Some(cond) => pgq::get_batch_cursor_where(self.cx.db, batch_id, CURSOR, quick, cond).await?,
+                None => pgq::get_batch_cursor(self.cx.db, batch_id, CURSOR, quick).await?,
+            }
+        } else {
+            pgq::fetch_batch_cursor(self.cx.db, CURSOR, self.fetch_size).await?
+        };
+        if events.len() < self.fetch_size as usize {
+            self.exhausted = true;
+        }
+        self.buffer.extend(events);
+        Ok(())
+    }
+
+    /// Applies an event's outcome: nothing more for [`Outcome::Ok`]; the
+    /// failed-event store for [`Outcome::Failed`]; `pgq.event_retry` for
+    /// [`Outcome::Retry`] (or the failed store once `max_retries` is spent);
+    /// [`BatchEnd::Abort`] for [`Outcome::AbortBatch`], which the caller must
+    /// return from `process_batch`.
+    pub async fn apply(&mut self, event: &Event, outcome: Outcome) -> Result<BatchEnd> {
+        let outcome = match outcome {
+            Outcome::Retry(delay) => match self.max_retries {
+                Some(max) if event.ev_retry.unwrap_or(0) >= i32::try_from(max).unwrap_or(i32::MAX) => Outcome::Failed(
+                    format!("gave up after {max} retries: the handler asked for another one"),
+                ),
+                _ => Outcome::Retry(delay),
+            },
+            other => other,
+        };
+        if self.savepoint_open {
+            self.savepoint_open = false;
+            let sql = match outcome {
+                Outcome::Ok => format!("release savepoint {SAVEPOINT}"),
+                _ => format!("rollback to savepoint {SAVEPOINT}"),
+            };
+            self.remote_exec(&sql).await?;
+        }
+        self.in_flight = None;
+        match outcome {
+            Outcome::Ok => {
+                self.report.ok += 1;
+                Ok(BatchEnd::Finish)
+            }
+            Outcome::Failed(reason) => {
+                self.record_failed(event, &reason).await?;
+                Ok(BatchEnd::Finish)
+            }
+            Outcome::Retry(delay) => {
+                pgq::event_retry(self.cx.db, self.cx.ticks.batch_id, event.ev_id, whole_seconds(delay)).await?;
+                self.report.retried += 1;
+                Ok(BatchEnd::Finish)
+            }
+            Outcome::AbortBatch => Ok(BatchEnd::Abort),
+        }
+    }
+
+    async fn record_failed(&mut self, event: &Event, reason: &str) -> Result<()> {
+        failed::add(self.cx.db, self.cx.queue, self.cx.consumer, event, reason).await?;
+        self.report.failed += 1;
+        Ok(())
+    }
+
+    async fn remote_exec(&self, sql: &str) -> Result<()> {
+        let remote = self.cx.remote.ok_or(Error::NoRemote)?;
+        remote.batch_execute(sql).await.map_err(|source| Error::Remote {
+            queue: self.cx.queue.to_string(),
+            consumer: self.cx.consumer.to_string(),
+            source,
+        })
+    }
+}
+
+/// Turns a retry delay into whole seconds for `pgq.event_retry`, rounding up.
+fn whole_seconds(d: Duration) -> i32 {
+    i32::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i32::MAX)
+}

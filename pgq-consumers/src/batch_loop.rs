@@ -1,0 +1,360 @@
+//! The batch loop: one round takes one batch from where batches come from
+//! (a plain or a cooperative consumer), runs the handler over it, and commits
+//! the way the consumer's work commits (local, remote, savepoint per event).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use pgq::{BatchLimits, BatchTicks, Interval};
+use tokio_postgres::Client;
+
+use crate::batch::{Batch, BatchEnd, BatchReport};
+use crate::config::Config;
+use crate::connect::{connect, Database};
+use crate::consumer::{CommitMode, Consumer, Context};
+use crate::coop;
+use crate::error::{Error, Result};
+use crate::tracking;
+
+/// What one round of the loop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Round {
+    /// There was no batch to process.
+    Idle,
+    /// A batch was processed and finished.
+    Finished(BatchReport),
+    /// The handler aborted the batch; it comes again.
+    Aborted {
+        /// The batch.
+        batch_id: i64,
+    },
+    /// The handler panicked on an event; the batch was rolled back and is
+    /// replayed at once with that event marked failed.
+    Panicked {
+        /// The batch.
+        batch_id: i64,
+        /// The event being processed.
+        ev_id: i64,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// Runs a [`Consumer`] over its queue, batch by batch.
+///
+/// Used by the daemon for `start`/`run`, and directly as the interactive
+/// consumer: [`BatchLoop::consume_available`] processes everything there is
+/// and returns what it did.
+pub struct BatchLoop<C> {
+    consumer: C,
+    config: Config,
+    queue_db: Client,
+    remote_db: Option<Client>,
+    poisoned: HashMap<i64, String>,
+}
+
+impl<C: Consumer> BatchLoop<C> {
+    /// Connects to the queue database (and the remote one for remote
+    /// consumers) and calls the consumer's `config` with `[settings]`.
+    pub async fn connect(mut consumer: C, config: Config) -> Result<BatchLoop<C>> {
+        let app = application_name(&config);
+        let queue_db = connect(&config.db, &app, Database::Queue).await?;
+        let remote_db = match consumer.commit_mode() {
+            CommitMode::Local => None,
+            CommitMode::Remote | CommitMode::RemoteEvent => {
+                let dsn = config.remote_db.as_ref().ok_or_else(|| Error::ConfigInvalid {
+                    path: Default::default(),
+                    problem: "this is a remote consumer: set `remote_db`".into(),
+                })?;
+                Some(connect(dsn, &app, Database::Remote).await?)
+            }
+        };
+        consumer
+            .config(&config.settings)
+            .await
+            .map_err(|source| Error::Settings {
+                consumer: config.consumer.clone(),
+                source,
+            })?;
+        Ok(BatchLoop {
+            consumer,
+            config,
+            queue_db,
+            remote_db,
+            poisoned: HashMap::new(),
+        })
+    }
+
+    /// The consumer.
+    pub fn consumer(&mut self) -> &mut C {
+        &mut self.consumer
+    }
+
+    /// The current configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The queue database connection (outside any batch).
+    pub fn queue_db(&self) -> &Client {
+        &self.queue_db
+    }
+
+    /// True when a connection was lost; the loop must be rebuilt.
+    pub fn is_broken(&self) -> bool {
+        self.queue_db.is_closed() || self.remote_db.as_ref().is_some_and(Client::is_closed)
+    }
+
+    /// Opens new connections in place of lost ones. The batch that was in
+    /// flight was rolled back with its connection and is delivered again.
+    pub async fn reconnect(&mut self) -> Result<()> {
+        let app = application_name(&self.config);
+        if self.queue_db.is_closed() {
+            self.queue_db = connect(&self.config.db, &app, Database::Queue).await?;
+        }
+        if let (Some(remote), Some(dsn)) = (&self.remote_db, &self.config.remote_db) {
+            if remote.is_closed() {
+                let fresh = connect(dsn, &app, Database::Remote).await?;
+                self.remote_db = Some(fresh);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a re-read configuration: the consumer's `config` is called
+    /// with the new `[settings]`; on error the old configuration stays.
+    /// Connection strings are not re-read here (a restart applies them).
+    pub async fn reconfigure(&mut self, config: Config) -> Result<()> {
+        self.consumer
+            .config(&config.settings)
+            .await
+            .map_err(|source| Error::Settings {
+                consumer: config.consumer.clone(),
+                source,
+            })?;
+        self.config = config;
+        Ok(())
+    }
+
+    /// Processes batches until none is left, and returns what each came to.
+    /// Stops at the first error (the batch it happened in comes again).
+    ///
+    /// Cancellation-safe in the sense that matters: dropping it rolls back
+    /// the batch in flight, which is delivered again later.
+    pub async fn consume_available(&mut self) -> Result<Vec<BatchReport>> {
+        let mut done = Vec::new();
+        loop {
+            match self.round().await? {
+                Round::Idle => return Ok(done),
+                Round::Finished(report) => done.push(report),
+                Round::Aborted { .. } => return Ok(done),
+                Round::Panicked { .. } => {}
+            }
+        }
+    }
+
+    /// One round: takes the next batch, if any, and processes it.
+    ///
+    /// Cancellation-safe: dropped midway, the transactions roll back and the
+    /// batch is delivered again.
+    pub async fn round(&mut self) -> Result<Round> {
+        let Some(ticks) = next_batch(&self.queue_db, &self.config).await? else {
+            return Ok(Round::Idle);
+        };
+        let batch_id = ticks.batch_id;
+        let mode = self.consumer.commit_mode();
+        let queue = self.config.queue.clone();
+        let consumer = self.config.consumer.clone();
+        let subconsumer = self.config.subconsumer.clone();
+
+        let queue_tx = self
+            .queue_db
+            .transaction()
+            .await
+            .map_err(Error::db(&queue, &consumer))?;
+        let remote_tx = match &mut self.remote_db {
+            Some(db) => Some(db.transaction().await.map_err(|source| Error::Remote {
+                queue: queue.clone(),
+                consumer: consumer.clone(),
+                source,
+            })?),
+            None => None,
+        };
+
+        if let Some(remote) = &remote_tx {
+            if tracking::is_applied(remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await? {
+                drop(remote_tx);
+                finish(&queue_tx, batch_id, subconsumer.is_some()).await?;
+                queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
+                log::info!("batch {batch_id} was already applied to the remote database; finished it");
+                return Ok(Round::Finished(BatchReport {
+                    batch_id,
+                    already_applied: true,
+                    ..Default::default()
+                }));
+            }
+        }
+
+        let filter = filter_sql(&self.config)?;
+        let cx = Context {
+            db: &queue_tx,
+            remote: remote_tx.as_ref(),
+            ticks: &ticks,
+            queue: &queue,
+            consumer: &consumer,
+        };
+        let mut batch = Batch::new(
+            cx,
+            mode,
+            self.config.fetch_size,
+            filter,
+            self.config.max_retries,
+            &self.poisoned,
+        );
+        let outcome = std::panic::AssertUnwindSafe(self.consumer.process_batch(&mut batch))
+            .catch_unwind()
+            .await
+            .map_err(|panic| panic_message(panic.as_ref()));
+        let in_flight = batch.in_flight;
+        let report = batch.report.clone();
+        drop(batch);
+
+        match outcome {
+            Ok(Ok(BatchEnd::Finish)) => {
+                if let Some(remote) = remote_tx {
+                    tracking::record(&remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await?;
+                    remote.commit().await.map_err(|source| Error::Remote {
+                        queue: queue.clone(),
+                        consumer: consumer.clone(),
+                        source,
+                    })?;
+                }
+                finish(&queue_tx, batch_id, subconsumer.is_some()).await?;
+                queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
+                self.poisoned.clear();
+                log::debug!(
+                    "batch {batch_id}: {} events, {} ok, {} failed, {} retried",
+                    report.events,
+                    report.ok,
+                    report.failed,
+                    report.retried
+                );
+                Ok(Round::Finished(report))
+            }
+            Ok(Ok(BatchEnd::Abort)) => {
+                rollback(queue_tx, remote_tx).await;
+                log::info!("batch {batch_id} aborted by the handler; it will be delivered again");
+                Ok(Round::Aborted { batch_id })
+            }
+            Ok(Err(source)) => {
+                rollback(queue_tx, remote_tx).await;
+                Err(Error::Handler {
+                    queue,
+                    consumer,
+                    batch_id,
+                    source,
+                })
+            }
+            Err(message) => {
+                rollback(queue_tx, remote_tx).await;
+                match in_flight {
+                    Some(ev_id) => {
+                        log::error!(
+                            "the handler panicked on event {ev_id} of batch {batch_id}: {message}; \
+                             replaying the batch with that event marked failed"
+                        );
+                        self.poisoned.insert(ev_id, message.clone());
+                        Ok(Round::Panicked {
+                            batch_id,
+                            ev_id,
+                            message,
+                        })
+                    }
+                    None => Err(Error::Handler {
+                        queue,
+                        consumer,
+                        batch_id,
+                        source: format!("panic outside any event: {message}").into(),
+                    }),
+                }
+            }
+        }
+    }
+}
+
+/// Takes the next batch from where this consumer's batches come from: its
+/// own queue position, or its cooperative group's. A free function, so the
+/// consumer itself need not be `Sync`.
+async fn next_batch(db: &Client, c: &Config) -> Result<Option<BatchTicks>> {
+    let limits = BatchLimits {
+        min_lag: c.min_lag.map(seconds),
+        min_count: c.min_count,
+        min_interval: c.min_interval.map(seconds),
+    };
+    match &c.subconsumer {
+        Some(sub) => coop::next_batch(db, &c.queue, &c.consumer, sub, c.dead_interval(), &limits).await,
+        None if limits == BatchLimits::default() => Ok(pgq::next_batch_info(db, &c.queue, &c.consumer).await?),
+        None => Ok(pgq::next_batch_custom(db, &c.queue, &c.consumer, &limits).await?),
+    }
+}
+
+/// Finishes a batch. A sub-consumer's batch may have been taken over by
+/// another one meanwhile: that is an error, so the work rolls back.
+async fn finish(tx: &tokio_postgres::Transaction<'_>, batch_id: i64, cooperative: bool) -> Result<()> {
+    if cooperative {
+        coop::finish_batch(tx, batch_id).await
+    } else {
+        pgq::finish_batch(tx, batch_id).await?;
+        Ok(())
+    }
+}
+
+fn seconds(s: f64) -> Interval {
+    Interval::from_duration(Duration::from_secs_f64(s))
+}
+
+async fn rollback(queue_tx: tokio_postgres::Transaction<'_>, remote_tx: Option<tokio_postgres::Transaction<'_>>) {
+    if let Some(remote) = remote_tx {
+        let _ = remote.rollback().await;
+    }
+    let _ = queue_tx.rollback().await;
+}
+
+/// The `application_name` of the consumer's connections.
+pub(crate) fn application_name(config: &Config) -> String {
+    match &config.subconsumer {
+        Some(sub) => format!("{}.{}", config.consumer, sub),
+        None => config.consumer.clone(),
+    }
+}
+
+/// The SQL condition for `[filter]`, values written as literals.
+fn filter_sql(config: &Config) -> Result<Option<String>> {
+    let mut parts = Vec::new();
+    for (column, values) in [
+        ("ev_type", &config.filter.ev_type),
+        ("ev_extra1", &config.filter.ev_extra1),
+    ] {
+        if values.is_empty() {
+            continue;
+        }
+        let list = values
+            .iter()
+            .map(|v| pgq::quote_literal(v))
+            .collect::<pgq::Result<Vec<_>>>()?;
+        parts.push(format!("{column} in ({})", list.join(", ")));
+    }
+    Ok((!parts.is_empty()).then(|| parts.join(" and ")))
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}

@@ -1,0 +1,301 @@
+//! The commands that manage a consumer's queue, registration and failed
+//! events (everything but the daemon commands).
+
+use std::io::Write;
+
+use tokio_postgres::Client;
+
+use crate::batch_loop::application_name;
+use crate::cli::{Command, Selection};
+use crate::config::Config;
+use crate::connect::{connect, Database};
+use crate::consumer::{CommitMode, Consumer};
+use crate::error::{Error, Result};
+use crate::{coop, failed, schema};
+
+pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
+    let db = connect(&config.db, &application_name(config), Database::Queue).await?;
+    match command {
+        Command::Install => install(&db, config, make()).await,
+        Command::Uninstall => uninstall(&db, config).await,
+        Command::Check => check(&db, config).await,
+        Command::CreateQueue => {
+            let created = pgq::create_queue(&db, &config.queue).await?;
+            say(
+                if created {
+                    "queue {q} created"
+                } else {
+                    "queue {q} already exists"
+                },
+                config,
+            );
+            Ok(())
+        }
+        Command::DropQueue => {
+            refuse_while_running(config)?;
+            pgq::drop_queue(&db, &config.queue).await?;
+            say("queue {q} dropped", config);
+            Ok(())
+        }
+        Command::Register => register(&db, config).await,
+        Command::Unregister { force } => unregister(&db, config, force).await,
+        Command::Failed { json } => list_failed(&db, config, json).await,
+        Command::Delete { ids } => {
+            let n = match selection(&ids) {
+                None => failed::delete_all(&db, &config.queue, &config.consumer).await?,
+                Some(ids) => failed::delete(&db, &config.queue, &config.consumer, &ids).await?,
+            };
+            println!("{n} failed event(s) deleted");
+            missing_ids(&ids, n)
+        }
+        Command::Retry { ids } => {
+            let n = match selection(&ids) {
+                None => failed::retry_all(&db, &config.queue, &config.consumer).await?,
+                Some(ids) => failed::retry(&db, &config.queue, &config.consumer, &ids).await?,
+            };
+            println!(
+                "{n} failed event(s) put back into queue {:?} for consumer {:?}",
+                config.queue, config.consumer
+            );
+            missing_ids(&ids, n)
+        }
+        Command::Daemon(_) => unreachable_daemon(),
+    }
+}
+
+fn unreachable_daemon() -> Result<()> {
+    // The entry point hands daemon commands to the daemon layer.
+    Err(Error::Usage("daemon commands are not handled here".into()))
+}
+
+/// `None` for `all`, else the ids.
+fn selection(ids: &[Selection]) -> Option<Vec<i64>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for s in ids {
+        match s {
+            Selection::All => return None,
+            Selection::Id(id) => out.push(*id),
+        }
+    }
+    Some(out)
+}
+
+/// Fails when some of the ids named were not failed events.
+fn missing_ids(ids: &[Selection], found: u64) -> Result<()> {
+    match selection(ids) {
+        Some(ids) if (ids.len() as u64) > found => Err(Error::Usage(format!(
+            "{} of the {} event id(s) given are not failed events of this consumer (see the `failed` command)",
+            ids.len() as u64 - found,
+            ids.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn say(template: &str, config: &Config) {
+    println!(
+        "{}",
+        template
+            .replace("{q}", &format!("{:?}", config.queue))
+            .replace("{c}", &format!("{:?}", config.consumer))
+    );
+}
+
+fn refuse_while_running(config: &Config) -> Result<()> {
+    if let Some(pidfile) = &config.pidfile {
+        if let Some(pid) = pgq_daemon::running_pid(pidfile).map_err(|e| Error::Daemon(Box::new(e)))? {
+            return Err(Error::DaemonRunning { pid });
+        }
+    }
+    Ok(())
+}
+
+async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> Result<()> {
+    refuse_while_running(config)?;
+    let version = schema::install(db).await?;
+    println!("framework schema pgq_consumer is at version {version}");
+    let created = pgq::create_queue(db, &config.queue).await?;
+    say(
+        if created {
+            "queue {q} created"
+        } else {
+            "queue {q} already exists"
+        },
+        config,
+    );
+    register(db, config).await?;
+    let remote = match consumer.commit_mode() {
+        CommitMode::Local => None,
+        CommitMode::Remote | CommitMode::RemoteEvent => {
+            let dsn = config.remote_db.as_ref().ok_or_else(|| Error::ConfigInvalid {
+                path: Default::default(),
+                problem: "this is a remote consumer: set `remote_db`".into(),
+            })?;
+            let remote = connect(dsn, &application_name(config), Database::Remote).await?;
+            let version = schema::install(&remote).await?;
+            println!("framework schema pgq_consumer is at version {version} in the remote database");
+            Some(remote)
+        }
+    };
+    consumer
+        .install(db, remote.as_ref())
+        .await
+        .map_err(|source| Error::Settings {
+            consumer: config.consumer.clone(),
+            source,
+        })?;
+    Ok(())
+}
+
+async fn register(db: &Client, config: &Config) -> Result<()> {
+    match &config.subconsumer {
+        Some(sub) => {
+            coop::register_subconsumer(db, &config.queue, &config.consumer, sub).await?;
+            println!(
+                "sub-consumer {sub:?} of consumer {:?} registered on queue {:?}",
+                config.consumer, config.queue
+            );
+        }
+        None => {
+            let new = pgq::register_consumer(db, &config.queue, &config.consumer).await?;
+            say(
+                if new {
+                    "consumer {c} registered on queue {q}"
+                } else {
+                    "consumer {c} was already registered on queue {q}"
+                },
+                config,
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn unregister(db: &Client, config: &Config, force: bool) -> Result<()> {
+    refuse_while_running(config)?;
+    if let Some(sub) = &config.subconsumer {
+        coop::unregister_subconsumer(db, &config.queue, &config.consumer, sub).await?;
+        println!("sub-consumer {sub:?} of consumer {:?} unregistered", config.consumer);
+        return Ok(());
+    }
+    let consumers = pgq::get_consumer_info_queue(db, &config.queue).await?;
+    let registered = consumers.iter().any(|c| c.consumer_name == config.consumer);
+    if !registered {
+        return Err(Error::NotInstalled {
+            queue: config.queue.clone(),
+            consumer: config.consumer.clone(),
+            what: "the consumer is not registered",
+        });
+    }
+    let others = consumers
+        .iter()
+        .filter(|c| c.consumer_name != config.consumer && !c.consumer_name.contains('.'))
+        .count();
+    if others == 0 && !force {
+        return Err(Error::Usage(format!(
+            "consumer {:?} is the only consumer of queue {:?}: unregistering it would lose the events it has not read. \
+             Use `unregister --force` to do it anyway",
+            config.consumer, config.queue
+        )));
+    }
+    pgq::unregister_consumer(db, &config.queue, &config.consumer).await?;
+    say("consumer {c} unregistered from queue {q}", config);
+    Ok(())
+}
+
+async fn uninstall(db: &Client, config: &Config) -> Result<()> {
+    refuse_while_running(config)?;
+    if pgq::get_queue_info(db, &config.queue).await?.is_none() {
+        say("queue {q} does not exist; nothing to uninstall", config);
+        return Ok(());
+    }
+    let consumers = pgq::get_consumer_info_queue(db, &config.queue).await?;
+    if consumers.iter().any(|c| c.consumer_name == config.consumer) {
+        pgq::unregister_consumer(db, &config.queue, &config.consumer).await?;
+        say("consumer {c} unregistered from queue {q}", config);
+    }
+    let left = pgq::get_consumer_info_queue(db, &config.queue).await?;
+    if left.is_empty() {
+        pgq::drop_queue(db, &config.queue).await?;
+        say("queue {q} dropped", config);
+    } else {
+        let names: Vec<&str> = left.iter().map(|c| c.consumer_name.as_str()).collect();
+        println!(
+            "queue {:?} kept: other consumers are registered on it ({})",
+            config.queue,
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+async fn check(db: &Client, config: &Config) -> Result<()> {
+    verify_installed(db, config).await?;
+    say("queue {q} exists and consumer {c} is registered", config);
+    Ok(())
+}
+
+/// Fails, saying to run `install`, unless the queue exists and the consumer
+/// is registered on it.
+pub(crate) async fn verify_installed(db: &Client, config: &Config) -> Result<()> {
+    if pgq::get_queue_info(db, &config.queue).await?.is_none() {
+        return Err(Error::NotInstalled {
+            queue: config.queue.clone(),
+            consumer: config.consumer.clone(),
+            what: "the queue does not exist",
+        });
+    }
+    let consumers = pgq::get_consumer_info_queue(db, &config.queue).await?;
+    if !consumers.iter().any(|c| c.consumer_name == config.consumer) {
+        return Err(Error::NotInstalled {
+            queue: config.queue.clone(),
+            consumer: config.consumer.clone(),
+            what: "the consumer is not registered",
+        });
+    }
+    Ok(())
+}
+
+async fn list_failed(db: &Client, config: &Config, json: bool) -> Result<()> {
+    let events = failed::list(db, &config.queue, &config.consumer).await?;
+    let mut out = std::io::stdout().lock();
+    for f in &events {
+        let line = if json {
+            serde_json::json!({
+                "ev_id": f.event.ev_id,
+                "failed_time": f.failed_time.to_rfc3339(),
+                "ev_retry": f.event.ev_retry,
+                "ev_type": f.event.ev_type,
+                "ev_data": f.event.ev_data,
+                "ev_extra1": f.event.ev_extra1,
+                "ev_extra2": f.event.ev_extra2,
+                "ev_extra3": f.event.ev_extra3,
+                "ev_extra4": f.event.ev_extra4,
+                "ev_time": f.event.ev_time.to_rfc3339(),
+                "reason": f.reason,
+            })
+            .to_string()
+        } else {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}",
+                f.event.ev_id,
+                f.failed_time.format("%Y-%m-%d %H:%M:%S%.3f %Z"),
+                f.event.ev_retry.unwrap_or(0),
+                f.event.kind(),
+                f.event.data(),
+                f.reason
+            )
+        };
+        if writeln!(out, "{line}").is_err() {
+            break; // stdout closed (a pager quit): nothing more to say
+        }
+    }
+    if !json && events.is_empty() {
+        let _ = writeln!(
+            out,
+            "no failed events for consumer {:?} on queue {:?}",
+            config.consumer, config.queue
+        );
+    }
+    Ok(())
+}

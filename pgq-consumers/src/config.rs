@@ -1,0 +1,393 @@
+//! The consumer's TOML config file, re-read on every reload.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Environment variable that, when set, replaces `db`.
+pub const DB_ENV: &str = "PGQ_DB";
+/// Environment variable that, when set, replaces `remote_db`.
+pub const REMOTE_DB_ENV: &str = "PGQ_REMOTE_DB";
+
+/// A consumer's configuration: the keys every consumer has, plus a
+/// `[settings]` table handed untouched to the user's code.
+///
+/// ```toml
+/// db = "host=localhost dbname=app"
+/// queue = "orders"
+/// consumer = "mailer"
+/// pidfile = "/run/mailer.pid"
+/// logfile = "/var/log/mailer.log"
+/// loglevel = "notice"
+/// delay = 1.0
+///
+/// [settings]
+/// smtp = "localhost:25"
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Connection string of the queue database (libpq style, or a URL).
+    pub db: ConnString,
+    /// Queue name.
+    pub queue: String,
+    /// Consumer name.
+    pub consumer: String,
+    /// Pidfile, needed by `start` and the commands that talk to a daemon.
+    #[serde(default)]
+    pub pidfile: Option<PathBuf>,
+    /// Log file; without one, `run` logs to stderr and `start` refuses.
+    #[serde(default)]
+    pub logfile: Option<PathBuf>,
+    /// Log level: debug, verbose, notice, warning, error or fatal.
+    #[serde(default = "default_loglevel")]
+    pub loglevel: String,
+    /// Seconds to wait between polls when there is nothing to do.
+    #[serde(default = "default_delay")]
+    pub delay: f64,
+    /// Connection string of the remote database, for remote consumers.
+    #[serde(default)]
+    pub remote_db: Option<ConnString>,
+    /// Sub-consumer name, for cooperative consumers (`--subconsumer` overrides it).
+    #[serde(default)]
+    pub subconsumer: Option<String>,
+    /// Seconds after which a silent sub-consumer's batch goes to another one.
+    #[serde(default)]
+    pub dead_interval: Option<f64>,
+    /// Open a batch only once it holds at least this many events.
+    #[serde(default)]
+    pub min_count: Option<i32>,
+    /// Open a batch only once it spans at least this many seconds.
+    #[serde(default)]
+    pub min_interval: Option<f64>,
+    /// Only take events at least this many seconds old.
+    #[serde(default)]
+    pub min_lag: Option<f64>,
+    /// Events read from the database at a time.
+    #[serde(default = "default_fetch_size")]
+    pub fetch_size: u32,
+    /// Retries after which an event asking for another one is marked failed.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Only events matching this filter reach the handler.
+    #[serde(default)]
+    pub filter: Filter,
+    /// The user's own settings, given to `Consumer::config`.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+/// Which events reach the handler. An empty list lets everything through.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Filter {
+    /// Accepted `ev_type` values.
+    #[serde(default)]
+    pub ev_type: Vec<String>,
+    /// Accepted `ev_extra1` values (the table name for trigger events).
+    #[serde(default)]
+    pub ev_extra1: Vec<String>,
+}
+
+fn default_loglevel() -> String {
+    "notice".into()
+}
+
+fn default_delay() -> f64 {
+    1.0
+}
+
+fn default_fetch_size() -> u32 {
+    1000
+}
+
+impl Config {
+    /// Reads and checks a config file, then applies the environment
+    /// overrides ([`DB_ENV`], [`REMOTE_DB_ENV`]).
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(path, &text)?;
+        if let Ok(db) = std::env::var(DB_ENV) {
+            config.db = ConnString(db);
+        }
+        if let Ok(db) = std::env::var(REMOTE_DB_ENV) {
+            config.remote_db = Some(ConnString(db));
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks config text; `path` is only used in messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|source| Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let invalid = |problem: String| Error::ConfigInvalid {
+            path: path.to_path_buf(),
+            problem,
+        };
+        for (key, value) in [("queue", &self.queue), ("consumer", &self.consumer)] {
+            if value.trim().is_empty() {
+                return Err(invalid(format!("`{key}` is empty")));
+            }
+        }
+        if self.db.0.trim().is_empty() {
+            return Err(invalid("`db` is empty".into()));
+        }
+        if self.loglevel.parse::<pgq_daemon::Level>().is_err() {
+            return Err(invalid(format!(
+                "`loglevel` is {:?}; use one of debug, verbose, notice, warning, error, fatal",
+                self.loglevel
+            )));
+        }
+        for (key, value) in [
+            ("delay", Some(self.delay)),
+            ("dead_interval", self.dead_interval),
+            ("min_interval", self.min_interval),
+            ("min_lag", self.min_lag),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(invalid(format!(
+                        "`{key}` is {v}; it must be a number of seconds, 0 or more"
+                    )));
+                }
+            }
+        }
+        if self.fetch_size == 0 {
+            return Err(invalid("`fetch_size` is 0; it must be 1 or more".into()));
+        }
+        if self.min_count.is_some_and(|n| n < 1) {
+            return Err(invalid("`min_count` must be 1 or more".into()));
+        }
+        Ok(())
+    }
+
+    /// The log level.
+    pub fn level(&self) -> pgq_daemon::Level {
+        self.loglevel.parse().unwrap_or(pgq_daemon::Level::Notice)
+    }
+
+    /// The idle delay between polls.
+    pub fn delay(&self) -> Duration {
+        Duration::from_secs_f64(self.delay)
+    }
+
+    /// The dead interval of cooperative consumers, if set.
+    pub fn dead_interval(&self) -> Option<Duration> {
+        self.dead_interval.map(Duration::from_secs_f64)
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("db", &self.db)
+            .field("queue", &self.queue)
+            .field("consumer", &self.consumer)
+            .field("subconsumer", &self.subconsumer)
+            .field("remote_db", &self.remote_db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection string. It may hold a password, so it shows itself only
+/// with the password hidden ([`ConnString::redacted`]).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ConnString(String);
+
+impl ConnString {
+    /// Wraps a connection string.
+    pub fn new(s: impl Into<String>) -> ConnString {
+        ConnString(s.into())
+    }
+
+    /// The connection string itself, password included: for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The connection string with any password replaced by `***`, in both
+    /// the `key=value` and the URL forms.
+    pub fn redacted(&self) -> String {
+        redact(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl fmt::Display for ConnString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Hides the password of a connection string.
+pub fn redact(dsn: &str) -> String {
+    let trimmed = dsn.trim_start();
+    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
+        return redact_url(trimmed);
+    }
+    let mut out = String::with_capacity(dsn.len());
+    let mut rest = dsn;
+    while let Some(pos) = find_password_key(rest) {
+        let (before, after) = rest.split_at(pos);
+        out.push_str(before);
+        let eq = after.find('=').map(|i| i + 1).unwrap_or(after.len());
+        out.push_str(&after[..eq]);
+        let value = after[eq..].trim_start();
+        out.push_str("***");
+        rest = skip_value(value);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Finds `password` used as a key (`password=` or `password =`).
+fn find_password_key(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("password") {
+        let at = from + i;
+        let starts_word = at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace();
+        let after = lower[at + "password".len()..].trim_start();
+        if starts_word && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + "password".len();
+    }
+    None
+}
+
+/// Skips a `key=value` value: quoted with backslash escapes, or up to white space.
+fn skip_value(value: &str) -> &str {
+    if let Some(inner) = value.strip_prefix('\'') {
+        let mut escaped = false;
+        for (i, c) in inner.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '\'' if !escaped => return &inner[i + 1..],
+                _ => escaped = false,
+            }
+        }
+        ""
+    } else {
+        let end = value.find(char::is_whitespace).unwrap_or(value.len());
+        &value[end..]
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let after = &url[scheme_end + 3..];
+    let authority_end = after.find(['/', '?']).unwrap_or(after.len());
+    let authority = &after[..authority_end];
+    let mut out = match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            format!("{}{}{}", &url[..scheme_end + 3], shown, &authority[at..])
+        }
+        None => url[..scheme_end + 3 + authority_end].to_string(),
+    };
+    // The query string may carry password=... too.
+    let tail = &after[authority_end..];
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            out.push_str(path);
+            out.push('?');
+            out.push_str(&query.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_key_value_strings() {
+        assert_eq!(redact("host=h password=s3cret user=u"), "host=h password=*** user=u");
+        assert_eq!(redact("password = 'a b\\' c' host=h"), "password =*** host=h");
+        assert_eq!(redact("host=h"), "host=h");
+        assert_eq!(redact("user=passwordless host=h"), "user=passwordless host=h");
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_urls() {
+        assert_eq!(redact("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgresql://u@h/db?password=x&sslmode=require"),
+            "postgresql://u@h/db?password=***&sslmode=require"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse(Path::new("c.toml"), "db='x'\nqueue='q'\nconsumer='c'\nqeue='z'\n")
+            .err()
+            .map(|e| {
+                format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+                )
+            });
+        let msg = err.unwrap_or_default();
+        assert!(msg.contains("qeue"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let e = Config::parse(Path::new("c.toml"), "db='x'\nqueue = = 'q'\n").err();
+        let msg = e
+            .and_then(|e| std::error::Error::source(&e).map(|s| s.to_string()))
+            .unwrap_or_default();
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        let e = Config::parse(Path::new("c.toml"), "db='x'\nqueue='q'\nconsumer='c'\ndelay=-1\n").err();
+        assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("delay"));
+        let e = Config::parse(
+            Path::new("c.toml"),
+            "db='x'\nqueue='q'\nconsumer='c'\nloglevel='loud'\n",
+        )
+        .err();
+        assert!(e.map(|e| e.to_string()).unwrap_or_default().contains("loglevel"));
+    }
+}

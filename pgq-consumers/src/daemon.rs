@@ -1,0 +1,159 @@
+//! The consumer as a daemon: the batch loop behind `pgq-daemon`'s runner.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pgq_daemon::{Activity, Daemon, DaemonCommand, ExitCode, Failure, Settings};
+
+use crate::batch_loop::{BatchLoop, Round};
+use crate::config::Config;
+use crate::consumer::Consumer;
+use crate::error::{Error, Result};
+use crate::status;
+
+/// The longest rest after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+struct ConsumerDaemon<C> {
+    config_path: PathBuf,
+    subconsumer: Option<String>,
+    batches: BatchLoop<C>,
+    failures: u32,
+    outage: bool,
+}
+
+impl<C: Consumer> ConsumerDaemon<C> {
+    fn reload_config(&self) -> Result<Config> {
+        let mut config = Config::load(&self.config_path)?;
+        if let Some(sub) = &self.subconsumer {
+            config.subconsumer = Some(sub.clone());
+        }
+        Ok(config)
+    }
+
+    fn backoff(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let base = self.batches.config().delay().max(Duration::from_millis(100));
+        base.saturating_mul(1 << self.failures.min(10)).min(MAX_BACKOFF)
+    }
+}
+
+#[async_trait]
+impl<C: Consumer> Daemon for ConsumerDaemon<C> {
+    async fn config(&mut self) -> std::result::Result<Settings, pgq_daemon::BoxError> {
+        let config = self.reload_config()?;
+        let settings = Settings {
+            delay: config.delay(),
+            level: config.level(),
+        };
+        self.batches.reconfigure(config).await?;
+        Ok(settings)
+    }
+
+    async fn process(&mut self) -> std::result::Result<Activity, pgq_daemon::BoxError> {
+        if self.batches.is_broken() {
+            match self.batches.reconnect().await {
+                Ok(()) => {
+                    log::warn!("reconnected to the database; carrying on");
+                    self.outage = false;
+                    self.failures = 0;
+                }
+                Err(e) => {
+                    if !self.outage {
+                        log::error!(
+                            "lost the database connection, reconnecting with back-off: {}",
+                            crate::cli::error_chain(&e)
+                        );
+                        self.outage = true;
+                    }
+                    return Ok(Activity::Backoff(self.backoff()));
+                }
+            }
+        }
+        match self.batches.round().await {
+            Ok(Round::Idle) => {
+                self.failures = 0;
+                Ok(Activity::Idle)
+            }
+            Ok(Round::Finished(_)) | Ok(Round::Panicked { .. }) => {
+                self.failures = 0;
+                Ok(Activity::Busy)
+            }
+            Ok(Round::Aborted { .. }) => Ok(Activity::Idle),
+            Err(e) if self.batches.is_broken() => {
+                if !self.outage {
+                    log::error!(
+                        "lost the database connection, reconnecting with back-off: {}",
+                        crate::cli::error_chain(&e)
+                    );
+                    self.outage = true;
+                }
+                Ok(Activity::Backoff(self.backoff()))
+            }
+            Err(e) => {
+                let wait = self.backoff();
+                log::error!(
+                    "{}; trying again in {:.1}s",
+                    crate::cli::error_chain(&e),
+                    wait.as_secs_f64()
+                );
+                Ok(Activity::Backoff(wait))
+            }
+        }
+    }
+}
+
+fn failure(e: Error) -> Failure {
+    let code = match e.exit_code() {
+        3 => ExitCode::CannotConnect,
+        4 => ExitCode::WrongState,
+        _ => ExitCode::Failed,
+    };
+    Failure::new(code, crate::cli::error_chain(&e))
+}
+
+/// Runs a daemon command for a consumer.
+pub(crate) fn execute<C, F>(
+    cmd: &DaemonCommand,
+    config_path: PathBuf,
+    subconsumer: Option<String>,
+    config: Config,
+    make: F,
+) -> u8
+where
+    C: Consumer,
+    F: FnOnce() -> C + Send + 'static,
+{
+    let name = match &config.subconsumer {
+        Some(sub) => format!("{}.{}", config.consumer, sub),
+        None => config.consumer.clone(),
+    };
+    let options = pgq_daemon::Options {
+        name,
+        pidfile: config.pidfile.clone(),
+        logfile: config.logfile.clone(),
+        level: config.level(),
+        stop_timeout: Duration::from_secs(60),
+    };
+    let status_config = config.clone();
+    let code = pgq_daemon::execute(
+        cmd,
+        &options,
+        move || async move {
+            let batches = BatchLoop::connect(make(), config).await.map_err(failure)?;
+            crate::commands::verify_installed(batches.queue_db(), batches.config())
+                .await
+                .map_err(failure)?;
+            Ok(ConsumerDaemon {
+                config_path,
+                subconsumer,
+                batches,
+                failures: 0,
+                outage: false,
+            })
+        },
+        move || status::describe(&status_config),
+    );
+    code.code() as u8
+}
