@@ -1,6 +1,6 @@
 //! The crate's error type.
 
-use tokio_postgres::error::SqlState;
+use tokio_postgres::error::{Severity, SqlState};
 
 /// What can go wrong when talking to PgQ.
 #[derive(Debug, thiserror::Error)]
@@ -77,14 +77,23 @@ impl Error {
     }
 
     /// True when the connection itself is gone (closed, reset, or never made),
-    /// as opposed to a statement the server refused.
+    /// as opposed to a statement the server refused: the caller should
+    /// reconnect. That covers a server error that ends the session (severity
+    /// FATAL or PANIC, e.g. `57P01` when the backend is terminated while a
+    /// call is in flight) and SQLSTATE class `08` (connection exception).
     pub fn is_connection_error(&self) -> bool {
-        match self {
-            Error::Sql { source, .. } => {
-                source.is_closed() || source.as_db_error().is_none() && source.code().is_none()
-            }
-            _ => false,
+        let Error::Sql { source, .. } = self else {
+            return false;
+        };
+        if source.is_closed() {
+            return true;
         }
+        if let Some(db) = source.as_db_error() {
+            return matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic))
+                || db.code().code().starts_with("08");
+        }
+        // Not from the server: a failure of the socket itself.
+        std::error::Error::source(source).is_some_and(|cause| cause.is::<std::io::Error>())
     }
 
     pub(crate) fn sql(

@@ -274,3 +274,39 @@ async fn a_call_on_a_lost_connection_is_a_connection_error() -> Result<()> {
     assert_eq!(err.code(), None);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_call_whose_backend_is_terminated_mid_statement_is_a_connection_error() -> Result<()> {
+    let (db, c) = setup().await;
+    pgq::create_queue(&c, "q").await?;
+    let pid: i32 = c.query_one("select pg_backend_pid()", &[]).await?.get(0);
+    // Hold a lock the call needs, so it is in flight when its backend goes.
+    let mut admin = db.connect().await;
+    let lock = admin.transaction().await?;
+    lock.batch_execute("lock table pgq.queue in access exclusive mode")
+        .await?;
+    let call = tokio::spawn(async move {
+        let result = pgq::get_queue_info(&c, "q").await;
+        drop(c);
+        result
+    });
+    let killer = db.connect().await;
+    pgq_test_support::wait_for("the call to wait for the lock", Duration::from_secs(10), || async {
+        let waiting: bool = killer
+            .query_one(
+                "select wait_event_type = 'Lock' from pg_stat_activity where pid = $1",
+                &[&pid],
+            )
+            .await
+            .ok()?
+            .get(0);
+        waiting.then_some(())
+    })
+    .await;
+    killer.execute("select pg_terminate_backend($1)", &[&pid]).await?;
+    let err = call.await?.expect_err("a terminated backend answered");
+    assert!(err.is_connection_error(), "{err:?}");
+    assert_eq!(err.code(), Some(&SqlState::ADMIN_SHUTDOWN));
+    lock.rollback().await?;
+    Ok(())
+}
