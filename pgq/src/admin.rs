@@ -11,7 +11,7 @@ pub async fn version(client: &impl GenericClient) -> Result<String> {
 }
 
 /// Brings an older PgQ schema's tables up to date (`pgq.upgrade_schema`).
-/// Returns how many fixes were applied.
+/// PgQ 3.5 counts the fixes it applies but returns 0 whatever it did.
 pub async fn upgrade_schema(client: &impl GenericClient) -> Result<i32> {
     scalar(
         client,

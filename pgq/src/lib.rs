@@ -20,7 +20,10 @@
 //! pgq::create_queue(&client, "orders").await?;
 //! pgq::register_consumer(&client, "orders", "mailer").await?;
 //! pgq::insert_event(&client, "orders", "created", r#"{"id": 1}"#).await?;
-//! pgq::ticker(&client).await?; // pgqd does this in production
+//! // pgqd ticks in production, once enough events or time have passed;
+//! // force_tick makes the queue due at once.
+//! pgq::force_tick(&client, "orders").await?;
+//! pgq::ticker(&client).await?;
 //!
 //! let tx = client.transaction().await?;
 //! if let Some(batch) = pgq::next_batch(&tx, "orders", "mailer").await? {
