@@ -31,7 +31,7 @@ async fn logutriga_events_decode_with_urlencoded_and_trigger_op_gives_operation_
     pgq::create_trigger(&c, &TriggerSpec::new(TriggerKind::Logutriga, "t_pgq", "t", "q")).await?;
     c.batch_execute(
         "insert into t values (1, 'Jüri X & co=1', null);
-         update t set name = 'y' where id = 1;
+         update t set name = '1+1=2, 100% & more', note = '' where id = 1;
          delete from t;",
     )
     .await?;
@@ -58,7 +58,15 @@ async fn logutriga_events_decode_with_urlencoded_and_trigger_op_gives_operation_
         events[0].urlencoded()?,
         map(&[("id", Some("1")), ("name", Some("Jüri X & co=1")), ("note", None)])
     );
-    assert_eq!(events[1].urlencoded()?.get("name"), Some(&Some("y".to_string())));
+    // '+', '%', '=' and '&' inside values, and an empty string (not NULL).
+    assert_eq!(
+        events[1].urlencoded()?,
+        map(&[
+            ("id", Some("1")),
+            ("name", Some("1+1=2, 100% & more")),
+            ("note", Some(""))
+        ])
+    );
     assert!(events.iter().all(|e| e.ev_extra1.as_deref() == Some("public.t")));
     Ok(())
 }
