@@ -15,6 +15,7 @@ use crate::connect::{connect, Database};
 use crate::consumer::{CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
+use crate::failpoint::crash_point;
 use crate::tracking;
 
 /// What one round of the loop did.
@@ -59,6 +60,13 @@ impl<C: Consumer> BatchLoop<C> {
     /// Connects to the queue database (and the remote one for remote
     /// consumers) and calls the consumer's `config` with `[settings]`.
     pub async fn connect(mut consumer: C, config: Config) -> Result<BatchLoop<C>> {
+        consumer
+            .config(&config.settings)
+            .await
+            .map_err(|source| Error::Settings {
+                consumer: config.consumer.clone(),
+                source,
+            })?;
         let app = application_name(&config);
         let queue_db = connect(&config.db, &app, Database::Queue).await?;
         let remote_db = match consumer.commit_mode() {
@@ -164,6 +172,7 @@ impl<C: Consumer> BatchLoop<C> {
             return Ok(Round::Idle);
         };
         let batch_id = ticks.batch_id;
+        crash_point("batch-read");
         let mode = self.consumer.commit_mode();
         let queue = self.config.queue.clone();
         let consumer = self.config.consumer.clone();
@@ -223,6 +232,7 @@ impl<C: Consumer> BatchLoop<C> {
 
         match outcome {
             Ok(Ok(BatchEnd::Finish)) => {
+                crash_point("before-remote-commit");
                 if let Some(remote) = remote_tx {
                     tracking::record(&remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await?;
                     remote.commit().await.map_err(|source| Error::Remote {
@@ -231,8 +241,10 @@ impl<C: Consumer> BatchLoop<C> {
                         source,
                     })?;
                 }
+                crash_point("after-remote-commit");
                 finish(&queue_tx, batch_id, subconsumer.is_some()).await?;
                 queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
+                crash_point("after-queue-commit");
                 self.poisoned.clear();
                 log::debug!(
                     "batch {batch_id}: {} events, {} ok, {} failed, {} retried",

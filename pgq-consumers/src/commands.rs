@@ -112,6 +112,13 @@ fn refuse_while_running(config: &Config) -> Result<()> {
 
 async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> Result<()> {
     refuse_while_running(config)?;
+    consumer
+        .config(&config.settings)
+        .await
+        .map_err(|source| Error::Settings {
+            consumer: config.consumer.clone(),
+            source,
+        })?;
     let version = schema::install(db).await?;
     println!("framework schema pgq_consumer is at version {version}");
     let created = pgq::create_queue(db, &config.queue).await?;

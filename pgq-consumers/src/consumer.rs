@@ -49,6 +49,8 @@ pub trait Consumer: Send + 'static {
     }
 
     /// How this consumer's work commits. Remote modes need `remote_db`.
+    /// Asked once, after the first [`Consumer::config`], so it may depend on
+    /// the settings.
     fn commit_mode(&self) -> CommitMode {
         CommitMode::Local
     }

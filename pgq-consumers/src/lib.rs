@@ -45,6 +45,7 @@ mod coop;
 mod daemon;
 mod error;
 mod failed;
+mod failpoint;
 mod outcome;
 mod schema;
 mod status;
@@ -57,6 +58,7 @@ pub use config::{redact, Config, ConnString, Filter, DB_ENV, REMOTE_DB_ENV};
 pub use connect::{connect, Database};
 pub use consumer::{BoxError, CommitMode, Consumer, Context};
 pub use error::{Error, Result};
+pub use failpoint::CRASH_AT_ENV;
 pub use outcome::{backoff, Outcome};
 
 // The framework's own SQL (schema `pgq_consumer`): install, failed events,
