@@ -38,7 +38,10 @@ impl From<Output> for Ran {
 impl Demo {
     /// A fresh scratch directory named after the test, with a config for quick rounds.
     pub fn new(test: &str) -> Demo {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("it").join(test);
+        // Per test and per run, so that concurrent runs of the suite do not meet.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("it")
+            .join(format!("{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
         let mut demo = Demo {
@@ -186,6 +189,10 @@ impl Drop for Demo {
         // A failed test must not leave a daemon behind.
         if let Ok(Some(pid)) = pgq_daemon::running_pid(self.pidfile()) {
             let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        // Keep a failed test's files to look at; tidy up after a passed one.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
