@@ -13,7 +13,9 @@ pub const Q: &str = "q";
 pub async fn queue_db() -> Result<(TestDb, Client)> {
     let db = TestDb::create().await;
     let client = db.connect().await;
-    pgq_consumers::install_schema(&client).await.context("installing pgq_consumer")?;
+    pgq_consumers::install_schema(&client)
+        .await
+        .context("installing pgq_consumer")?;
     client.execute("select pgq.create_queue($1)", &[&Q]).await?;
     Ok((db, client))
 }
@@ -53,7 +55,9 @@ pub async fn maint_retry_events(client: &Client) -> Result<i32> {
 
 /// Registers a plain consumer on [`Q`].
 pub async fn register(client: &Client, consumer: &str) -> Result<()> {
-    client.execute("select pgq.register_consumer($1, $2)", &[&Q, &consumer]).await?;
+    client
+        .execute("select pgq.register_consumer($1, $2)", &[&Q, &consumer])
+        .await?;
     Ok(())
 }
 

@@ -1,1 +1,399 @@
-//! Cooperative sub-consumers.
+//! Cooperative sub-consumers: several processes share one consumer's
+//! batches, each batch to exactly one of them.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Result;
+use pgq::BatchLimits;
+use pgq_consumers::{
+    add_failed_event_from_batch, finish_subconsumer_batch, list_failed_events, next_subconsumer_batch,
+    next_subconsumer_batch_info, register_subconsumer, retry_failed_events, subconsumer_info, touch_subconsumer,
+    unregister_subconsumer, unregister_subconsumer_with, BatchHandling, Error,
+};
+use tokio_postgres::Client;
+
+use crate::common::{consume, event_ids, events, insert, maint_retry_events, queue_db, register, tick, Q};
+
+const GROUP: &str = "grp";
+
+/// A sub-consumer's next batch with no dead interval and no limits.
+async fn next(client: &Client, sub: &str) -> Result<Option<pgq::BatchTicks>> {
+    Ok(next_subconsumer_batch(client, Q, GROUP, sub, None, &BatchLimits::default()).await?)
+}
+
+#[tokio::test]
+async fn sub_consumers_holding_batches_at_once_get_different_batches() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    for sub in ["a", "b", "c"] {
+        assert!(register_subconsumer(&client, Q, GROUP, sub).await?);
+    }
+    assert!(
+        !register_subconsumer(&client, Q, GROUP, "a").await?,
+        "registering again is a no-op"
+    );
+    let mut inserted = Vec::new();
+    for i in 0..3 {
+        inserted.push(insert(&client, "t", &i.to_string()).await?);
+        tick(&client).await?;
+    }
+
+    let mut batches = Vec::new();
+    for sub in ["a", "b", "c"] {
+        batches.push(next(&client, sub).await?.expect("a batch for every sub-consumer"));
+    }
+    assert!(
+        next(&client, "d").await.is_err(),
+        "an unregistered sub-consumer gets nothing"
+    );
+
+    let ids: HashSet<i64> = batches.iter().map(|b| b.batch_id).collect();
+    assert_eq!(ids.len(), 3, "three different batches: {batches:?}");
+    // They are consecutive slices of the group's stream.
+    assert_eq!(batches[0].cur_tick_id, batches[1].prev_tick_id);
+    assert_eq!(batches[1].cur_tick_id, batches[2].prev_tick_id);
+    let mut seen = Vec::new();
+    for b in &batches {
+        seen.extend(event_ids(&client, b.batch_id).await?);
+    }
+    assert_eq!(seen, inserted);
+
+    // Asking again before finishing returns the batch already held.
+    let again = next(&client, "b").await?.expect("b's batch");
+    assert_eq!(again, batches[1]);
+    for b in &batches {
+        finish_subconsumer_batch(&client, b.batch_id).await?;
+    }
+    assert!(next(&client, "a").await?.is_none(), "nothing left");
+    let info = subconsumer_info(&client, Q, GROUP).await?;
+    assert_eq!(
+        info.iter().map(|i| i.subconsumer.as_str()).collect::<Vec<_>>(),
+        ["a", "b", "c"]
+    );
+    assert!(info
+        .iter()
+        .all(|i| i.batch_id.is_none() && i.prev_tick_id.is_none() && !i.handed_back));
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_event_is_delivered_exactly_once_across_parallel_sub_consumers() -> Result<()> {
+    let (db, client) = queue_db().await?;
+    let subs = ["a", "b", "c"];
+    for sub in subs {
+        register_subconsumer(&client, Q, GROUP, sub).await?;
+    }
+    let mut inserted = BTreeSet::new();
+    for round in 0..12 {
+        for i in 0..4 {
+            inserted.insert(insert(&client, "t", &format!("{round}.{i}")).await?);
+        }
+        tick(&client).await?;
+    }
+    let total = inserted.len();
+
+    let seen = Arc::new(Mutex::new(Vec::<(String, i64, i64)>::new()));
+    let mut tasks = Vec::new();
+    for sub in subs {
+        let mut c = db.connect().await;
+        let seen = Arc::clone(&seen);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Some(b) = next_subconsumer_batch(&c, Q, GROUP, sub, None, &BatchLimits::default()).await? else {
+                    let done = seen.lock().map_or(0, |s| s.len()) >= total;
+                    if done {
+                        return anyhow::Ok(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let tx = c.transaction().await?;
+                let ids = event_ids(&tx, b.batch_id).await?;
+                // Hold the batch a little, so the others must take other batches.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                finish_subconsumer_batch(&tx, b.batch_id).await?;
+                tx.commit().await?;
+                if let Ok(mut s) = seen.lock() {
+                    s.extend(ids.into_iter().map(|id| (sub.to_string(), b.batch_id, id)));
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for t in tasks {
+            t.await??;
+        }
+        anyhow::Ok(())
+    })
+    .await??;
+
+    let seen = seen.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let ids: Vec<i64> = seen.iter().map(|(_, _, id)| *id).collect();
+    let unique: BTreeSet<i64> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "no event delivered twice");
+    assert_eq!(unique, inserted, "every event delivered");
+    let workers: HashSet<&str> = seen.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert!(workers.len() >= 2, "the batches were shared: {workers:?}");
+    // Each batch went to exactly one sub-consumer.
+    let mut owner = std::collections::HashMap::new();
+    for (sub, batch, _) in &seen {
+        assert_eq!(
+            owner.entry(*batch).or_insert(sub.as_str()),
+            sub,
+            "batch {batch} went to two sub-consumers"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+    register_subconsumer(&client, Q, GROUP, "b").await?;
+    let e1 = insert(&client, "t", "one").await?;
+    tick(&client).await?;
+    let dead = Some(Duration::from_millis(600));
+    let none = BatchLimits::default();
+
+    let held = next(&client, "a").await?.expect("a's batch");
+    // a was just seen: b does not take its batch, and there is no other.
+    assert!(next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
+        .await?
+        .is_none());
+    // touching keeps a alive past the interval
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(touch_subconsumer(&client, Q, GROUP, "a").await?);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
+        .await?
+        .is_none());
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let taken = next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
+        .await?
+        .expect("b takes a's batch");
+    assert_eq!(taken.taken_from.as_deref(), Some("a"));
+    assert_ne!(taken.ticks.batch_id, held.batch_id, "a new batch id");
+    assert_eq!(
+        (taken.ticks.prev_tick_id, taken.ticks.cur_tick_id),
+        (held.prev_tick_id, held.cur_tick_id)
+    );
+    assert_eq!(event_ids(&client, taken.ticks.batch_id).await?, vec![e1]);
+
+    // The old holder comes back: its batch is gone, its work must roll back.
+    match finish_subconsumer_batch(&client, held.batch_id).await {
+        Err(Error::BatchNotActive { batch_id, .. }) => assert_eq!(batch_id, held.batch_id),
+        other => panic!("expected BatchNotActive, got {other:?}"),
+    }
+    assert!(
+        event_ids(&client, held.batch_id).await.is_err(),
+        "the old batch id reads nothing"
+    );
+    finish_subconsumer_batch(&client, taken.ticks.batch_id).await?;
+    assert!(next(&client, "a").await?.is_none(), "a is still registered and idle");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unregistering_a_sub_consumer_that_holds_a_batch_hands_it_back() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+    register_subconsumer(&client, Q, GROUP, "b").await?;
+    let e1 = insert(&client, "t", "one").await?;
+    tick(&client).await?;
+    let held = next(&client, "a").await?.expect("a's batch");
+
+    match unregister_subconsumer_with(&client, Q, GROUP, "a", BatchHandling::Refuse).await {
+        Err(Error::BatchHeld { subconsumer, .. }) => assert_eq!(subconsumer.as_deref(), Some("a")),
+        other => panic!("expected BatchHeld, got {other:?}"),
+    }
+    assert!(unregister_subconsumer(&client, Q, GROUP, "a").await?);
+    assert!(
+        !unregister_subconsumer(&client, Q, GROUP, "a").await?,
+        "already unregistered"
+    );
+    let info = subconsumer_info(&client, Q, GROUP).await?;
+    let a = info.iter().find(|i| i.subconsumer == "a").expect("a's batch waits");
+    assert!(a.handed_back && a.batch_id == Some(held.batch_id) && a.last_seen.is_none());
+    assert!(next(&client, "a").await.is_err(), "a no longer takes batches");
+
+    // No dead interval needed: the handed-back batch goes to the next caller.
+    let taken = next_subconsumer_batch_info(&client, Q, GROUP, "b", None, &BatchLimits::default())
+        .await?
+        .expect("b gets the batch");
+    assert_eq!(taken.taken_from.as_deref(), Some("a"));
+    assert_eq!(event_ids(&client, taken.ticks.batch_id).await?, vec![e1]);
+    finish_subconsumer_batch(&client, taken.ticks.batch_id).await?;
+    let info = subconsumer_info(&client, Q, GROUP).await?;
+    assert_eq!(info.iter().map(|i| i.subconsumer.as_str()).collect::<Vec<_>>(), ["b"]);
+    let leftover: i64 = client
+        .query_one("select count(*) as n from pgq.consumer where co_name = 'grp.a'", &[])
+        .await?
+        .try_get("n")?;
+    assert_eq!(leftover, 0, "the unregistered sub-consumer's pgq consumer is gone");
+    Ok(())
+}
+
+#[tokio::test]
+async fn unregistering_with_drop_loses_the_held_batch_and_nothing_else() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+    register_subconsumer(&client, Q, GROUP, "b").await?;
+    insert(&client, "t", "dropped").await?;
+    tick(&client).await?;
+    let e2 = insert(&client, "t", "kept").await?;
+    tick(&client).await?;
+
+    next(&client, "a").await?.expect("a's batch");
+    assert!(unregister_subconsumer_with(&client, Q, GROUP, "a", BatchHandling::Drop).await?);
+    let b = next(&client, "b").await?.expect("b's batch");
+    assert_eq!(event_ids(&client, b.batch_id).await?, vec![e2]);
+    finish_subconsumer_batch(&client, b.batch_id).await?;
+    assert!(next(&client, "b").await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn event_retried_by_a_sub_consumer_comes_back_to_the_group_only() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+    register_subconsumer(&client, Q, GROUP, "b").await?;
+    register(&client, "other").await?;
+    let e1 = insert(&client, "t", "again").await?;
+    tick(&client).await?;
+
+    let held = next(&client, "a").await?.expect("a's batch");
+    client
+        .execute("select pgq.event_retry($1, $2, 0)", &[&held.batch_id, &e1])
+        .await?;
+    finish_subconsumer_batch(&client, held.batch_id).await?;
+    assert_eq!(consume(&client, "other").await?, Some(vec![e1]));
+
+    maint_retry_events(&client).await?;
+    tick(&client).await?;
+    let b = next(&client, "b").await?.expect("the group's next batch");
+    let evs = events(&client, b.batch_id).await?;
+    assert_eq!(
+        evs.iter().map(|e| (e.ev_id, e.ev_retry)).collect::<Vec<_>>(),
+        vec![(e1, Some(1))]
+    );
+    finish_subconsumer_batch(&client, b.batch_id).await?;
+    assert_eq!(
+        consume(&client, "other").await?,
+        Some(vec![]),
+        "the other consumer does not see it again"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn sub_consumers_failed_event_is_stored_and_retried_for_the_group() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+    register_subconsumer(&client, Q, GROUP, "b").await?;
+    let e1 = insert(&client, "t", "bad").await?;
+    tick(&client).await?;
+
+    let held = next(&client, "a").await?.expect("a's batch");
+    add_failed_event_from_batch(&client, held.batch_id, e1, "broken").await?;
+    finish_subconsumer_batch(&client, held.batch_id).await?;
+    let failed = list_failed_events(&client, Q, GROUP).await?;
+    assert_eq!(
+        failed.iter().map(|f| f.event.ev_id).collect::<Vec<_>>(),
+        vec![e1],
+        "stored under the group"
+    );
+
+    assert_eq!(retry_failed_events(&client, Q, GROUP, &[e1]).await?, 1);
+    maint_retry_events(&client).await?;
+    tick(&client).await?;
+    let b = next(&client, "b").await?.expect("the retried event");
+    assert_eq!(event_ids(&client, b.batch_id).await?, vec![e1]);
+    Ok(())
+}
+
+async fn cur_table(c: &Client) -> Result<i32> {
+    let r = c
+        .query_one("select queue_cur_table from pgq.queue where queue_name = $1", &[&Q])
+        .await?;
+    Ok(r.try_get("queue_cur_table")?)
+}
+
+/// One round of PgQ's table rotation, as pgqd's maintenance runs it.
+async fn rotate(c: &Client) -> Result<()> {
+    c.execute("select pgq.maint_rotate_tables_step1($1)", &[&Q]).await?;
+    c.execute("select pgq.maint_rotate_tables_step2()", &[]).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn batch_held_by_a_sub_consumer_survives_table_rotation() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    client
+        .execute("select pgq.set_queue_config($1, 'rotation_period', '0 seconds')", &[&Q])
+        .await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+    register_subconsumer(&client, Q, GROUP, "b").await?;
+    let e1 = insert(&client, "t", "held").await?;
+    tick(&client).await?;
+    let held = next(&client, "a").await?.expect("a's batch");
+
+    // The group moves on while a holds its batch; rotation must wait for a.
+    let start = cur_table(&client).await?;
+    for i in 0..6 {
+        insert(&client, "t", &format!("later {i}")).await?;
+        tick(&client).await?;
+        let b = next(&client, "b").await?.expect("b's batch");
+        finish_subconsumer_batch(&client, b.batch_id).await?;
+        rotate(&client).await?;
+    }
+    assert_eq!(cur_table(&client).await?, start, "rotation waited for the held batch");
+    assert_eq!(
+        event_ids(&client, held.batch_id).await?,
+        vec![e1],
+        "a's events are still there"
+    );
+    finish_subconsumer_batch(&client, held.batch_id).await?;
+
+    // Once a has finished (idle sub-consumers hold nothing back), rotation
+    // goes round the tables.
+    let mut rotations = 0;
+    for _ in 0..40 {
+        insert(&client, "t", "after").await?;
+        tick(&client).await?;
+        if let Some(b) = next(&client, "b").await? {
+            finish_subconsumer_batch(&client, b.batch_id).await?;
+        }
+        let before = cur_table(&client).await?;
+        rotate(&client).await?;
+        if cur_table(&client).await? != before {
+            rotations += 1;
+            if rotations == 3 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rotations, 3, "rotation resumed once the batch was finished");
+    Ok(())
+}
+
+#[tokio::test]
+async fn group_consumer_holding_its_own_batch_blocks_sub_consumers() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register(&client, GROUP).await?;
+    insert(&client, "t", "x").await?;
+    tick(&client).await?;
+    client.execute("select pgq.next_batch($1, $2)", &[&Q, &GROUP]).await?;
+    match register_subconsumer(&client, Q, GROUP, "a").await {
+        Err(Error::BatchHeld {
+            subconsumer: None,
+            consumer,
+            ..
+        }) => assert_eq!(consumer, GROUP),
+        other => panic!("expected BatchHeld for the group's consumer, got {other:?}"),
+    }
+    Ok(())
+}

@@ -3,12 +3,13 @@
 
 use anyhow::Result;
 use pgq_consumers::{
-    add_failed_event, add_failed_event_from_batch, count_failed_events, delete_all_failed_events,
-    delete_failed_events, list_failed_events, list_failed_events_page, retry_all_failed_events,
-    retry_failed_events, Error,
+    add_failed_event, add_failed_event_from_batch, count_failed_events, delete_all_failed_events, delete_failed_events,
+    list_failed_events, list_failed_events_page, retry_all_failed_events, retry_failed_events, Error,
 };
 
-use crate::common::{consume, event_ids, events, finish, insert, maint_retry_events, next_batch, queue_db, register, tick, Q};
+use crate::common::{
+    consume, event_ids, events, finish, insert, maint_retry_events, next_batch, queue_db, register, tick, Q,
+};
 
 #[tokio::test]
 async fn failed_event_is_stored_with_its_reason_in_the_batch_transaction_and_listed() -> Result<()> {
@@ -59,7 +60,11 @@ async fn failed_events_are_listed_in_event_order_and_by_page() -> Result<()> {
     }
     finish(&client, batch.batch_id).await?;
 
-    let ids: Vec<i64> = list_failed_events(&client, Q, "c").await?.iter().map(|f| f.event.ev_id).collect();
+    let ids: Vec<i64> = list_failed_events(&client, Q, "c")
+        .await?
+        .iter()
+        .map(|f| f.event.ev_id)
+        .collect();
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     assert_eq!(ids, sorted);
@@ -108,13 +113,21 @@ async fn retry_puts_the_event_back_for_that_consumer_only() -> Result<()> {
 
     // c1 gives up on e1; c2 processes both.
     let b1 = next_batch(&client, "c1").await?.expect("c1's batch");
-    let failed_ev = events(&client, b1.batch_id).await?.into_iter().find(|e| e.ev_id == e1).expect("e1");
+    let failed_ev = events(&client, b1.batch_id)
+        .await?
+        .into_iter()
+        .find(|e| e.ev_id == e1)
+        .expect("e1");
     add_failed_event(&client, Q, "c1", &failed_ev, "downstream refused").await?;
     finish(&client, b1.batch_id).await?;
     assert_eq!(consume(&client, "c2").await?, Some(vec![e1, e2]));
 
     assert_eq!(retry_failed_events(&client, Q, "c1", &[e1]).await?, 1);
-    assert_eq!(count_failed_events(&client, Q, "c1").await?, 0, "retry takes it out of the store");
+    assert_eq!(
+        count_failed_events(&client, Q, "c1").await?,
+        0,
+        "retry takes it out of the store"
+    );
     assert!(maint_retry_events(&client).await? >= 1);
     tick(&client).await?;
 
@@ -126,7 +139,11 @@ async fn retry_puts_the_event_back_for_that_consumer_only() -> Result<()> {
     assert_eq!(again[0].ev_retry, Some(1));
     finish(&client, b1.batch_id).await?;
 
-    assert_eq!(consume(&client, "c2").await?, Some(vec![]), "c2 does not see the event again");
+    assert_eq!(
+        consume(&client, "c2").await?,
+        Some(vec![]),
+        "c2 does not see the event again"
+    );
     Ok(())
 }
 
@@ -167,10 +184,21 @@ async fn delete_and_retry_report_ids_that_are_not_stored() -> Result<()> {
     finish(&client, batch.batch_id).await?;
     let missing = evs[2].ev_id + 1000;
 
-    assert_eq!(delete_failed_events(&client, Q, "c", &[evs[0].ev_id, missing]).await?, 1);
-    assert_eq!(delete_failed_events(&client, Q, "c", &[evs[0].ev_id]).await?, 0, "already gone");
+    assert_eq!(
+        delete_failed_events(&client, Q, "c", &[evs[0].ev_id, missing]).await?,
+        1
+    );
+    assert_eq!(
+        delete_failed_events(&client, Q, "c", &[evs[0].ev_id]).await?,
+        0,
+        "already gone"
+    );
     assert_eq!(retry_failed_events(&client, Q, "c", &[missing]).await?, 0);
-    assert_eq!(delete_failed_events(&client, Q, "other", &[evs[1].ev_id]).await?, 0, "another consumer's");
+    assert_eq!(
+        delete_failed_events(&client, Q, "other", &[evs[1].ev_id]).await?,
+        0,
+        "another consumer's"
+    );
     assert_eq!(count_failed_events(&client, Q, "c").await?, 2);
     assert_eq!(delete_all_failed_events(&client, Q, "c").await?, 2);
     assert_eq!(delete_all_failed_events(&client, Q, "c").await?, 0);
@@ -190,7 +218,12 @@ async fn retry_for_an_unregistered_consumer_fails_and_keeps_the_event() -> Resul
     add_failed_event(&client, Q, "gone", &ev, "bad").await?;
 
     match retry_failed_events(&client, Q, "gone", &[e1]).await {
-        Err(Error::NotRegistered { queue, consumer, subconsumer: None, .. }) => {
+        Err(Error::NotRegistered {
+            queue,
+            consumer,
+            subconsumer: None,
+            ..
+        }) => {
             assert_eq!((queue.as_str(), consumer.as_str()), (Q, "gone"));
         }
         other => panic!("expected NotRegistered, got {other:?}"),

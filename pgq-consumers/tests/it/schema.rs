@@ -32,7 +32,11 @@ async fn install_twice_is_harmless_and_reports_the_latest_version() -> Result<()
     assert_eq!(installed_schema_version(&client).await?, Some(SCHEMA_VERSION));
     let all: Vec<i32> = SCHEMA_FILES.iter().map(|f| f.version).collect();
     assert_eq!(versions(&client).await?, all);
-    assert_eq!(pgq_consumers::count_failed_events(&client, "q", "c").await?, 1, "data survives a second install");
+    assert_eq!(
+        pgq_consumers::count_failed_events(&client, "q", "c").await?,
+        1,
+        "data survives a second install"
+    );
     Ok(())
 }
 
@@ -103,7 +107,9 @@ async fn upgrade_from_v1_to_the_latest_keeps_recorded_data() -> Result<()> {
     client
         .execute("select pgq_consumer.record_applied_batch('q', 'c', null, 8, 4, 5)", &[])
         .await?;
-    let last = pgq_consumers::last_applied_batch(&client, "q", "c", None).await?.expect("recorded");
+    let last = pgq_consumers::last_applied_batch(&client, "q", "c", None)
+        .await?
+        .expect("recorded");
     assert_eq!((last.batch_id, last.tick_id), (8, 5));
     Ok(())
 }
@@ -114,7 +120,10 @@ async fn installs_in_a_database_without_pgq() -> Result<()> {
     let client = db.connect().await;
     assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
     let has_pgq: bool = client
-        .query_one("select exists (select 1 from pg_namespace where nspname = 'pgq') as p", &[])
+        .query_one(
+            "select exists (select 1 from pg_namespace where nspname = 'pgq') as p",
+            &[],
+        )
         .await?
         .try_get("p")?;
     assert!(!has_pgq, "the remote database has no pgq");
@@ -131,7 +140,10 @@ async fn a_newer_schema_is_left_alone() -> Result<()> {
         .execute("insert into pgq_consumer.schema_version (version) values (99)", &[])
         .await?;
     match install_schema(&client).await {
-        Err(Error::SchemaTooNew { installed: 99, supported }) => assert_eq!(supported, SCHEMA_VERSION),
+        Err(Error::SchemaTooNew {
+            installed: 99,
+            supported,
+        }) => assert_eq!(supported, SCHEMA_VERSION),
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     // The failed install left the connection usable, outside a transaction.
