@@ -155,7 +155,7 @@ async fn run_loop<D: Daemon>(
             }
             Ok(Activity::Idle) => delay,
             Ok(Activity::Backoff(pause)) if once => {
-                crate::notice!("backing off for {pause:?} asked: stopping (run --once)");
+                crate::notice!("the round asked to back off for {pause:?}: stopping (run --once)");
                 return ExitCode::Ok;
             }
             Ok(Activity::Backoff(pause)) => pause,
