@@ -865,6 +865,12 @@ begin
             using errcode = 'invalid_parameter_value';
     end if;
 
+    -- Sub-consumers starting together would race in pgq.register_consumer
+    -- (both inserting the same pgq.consumer row): one registration of a
+    -- group at a time.
+    perform pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtext('pgq_consumer.register_subconsumer'),
+        pg_catalog.hashtext(i_queue || '/' || i_consumer));
     perform pgq.register_consumer(i_queue, i_consumer);
 
     select s.sub_queue, s.sub_id, s.sub_consumer, s.sub_batch into v_main

@@ -78,6 +78,23 @@ async fn sub_consumers_holding_batches_at_once_get_different_batches() -> Result
 }
 
 #[tokio::test]
+async fn sub_consumers_registering_at_once_all_succeed() -> Result<()> {
+    let (db, client) = queue_db().await?;
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let c = db.connect().await;
+        tasks.push(tokio::spawn(async move {
+            register_subconsumer(&c, Q, GROUP, &format!("s{i}")).await
+        }));
+    }
+    for t in tasks {
+        assert!(t.await??, "newly registered");
+    }
+    assert_eq!(subconsumer_info(&client, Q, GROUP).await?.len(), 6);
+    Ok(())
+}
+
+#[tokio::test]
 async fn every_event_is_delivered_exactly_once_across_parallel_sub_consumers() -> Result<()> {
     let (db, client) = queue_db().await?;
     let subs = ["a", "b", "c"];

@@ -4,5 +4,6 @@
 mod common;
 mod coop;
 mod failed;
+mod privileges;
 mod schema;
 mod tracking;
