@@ -111,8 +111,11 @@
 //! (`logmore`, `logless`, a reload with a new level) are announced by a NOTICE line
 //! written whatever the level. A reload sets the level the config says, undoing
 //! `logmore` and `logless`. A panic is logged at FATAL, with its location, before
-//! the process goes.
+//! the process goes; a panic that the daemon's code catches and survives (a
+//! poisoned job it marks failed) is logged at ERROR as `panic caught ...` when the
+//! future it comes from is wrapped in [`catching`].
 
+mod catching;
 mod command;
 mod control;
 mod daemonize;
@@ -128,6 +131,7 @@ mod signals;
 
 pub use async_trait::async_trait;
 
+pub use catching::catching;
 pub use command::{execute, DaemonCommand, Options};
 pub use control::status;
 pub use error::{BoxError, Error, Result};

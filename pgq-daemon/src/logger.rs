@@ -50,7 +50,9 @@ impl fmt::Debug for LogHandle {
 /// Also installs a panic hook that logs any panic at FATAL, with its thread and
 /// location (and a backtrace when `RUST_BACKTRACE` asks for one), before the
 /// process goes. When logging to a file, the previous hook runs too (by default it
-/// prints the panic on stderr).
+/// prints the panic on stderr). A panic raised inside [`catching`](crate::catching),
+/// which its caller catches and survives, is logged at ERROR as `panic caught ...`
+/// instead, and the previous hook is not called for it.
 ///
 /// A process has one logger: a second call fails with [`Error::Logger`] or
 /// [`Error::Logfile`]. [`execute`](crate::execute) calls this itself for `start` and `run`.
@@ -221,6 +223,12 @@ fn install_panic_hook(chain_previous: bool) {
             std::backtrace::BacktraceStatus::Captured => format!("\n{backtrace}"),
             _ => String::new(),
         };
+        if crate::catching::panic_is_caught() {
+            // The caller catches it and goes on (see `catching`): not the end of the
+            // process, so neither FATAL nor the previous hook's "panicked" on stderr.
+            log::error!("panic caught in thread '{name}' at {location}: {payload}{backtrace}");
+            return;
+        }
         log::log!(
             log::Level::Error, pgq_level = "FATAL";
             "panic in thread '{name}' at {location}: {payload}{backtrace}"

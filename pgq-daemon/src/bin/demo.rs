@@ -15,6 +15,7 @@
 //! fail_start = 0               # non-zero: building the daemon fails with this exit code
 //! fail_round = 0               # this round returns an error
 //! panic_round = 0              # this round panics
+//! caught_panic_round = 0       # this round's task panics inside `catching`; the round goes on
 //! poke = /tmp/demo.poke        # when this file appears, the rest ends early
 //! shutdown_hangs = false       # shutdown() never returns (to test kill's SIGKILL)
 //! stop_timeout = 30            # seconds `stop` waits (and `kill`, at most 5)
@@ -90,6 +91,7 @@ struct Demo {
     busy_rounds: u64,
     fail_round: u64,
     panic_round: u64,
+    caught_panic_round: u64,
     poke: Option<PathBuf>,
     shutdown_hangs: bool,
     round: u64,
@@ -104,6 +106,7 @@ impl Demo {
             busy_rounds: conf.number("busy_rounds", 0).map_err(Failure::failed)?,
             fail_round: conf.number("fail_round", 0).map_err(Failure::failed)?,
             panic_round: conf.number("panic_round", 0).map_err(Failure::failed)?,
+            caught_panic_round: conf.number("caught_panic_round", 0).map_err(Failure::failed)?,
             poke: conf.path("poke"),
             shutdown_hangs: conf.text("shutdown_hangs") == Some("true"),
             round: 0,
@@ -131,6 +134,15 @@ impl Daemon for Demo {
         pgq_daemon::debug!("round {n}: begun");
         if n == self.panic_round {
             panic!("round {n} was told to panic");
+        }
+        if n == self.caught_panic_round {
+            // A task's panic comes back as a JoinError: a survived panic.
+            let task = tokio::spawn(pgq_daemon::catching(async move {
+                panic!("the task of round {n} was told to panic");
+            }));
+            if let Err(e) = task.await {
+                pgq_daemon::warning!("round {n}: its task failed ({e}); going on");
+            }
         }
         tokio::time::sleep(Duration::from_millis(self.round_ms)).await;
         self.note(&format!("end {n}"))?;

@@ -123,6 +123,23 @@ fn level_fatal_hides_errors_and_shows_a_panic_with_its_location() {
 }
 
 #[test]
+fn a_panic_inside_catching_is_logged_at_error_and_the_daemon_goes_on() {
+    let mut demo = Demo::new("caught_panic");
+    demo.set("caught_panic_round", "2");
+    let pid = demo.start();
+    demo.wait_until("round 4 runs", || demo.work().iter().any(|l| l == "end 4"));
+    assert_eq!(demo.pid(), Some(pid), "the daemon survived the panic");
+    let log = demo.log();
+    assert!(
+        log.contains("ERROR panic caught in thread '") && log.contains("the task of round 2 was told to panic"),
+        "{log}"
+    );
+    assert!(log.contains("pgq-daemon/src/bin/demo.rs:"), "with its location: {log}");
+    assert!(!log.contains("FATAL"), "a survived panic is not fatal: {log}");
+    demo.ok(&["stop"]);
+}
+
+#[test]
 fn a_failing_round_is_logged_and_the_daemon_goes_on() {
     let mut demo = Demo::new("round_fails");
     demo.set("fail_round", "2");
