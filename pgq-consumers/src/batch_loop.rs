@@ -222,7 +222,10 @@ impl<C: Consumer> BatchLoop<C> {
             self.config.max_retries,
             &self.poisoned,
         );
-        let outcome = std::panic::AssertUnwindSafe(self.consumer.process_batch(&mut batch))
+        // A panic of the handler is caught here and survived: `catching` makes
+        // the daemon's panic hook log it at ERROR, not FATAL.
+        let handler = pgq_daemon::catching(self.consumer.process_batch(&mut batch));
+        let outcome = std::panic::AssertUnwindSafe(handler)
             .catch_unwind()
             .await
             .map_err(|panic| panic_message(panic.as_ref()));
