@@ -1,14 +1,15 @@
 //! The command line every consumer binary gets, and its entry point.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use pgq_daemon::DaemonCommand;
 
 use crate::commands;
 use crate::config::Config;
-use crate::consumer::Consumer;
+use crate::consumer::{BoxError, Consumer};
 use crate::daemon;
 use crate::error::Error;
 
@@ -16,14 +17,21 @@ use crate::error::Error;
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
 pub(crate) struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The options before the command.
+#[derive(Debug, Args)]
+pub(crate) struct Globals {
     /// The consumer's config file (TOML).
     #[arg(short, long, value_name = "FILE", env = "PGQ_CONFIG")]
     pub config: PathBuf,
     /// Sub-consumer name, for cooperative consumers (overrides `subconsumer` in the config).
     #[arg(long, global = true, value_name = "NAME")]
     pub subconsumer: Option<String>,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// What to do.
@@ -117,43 +125,185 @@ where
     C: Consumer,
     F: FnOnce() -> C + Send + 'static,
 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    run(make, no_commands)
+}
+
+/// Runs a consumer program whose command line has commands of its own
+/// besides the standard ones: [`main`], plus the subcommands of `E`, which
+/// `handle` carries out.
+///
+/// `E` is a [`clap::Subcommand`] (usually an enum deriving it); its commands
+/// are listed in `--help` with the standard ones and must not reuse their
+/// names. `handle` gets the parsed command and the config (with
+/// `--subconsumer` applied) and runs on a single-threaded tokio runtime.
+/// An error it returns is printed as `error: ...` with its causes; the exit
+/// code is the one of [`crate::Error`] when that is what it is (3 for a
+/// connection failure), else 1.
+///
+/// ```no_run
+/// use pgq_consumers::{async_trait, BoxError, Config, Consumer, Context, Event, Outcome};
+///
+/// struct Printer;
+///
+/// #[async_trait]
+/// impl Consumer for Printer {
+///     async fn process_event(&mut self, ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
+///         println!("{}", ev.data());
+///         Ok(Outcome::Ok)
+///     }
+/// }
+///
+/// #[derive(clap::Subcommand)]
+/// enum Extra {
+///     /// Put one line into the queue.
+///     Say {
+///         /// The line.
+///         text: String,
+///     },
+/// }
+///
+/// async fn extra(command: Extra, config: Config) -> Result<(), BoxError> {
+///     let Extra::Say { text } = command;
+///     let db = pgq_consumers::connect(&config.db, "printer say", pgq_consumers::Database::Queue).await?;
+///     pgq::insert_event(&db, &config.queue, "line", &text).await?;
+///     Ok(())
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     // printer -c printer.toml say hello | install | start | status | ...
+///     pgq_consumers::main_with(|| Printer, extra)
+/// }
+/// ```
+pub fn main_with<C, F, E, H, Fut>(make: F, handle: H) -> ExitCode
+where
+    C: Consumer,
+    F: FnOnce() -> C + Send + 'static,
+    E: Subcommand,
+    H: FnOnce(E, Config) -> Fut,
+    Fut: Future<Output = std::result::Result<(), BoxError>>,
+{
+    run(make, handle)
+}
+
+/// No commands besides the standard ones (for [`main`]).
+enum NoCommands {}
+
+async fn no_commands(never: NoCommands, _: Config) -> std::result::Result<(), BoxError> {
+    match never {}
+}
+
+impl FromArgMatches for NoCommands {
+    fn from_arg_matches(_: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        Err(clap::Error::new(clap::error::ErrorKind::InvalidSubcommand))
+    }
+
+    fn update_from_arg_matches(&mut self, _: &clap::ArgMatches) -> std::result::Result<(), clap::Error> {
+        match *self {}
+    }
+}
+
+impl Subcommand for NoCommands {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
+
+    fn has_subcommand(_: &str) -> bool {
+        false
+    }
+}
+
+/// A parsed command line: a standard command or one of the program's own.
+enum Parsed<E> {
+    Standard(Command),
+    Extra(E),
+}
+
+/// Parses the command line with the standard commands and those of `E`.
+fn parse<E: Subcommand>() -> std::result::Result<(Globals, Parsed<E>), clap::Error> {
+    let mut cmd = E::augment_subcommands(Cli::command());
+    let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
+    let globals = Globals::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
+    let parsed = match matches.subcommand_name() {
+        Some(name) if E::has_subcommand(name) => {
+            Parsed::Extra(E::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?)
+        }
+        _ => Parsed::Standard(Command::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?),
+    };
+    Ok((globals, parsed))
+}
+
+fn run<C, F, E, H, Fut>(make: F, handle: H) -> ExitCode
+where
+    C: Consumer,
+    F: FnOnce() -> C + Send + 'static,
+    E: Subcommand,
+    H: FnOnce(E, Config) -> Fut,
+    Fut: Future<Output = std::result::Result<(), BoxError>>,
+{
+    let (globals, parsed) = match parse::<E>() {
+        Ok(p) => p,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
             let _ = e.print();
             return ExitCode::from(code);
         }
     };
-    let mut config = match Config::load(&cli.config) {
+    let mut config = match Config::load(&globals.config) {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
-    if let Some(sub) = &cli.subconsumer {
+    if let Some(sub) = &globals.subconsumer {
         config.subconsumer = Some(sub.clone());
     }
-    match cli.command {
-        Command::Daemon(cmd) => ExitCode::from(daemon::execute(
-            &cmd,
-            cli.config.clone(),
-            cli.subconsumer.clone(),
-            config,
-            make,
-        )),
-        command => {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let command = match parsed {
+        Parsed::Standard(Command::Daemon(cmd)) => {
+            return ExitCode::from(daemon::execute(
+                &cmd,
+                globals.config.clone(),
+                globals.subconsumer.clone(),
+                config,
+                make,
+            ))
+        }
+        Parsed::Standard(command) => command,
+        Parsed::Extra(extra) => {
+            let runtime = match runtime() {
                 Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            return match runtime.block_on(handle(extra, config)) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
+                    eprintln!("error: {}", error_chain(e.as_ref()));
+                    let code = e.downcast_ref::<Error>().map(Error::exit_code).unwrap_or(1);
+                    ExitCode::from(code)
                 }
             };
-            match runtime.block_on(commands::run(command, &config, make)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => report(&e),
-            }
         }
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(commands::run(command, &config, make)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
     }
+}
+
+/// The single-threaded runtime the non-daemon commands run on.
+fn runtime() -> std::result::Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 /// Prints an error with its causes and returns its exit code.

@@ -53,7 +53,7 @@ mod tracking;
 
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
-pub use cli::main;
+pub use cli::{main, main_with};
 pub use config::{redact, Config, ConnString, Filter, DB_ENV, REMOTE_DB_ENV};
 pub use connect::{connect, Database};
 pub use consumer::{BoxError, CommitMode, Consumer, Context};
