@@ -2,8 +2,10 @@
 //! (`PGQ_TEST_DSN`); every test gets a database of its own.
 
 mod common;
+mod connections;
 mod coop;
 mod failed;
-mod privileges;
+mod outcomes;
 mod schema;
+mod scripted;
 mod tracking;
