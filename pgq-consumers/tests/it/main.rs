@@ -2,10 +2,10 @@
 //! (`PGQ_TEST_DSN`); every test gets a database of its own.
 
 mod common;
-mod connections;
 mod coop;
 mod failed;
 mod outcomes;
+mod privileges;
 mod schema;
 mod scripted;
 mod tracking;
