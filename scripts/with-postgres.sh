@@ -52,6 +52,7 @@ bindir="/usr/lib/postgresql/$major/bin"
 missing=()
 [ -f "/usr/share/postgresql/$major/extension/pgq.control" ] || missing+=("postgresql-$major-pgq3")
 command -v pgqd >/dev/null 2>&1 || missing+=(pgqd)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
@@ -92,13 +93,20 @@ trap 'exit 130' INT TERM
 log "starting PostgreSQL $major on port $port in $workdir"
 as_pg "$bindir/initdb" -D "$workdir/data" -U "$dbuser" --auth=trust -E UTF8 --locale=C >"$workdir/initdb.log" 2>&1 \
     || { cat "$workdir/initdb.log" >&2; exit 1; }
+# A self-signed certificate for "localhost", so the TLS tests have a server to verify.
+as_pg openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost" \
+    -keyout "$workdir/data/server.key" -out "$workdir/data/server.crt" >"$workdir/openssl.log" 2>&1 \
+    || { cat "$workdir/openssl.log" >&2; exit 1; }
+as_pg chmod 600 "$workdir/data/server.key"
 as_pg "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
-    -o "-p $port -k $workdir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    -o "-p $port -k $workdir -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c ssl=on" \
     start >/dev/null \
     || { cat "$workdir/server.log" >&2; exit 1; }
 
 export PGQ_TEST_DSN="host=127.0.0.1 port=$port user=$dbuser dbname=postgres"
 export PGQ_TEST_PGDATA="$workdir/data"
+export PGQ_TEST_SSLROOTCERT="$workdir/data/server.crt"
 log "PGQ_TEST_DSN=$PGQ_TEST_DSN"
 set +e
 "$@"

@@ -1,9 +1,10 @@
 //! Opening connections to the queue and remote databases.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::config::ConnString;
 use crate::error::{Error, Result};
+use crate::{libpq, tls};
 
 /// Which database a connection is for, in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,24 +24,24 @@ impl std::fmt::Display for Database {
     }
 }
 
-/// Connects, naming the connection `application_name` (unless the
-/// connection string names it) so operators can tell it in
-/// `pg_stat_activity`. The connection is driven on a spawned task.
+/// Connects the way libpq would: the `PG*` environment variables and the
+/// password file fill in what the connection string leaves out, and
+/// `sslmode` / `sslrootcert` choose TLS (rustls). The connection is named
+/// `application_name` (unless the string or `PGAPPNAME` names it) so
+/// operators can tell it in `pg_stat_activity`. It is driven on a spawned task.
 pub async fn connect(dsn: &ConnString, application_name: &str, which: Database) -> Result<Client> {
-    let mut config: tokio_postgres::Config = dsn.expose().parse().map_err(|source| Error::BadConnString {
-        which,
-        dsn: dsn.redacted(),
-        source,
-    })?;
+    let resolved = libpq::resolve(dsn.expose(), &dsn.redacted(), which, &libpq::ProcessEnv)?;
+    let mut config = resolved.config;
     if config.get_application_name().is_none() {
         config.application_name(application_name);
     }
+    let (wire_mode, tls) = tls::connector(resolved.sslmode, resolved.sslrootcert.as_deref(), which)?;
+    config.ssl_mode(wire_mode);
     let target = describe_target(&config);
-    let (client, connection) =
-        config
-            .connect(NoTls)
-            .await
-            .map_err(|source| Error::Connect { which, target, source })?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|source| Error::Connect { which, target, source })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             log::debug!("{which} connection ended: {e}");

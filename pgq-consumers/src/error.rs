@@ -197,6 +197,27 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A connection string (or a `PG*` variable) holds a value libpq would refuse.
+    #[error("the {which} connection string {dsn:?} is not valid: {problem}")]
+    ConnString {
+        /// Which database.
+        which: crate::connect::Database,
+        /// The connection string, password hidden.
+        dsn: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// TLS could not be set up as the connection string asks.
+    #[error("TLS for the {which}: {problem}")]
+    Tls {
+        /// Which database.
+        which: crate::connect::Database,
+        /// What is wrong.
+        problem: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The database could not be reached.
     #[error("cannot connect to the {which} at {target}")]
     Connect {

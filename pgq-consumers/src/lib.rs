@@ -46,9 +46,11 @@ mod daemon;
 mod error;
 mod failed;
 mod failpoint;
+mod libpq;
 mod outcome;
 mod schema;
 mod status;
+mod tls;
 mod tracking;
 
 pub use batch::{Batch, BatchEnd, BatchReport};
@@ -59,6 +61,7 @@ pub use connect::{connect, Database};
 pub use consumer::{BoxError, CommitMode, Consumer, Context};
 pub use error::{Error, Result};
 pub use failpoint::CRASH_AT_ENV;
+pub use libpq::SslMode;
 pub use outcome::{backoff, Outcome};
 
 // The framework's own SQL (schema `pgq_consumer`): install, failed events,

@@ -1,0 +1,174 @@
+//! Connections follow libpq: TLS by sslmode with rustls against the test
+//! server's self-signed certificate, application_name, redacted errors.
+
+use pgq_consumers::{connect, ConnString, Database, Error};
+use pgq_test_support::{server_dsn, TestDb};
+use tokio_postgres::Client;
+
+/// The test server's port, from its DSN.
+fn port() -> u16 {
+    let config: tokio_postgres::Config = server_dsn().parse().expect("PGQ_TEST_DSN parses");
+    config.get_ports().first().copied().unwrap_or(5432)
+}
+
+/// The self-signed certificate `scripts/with-postgres.sh` gives the server.
+fn root_cert() -> String {
+    std::env::var("PGQ_TEST_SSLROOTCERT").unwrap_or_else(|_| {
+        panic!(
+            "PGQ_TEST_SSLROOTCERT is not set: the TLS tests need a server with ssl=on and its CA \
+             certificate. Run them with `bash scripts/test.sh`, which sets both up"
+        )
+    })
+}
+
+fn user() -> String {
+    let config: tokio_postgres::Config = server_dsn().parse().expect("PGQ_TEST_DSN parses");
+    config.get_user().unwrap_or("postgres").to_string()
+}
+
+async fn uses_tls(client: &Client) -> bool {
+    client
+        .query_one("select ssl from pg_stat_ssl where pid = pg_backend_pid()", &[])
+        .await
+        .expect("pg_stat_ssl")
+        .try_get(0)
+        .expect("a bool")
+}
+
+async fn try_connect(dsn: String) -> pgq_consumers::Result<Client> {
+    connect(&ConnString::new(dsn), "pgq-tls-test", Database::Queue).await
+}
+
+#[tokio::test]
+async fn verify_full_connects_over_tls_when_the_certificate_names_the_host() {
+    let dsn = format!(
+        "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
+        port(),
+        user(),
+        root_cert()
+    );
+    let client = try_connect(dsn).await.expect("verify-full to localhost");
+    assert!(uses_tls(&client).await);
+}
+
+#[tokio::test]
+async fn verify_full_refuses_a_host_the_certificate_does_not_name() {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={} dbname=postgres sslmode=verify-full sslrootcert={}",
+        port(),
+        user(),
+        root_cert()
+    );
+    let err = try_connect(dsn)
+        .await
+        .err()
+        .expect("the certificate names localhost, not 127.0.0.1");
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 3);
+}
+
+#[tokio::test]
+async fn verify_ca_accepts_the_ca_whatever_the_host_name() {
+    let dsn = format!(
+        "host=127.0.0.1 port={} user={} dbname=postgres sslmode=verify-ca sslrootcert={}",
+        port(),
+        user(),
+        root_cert()
+    );
+    let client = try_connect(dsn).await.expect("verify-ca to 127.0.0.1");
+    assert!(uses_tls(&client).await);
+}
+
+#[tokio::test]
+async fn verify_ca_refuses_a_server_signed_by_another_ca() {
+    // A CA of our own that did not sign the server's certificate.
+    let dir = std::env::temp_dir().join(format!("pgq-other-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let ca = dir.join("ca.crt");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(&ca)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success(), "openssl made a CA");
+    let dsn = format!(
+        "host=localhost port={} user={} dbname=postgres sslmode=verify-ca sslrootcert={}",
+        port(),
+        user(),
+        ca.display()
+    );
+    let result = try_connect(dsn).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        matches!(result, Err(Error::Connect { .. })),
+        "another CA must not be trusted"
+    );
+}
+
+#[tokio::test]
+async fn require_encrypts_and_disable_does_not() {
+    let base = format!("host=127.0.0.1 port={} user={} dbname=postgres", port(), user());
+    let client = try_connect(format!("{base} sslmode=require")).await.expect("require");
+    assert!(uses_tls(&client).await);
+    let client = try_connect(format!("{base} sslmode=disable")).await.expect("disable");
+    assert!(!uses_tls(&client).await);
+}
+
+#[tokio::test]
+async fn verify_modes_without_a_ca_file_are_a_clear_error() {
+    let dsn = format!(
+        "host=localhost port={} user={} dbname=postgres sslmode=verify-full sslrootcert=/nonexistent/ca.pem",
+        port(),
+        user()
+    );
+    let err = try_connect(dsn).await.err().expect("no CA file");
+    let text = format!("{err}: {:?}", std::error::Error::source(&err));
+    assert!(text.contains("/nonexistent/ca.pem"), "{text}");
+}
+
+#[tokio::test]
+async fn connections_carry_the_application_name() {
+    let db = TestDb::create().await;
+    let client = connect(&ConnString::new(db.dsn()), "mailer.worker1", Database::Queue)
+        .await
+        .expect("connects");
+    let name: String = client
+        .query_one("select current_setting('application_name')", &[])
+        .await
+        .expect("query")
+        .try_get(0)
+        .expect("text");
+    assert_eq!(name, "mailer.worker1");
+}
+
+#[tokio::test]
+async fn connection_errors_never_show_the_password() {
+    let dsn = ConnString::new("host=127.0.0.1 port=1 user=u password=hunter2 connect_timeout=2");
+    let err = connect(&dsn, "t", Database::Queue)
+        .await
+        .err()
+        .expect("nothing listens on port 1");
+    let mut text = format!("{err} {err:?}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        text.push_str(&format!(" {s} {s:?}"));
+        source = s.source();
+    }
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "the message names host and port: {text}");
+    assert_eq!(err.exit_code(), 3);
+}
