@@ -10,6 +10,14 @@
 //! to the queue database), `remote` (rows go to `remote_db`, committed before
 //! the batch is finished) or `remote_event` (the same, with a savepoint per
 //! event).
+//!
+//! `[settings] sleep_ms` (default 0) makes testq sleep that many milliseconds
+//! before each event, so a batch takes a while: long enough to `stop` (the
+//! batch is finished first) or `kill` (it is rolled back and comes again)
+//! while it is in flight.
+//!
+//! When its settings change (at start, and on a `reload` that changes them)
+//! testq logs them at NOTICE: `settings: mode local, sleep_ms 0`.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -22,6 +30,9 @@ use tokio_postgres::Client;
 struct Testq {
     aborted_once: HashSet<i64>,
     mode: CommitMode,
+    sleep: Duration,
+    /// The settings last logged.
+    logged: Option<(CommitMode, Duration)>,
 }
 
 const CREATE_DONE: &str =
@@ -46,6 +57,9 @@ impl Testq {
 #[async_trait]
 impl Consumer for Testq {
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
+        if !self.sleep.is_zero() {
+            tokio::time::sleep(self.sleep).await;
+        }
         match ev.kind() {
             "fail" => Ok(Outcome::Failed(format!("testq: event {} has type fail", ev.ev_id))),
             "retry" if ev.ev_retry.is_none() => Ok(Outcome::Retry(Duration::from_secs(1))),
@@ -56,14 +70,28 @@ impl Consumer for Testq {
     }
 
     async fn config(&mut self, settings: &toml::Table) -> Result<(), BoxError> {
-        self.mode = match settings.get("mode").map(|v| v.as_str()) {
-            None | Some(Some("local")) => CommitMode::Local,
-            Some(Some("remote")) => CommitMode::Remote,
-            Some(Some("remote_event")) => CommitMode::RemoteEvent,
+        let (mode, mode_name) = match settings.get("mode").map(|v| v.as_str()) {
+            None | Some(Some("local")) => (CommitMode::Local, "local"),
+            Some(Some("remote")) => (CommitMode::Remote, "remote"),
+            Some(Some("remote_event")) => (CommitMode::RemoteEvent, "remote_event"),
             Some(other) => {
                 return Err(format!("testq: [settings] mode is {other:?}; use local, remote or remote_event").into())
             }
         };
+        let sleep_ms = match settings.get("sleep_ms") {
+            None => 0,
+            Some(toml::Value::Integer(ms)) if *ms >= 0 => ms.unsigned_abs(),
+            Some(other) => {
+                return Err(format!("testq: [settings] sleep_ms is {other}; use a number of milliseconds").into())
+            }
+        };
+        // Checked in full before anything is applied: a bad reload changes nothing.
+        self.mode = mode;
+        self.sleep = Duration::from_millis(sleep_ms);
+        if self.logged != Some((mode, self.sleep)) {
+            self.logged = Some((mode, self.sleep));
+            notice!("settings: mode {mode_name}, sleep_ms {sleep_ms}");
+        }
         Ok(())
     }
 
