@@ -60,10 +60,19 @@ impl TestDb {
     pub async fn create() -> TestDb {
         let db = Self::create_empty().await;
         let client = db.connect().await;
-        client
-            .batch_execute("create extension if not exists pgq")
-            .await
-            .unwrap_or_else(|e| panic!("cannot create the pgq extension in {}: {e:?}", db.name));
+        // PgQ creates its roles (pgq_reader, ...) cluster-wide on first install;
+        // databases created in parallel race on them, and the loser of the race
+        // sees a unique violation. Once the roles exist, a retry succeeds.
+        let mut attempt = 0;
+        loop {
+            match client.batch_execute("create extension if not exists pgq").await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 && e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    attempt += 1;
+                }
+                Err(e) => panic!("cannot create the pgq extension in {}: {e:?}", db.name),
+            }
+        }
         db
     }
 
