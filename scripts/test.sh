@@ -7,4 +7,4 @@
 # missing and starts a throwaway cluster for the run (scripts/with-postgres.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec bash scripts/with-postgres.sh cargo test --workspace "$@"
+exec bash scripts/with-postgres.sh cargo test --workspace --no-fail-fast "$@"
