@@ -42,12 +42,14 @@ pub enum Act {
     Panic(String),
     /// Write the row, then wait until notified, then Ok.
     Wait(Arc<Notify>),
+    /// Write the row, then sleep this long, then Ok.
+    Slow(Duration),
 }
 
 impl Act {
     fn name(&self) -> &'static str {
         match self {
-            Act::Ok | Act::Wait(_) => "ok",
+            Act::Ok | Act::Wait(_) | Act::Slow(_) => "ok",
             Act::Fail(_) => "failed",
             Act::Retry(_) => "retry",
             Act::Abort => "abort",
@@ -164,6 +166,10 @@ impl Consumer for Scripted {
             Act::Panic(_) => unreachable!("panicked above"),
             Act::Wait(notify) => {
                 notify.notified().await;
+                Ok(Outcome::Ok)
+            }
+            Act::Slow(pause) => {
+                tokio::time::sleep(pause).await;
                 Ok(Outcome::Ok)
             }
         }

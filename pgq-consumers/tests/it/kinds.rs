@@ -1,0 +1,306 @@
+//! Every consumer kind through the batch loop: local (the handler's writes
+//! commit with `finish_batch`), remote (remote COMMIT then queue COMMIT, the
+//! batch recorded remotely), remote with a savepoint per event, and
+//! cooperative sub-consumers.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use pgq_consumers::{
+    last_applied_batch, list_failed_events, record_applied_batch, register_subconsumer, subconsumer_info, BatchLoop,
+    CommitMode, Error, Round,
+};
+use pgq_test_support::wait_for;
+use tokio::sync::Notify;
+
+use crate::common::{maint_retry_events, tick, Q};
+use crate::scripted::{
+    batch_loop, call_ids, config, config_for, counts, done, done_counts, finished, insert_all, position, remote_db,
+    setup, Act, Scripted, CONSUMER,
+};
+
+#[tokio::test]
+async fn local_batch_cut_short_rolls_back_and_is_done_exactly_once_when_delivered_again() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let ids = insert_all(&mut client, &["ok", "ok", "ok", "ok"]).await?;
+    tick(&client).await?;
+    let stuck = Arc::new(Notify::new());
+    let third = ids[2];
+    let hang = Arc::clone(&stuck);
+    let consumer = Scripted::new(move |ev, _| {
+        if ev.ev_id == third {
+            Act::Wait(Arc::clone(&hang))
+        } else {
+            Act::Ok
+        }
+    });
+    let calls = consumer.calls();
+    let mut lp = batch_loop(consumer, config(&db, "")).await?;
+
+    // The process stops in the middle of the batch (the round is dropped,
+    // its connection closed), after two events wrote their rows.
+    let cut = tokio::time::timeout(Duration::from_millis(300), lp.round()).await;
+    assert!(cut.is_err(), "the round should hang on the third event");
+    assert_eq!(call_ids(&calls), ids[..3]);
+    drop(lp);
+    let batch_id = position(&client, CONSUMER).await?.1.expect("the batch stays open");
+    assert!(done(&client).await?.is_empty(), "nothing of the cut batch committed");
+
+    // A new process gets the same batch and does it all, once.
+    let mut lp = batch_loop(Scripted::by_type(), config(&db, "")).await?;
+    let report = finished(lp.round().await?);
+    assert_eq!(report.batch_id, batch_id);
+    assert_eq!(counts(&report), (4, 4, 0, 0));
+    assert_eq!(done_counts(&client).await?, ids.iter().map(|id| (*id, 1)).collect());
+    assert_eq!(lp.round().await?, Round::Idle);
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_consumer_writes_in_the_remote_database_and_records_the_batch_there() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let (rdb, remote) = remote_db().await?;
+    let ids = insert_all(&mut client, &["ok", "fail", "ok"]).await?;
+    tick(&client).await?;
+    let consumer = Scripted::by_type().mode(CommitMode::Remote);
+    let extra = format!("remote_db = '{}'", rdb.dsn());
+    let mut lp = batch_loop(consumer, config(&db, &extra)).await?;
+
+    let report = finished(lp.round().await?);
+    assert_eq!(counts(&report), (3, 2, 1, 0));
+    assert_eq!(
+        done(&remote).await?,
+        [(ids[0], "ok".into()), (ids[1], "failed".into()), (ids[2], "ok".into())],
+        "a plain remote consumer commits the whole batch's remote writes"
+    );
+    assert!(done(&client).await?.is_empty(), "nothing written in the queue database");
+    let applied = last_applied_batch(&remote, Q, CONSUMER, None)
+        .await?
+        .expect("the batch is recorded in the remote database");
+    assert_eq!(applied.batch_id, report.batch_id);
+    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    assert_eq!(failed.len(), 1, "failed events are kept in the queue database");
+    assert_eq!(
+        position(&client, CONSUMER).await?,
+        (Some(0), None),
+        "finished in the queue"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_consumer_finishes_a_batch_already_applied_remotely_without_applying_it_again() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let (rdb, remote) = remote_db().await?;
+    insert_all(&mut client, &["ok", "ok"]).await?;
+    tick(&client).await?;
+    // The state a crash between the two commits leaves: the batch is open
+    // in the queue database, and recorded as applied in the remote one.
+    let open = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
+    record_applied_batch(&remote, Q, CONSUMER, None, &open).await?;
+
+    let consumer = Scripted::by_type().mode(CommitMode::Remote);
+    let calls = consumer.calls();
+    let extra = format!("remote_db = '{}'", rdb.dsn());
+    let mut lp = batch_loop(consumer, config(&db, &extra)).await?;
+    let report = finished(lp.round().await?);
+    assert!(report.already_applied, "{report:?}");
+    assert_eq!(report.batch_id, open.batch_id);
+    assert!(call_ids(&calls).is_empty(), "the handler did not run");
+    assert!(done(&remote).await?.is_empty());
+    assert_eq!(
+        position(&client, CONSUMER).await?,
+        (Some(0), None),
+        "the batch was finished"
+    );
+
+    // The next batch is applied as usual.
+    let more = insert_all(&mut client, &["ok"]).await?;
+    tick(&client).await?;
+    let report = finished(lp.round().await?);
+    assert!(!report.already_applied);
+    assert_eq!(call_ids(&calls), more);
+    assert_eq!(done(&remote).await?, [(more[0], "ok".into())]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_consumer_rolls_back_its_remote_writes_when_the_batch_aborts() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let (rdb, remote) = remote_db().await?;
+    let ids = insert_all(&mut client, &["ok", "abort", "ok"]).await?;
+    tick(&client).await?;
+    let extra = format!("remote_db = '{}'", rdb.dsn());
+    let mut lp = batch_loop(Scripted::by_type().mode(CommitMode::Remote), config(&db, &extra)).await?;
+
+    assert!(matches!(lp.round().await?, Round::Aborted { .. }));
+    assert!(done(&remote).await?.is_empty(), "remote writes rolled back");
+    assert!(last_applied_batch(&remote, Q, CONSUMER, None).await?.is_none());
+
+    finished(lp.round().await?);
+    assert_eq!(done_counts(&remote).await?, ids.iter().map(|id| (*id, 1)).collect());
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_event_consumer_keeps_ok_events_and_rolls_back_failed_and_retried_ones() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let (rdb, remote) = remote_db().await?;
+    let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok"]).await?;
+    tick(&client).await?;
+    let extra = format!("remote_db = '{}'", rdb.dsn());
+    let mut lp = batch_loop(Scripted::by_type().mode(CommitMode::RemoteEvent), config(&db, &extra)).await?;
+
+    let report = finished(lp.round().await?);
+    assert_eq!(counts(&report), (4, 2, 1, 1));
+    assert_eq!(
+        done(&remote).await?,
+        [(ids[0], "ok".into()), (ids[3], "ok".into())],
+        "the failed and the retried events' remote writes were rolled back to their savepoints"
+    );
+    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    assert_eq!(failed.iter().map(|f| f.event.ev_id).collect::<Vec<_>>(), [ids[1]]);
+
+    // The retried event comes back and is kept this time.
+    maint_retry_events(&client).await?;
+    tick(&client).await?;
+    let report = finished(lp.round().await?);
+    assert_eq!(counts(&report), (1, 1, 0, 0));
+    assert_eq!(done(&remote).await?.last(), Some(&(ids[2], "ok".into())));
+    assert_eq!(
+        last_applied_batch(&remote, Q, CONSUMER, None)
+            .await?
+            .map(|b| b.batch_id),
+        Some(report.batch_id)
+    );
+    Ok(())
+}
+
+const GROUP: &str = "grp";
+
+#[tokio::test]
+async fn cooperative_sub_consumers_share_the_batches_each_event_exactly_once() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let subs = ["a", "b", "c"];
+    for sub in subs {
+        register_subconsumer(&client, Q, GROUP, sub).await?;
+    }
+    let mut inserted = BTreeSet::new();
+    for _ in 0..12 {
+        inserted.extend(insert_all(&mut client, &["ok"; 4]).await?);
+        tick(&client).await?;
+    }
+    let total = inserted.len() as u64;
+
+    let processed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for sub in subs {
+        let consumer = Scripted::new(|_, _| Act::Slow(Duration::from_millis(10))).tag(sub);
+        let config = config_for(&db, GROUP, &format!("subconsumer = '{sub}'"));
+        let mut lp = batch_loop(consumer, config).await?;
+        let processed = Arc::clone(&processed);
+        tasks.push(tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while processed.load(Ordering::SeqCst) < total {
+                anyhow::ensure!(Instant::now() < deadline, "timed out");
+                match lp.round().await? {
+                    Round::Finished(report) => {
+                        processed.fetch_add(report.ok, Ordering::SeqCst);
+                    }
+                    Round::Idle => tokio::time::sleep(Duration::from_millis(20)).await,
+                    other => anyhow::bail!("unexpected round {other:?}"),
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+
+    let counts = done_counts(&client).await?;
+    assert_eq!(counts.keys().copied().collect::<BTreeSet<_>>(), inserted);
+    assert!(counts.values().all(|n| *n == 1), "every event exactly once: {counts:?}");
+    let rows = client.query("select distinct tag from done order by tag", &[]).await?;
+    let workers: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(workers.len() >= 2, "the batches were shared: only {workers:?} worked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn dead_sub_consumers_batch_is_taken_over_after_dead_interval_and_its_late_finish_rolls_back() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    for sub in ["a", "b"] {
+        register_subconsumer(&client, Q, GROUP, sub).await?;
+    }
+    let ids = insert_all(&mut client, &["ok", "ok", "ok"]).await?;
+    tick(&client).await?;
+    let extra = |sub: &str| format!("subconsumer = '{sub}'\ndead_interval = 1.0");
+
+    // Sub-consumer a takes the batch and goes silent in the middle of it.
+    let stalled = Arc::new(Notify::new());
+    let hang = Arc::clone(&stalled);
+    let first = ids[0];
+    let a = Scripted::new(move |ev, seen| {
+        if ev.ev_id == first && seen == 0 {
+            Act::Wait(Arc::clone(&hang))
+        } else {
+            Act::Ok
+        }
+    })
+    .tag("a");
+    let a_calls = a.calls();
+    let mut lp_a = batch_loop(a, config_for(&db, GROUP, &extra("a"))).await?;
+    let a_round = tokio::spawn(async move {
+        let round = lp_a.round().await;
+        (lp_a, round)
+    });
+    let held = wait_for("a to hold the batch", Duration::from_secs(10), || async {
+        let info = subconsumer_info(&client, Q, GROUP).await.ok()?;
+        let a = info.iter().find(|i| i.subconsumer == "a")?;
+        (!call_ids(&a_calls).is_empty()).then_some(a.batch_id?)
+    })
+    .await;
+
+    // b gets nothing while a is not yet dead, then a's batch.
+    let b = Scripted::by_type().tag("b");
+    let b_calls = b.calls();
+    let mut lp_b: BatchLoop<Scripted> = batch_loop(b, config_for(&db, GROUP, &extra("b"))).await?;
+    let started = Instant::now();
+    assert_eq!(lp_b.round().await?, Round::Idle, "a is not dead yet");
+    let report = loop {
+        match lp_b.round().await? {
+            Round::Finished(report) => break report,
+            Round::Idle => {
+                assert!(started.elapsed() < Duration::from_secs(10), "b never took over");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("unexpected round {other:?}"),
+        }
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "taken over after the dead interval, not before"
+    );
+    assert_ne!(report.batch_id, held, "taken over under a new batch id");
+    assert_eq!(counts(&report), (3, 3, 0, 0));
+    assert_eq!(call_ids(&b_calls), ids);
+
+    // a wakes up and finishes its work: its batch is gone, so its round
+    // fails and its writes roll back.
+    stalled.notify_one();
+    let (mut lp_a, a_result) = a_round.await?;
+    match a_result {
+        Err(Error::BatchNotActive { batch_id, .. }) => assert_eq!(batch_id, held),
+        other => panic!("a's late finish should fail with BatchNotActive, got {other:?}"),
+    }
+    let rows = client.query("select ev_id, tag from done order by ev_id", &[]).await?;
+    let rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, ids.iter().map(|id| (*id, "b".to_string())).collect::<Vec<_>>());
+    assert_eq!(lp_a.round().await?, Round::Idle, "nothing left for a");
+    assert_eq!(lp_b.round().await?, Round::Idle);
+    Ok(())
+}
