@@ -79,13 +79,6 @@ impl<C: Consumer> BatchLoop<C> {
                 Some(connect(dsn, &app, Database::Remote).await?)
             }
         };
-        consumer
-            .config(&config.settings)
-            .await
-            .map_err(|source| Error::Settings {
-                consumer: config.consumer.clone(),
-                source,
-            })?;
         Ok(BatchLoop {
             consumer,
             config,

@@ -19,6 +19,9 @@ struct ConsumerDaemon<C> {
     config_path: PathBuf,
     subconsumer: Option<String>,
     batches: BatchLoop<C>,
+    /// True until the runner's first `config`: connecting configured the
+    /// consumer already, and its `config` hook is called once at start.
+    fresh: bool,
     failures: u32,
     outage: bool,
 }
@@ -42,6 +45,13 @@ impl<C: Consumer> ConsumerDaemon<C> {
 #[async_trait]
 impl<C: Consumer> Daemon for ConsumerDaemon<C> {
     async fn config(&mut self) -> std::result::Result<Settings, pgq_daemon::BoxError> {
+        if std::mem::take(&mut self.fresh) {
+            let config = self.batches.config();
+            return Ok(Settings {
+                delay: config.delay(),
+                level: config.level(),
+            });
+        }
         let config = self.reload_config()?;
         let settings = Settings {
             delay: config.delay(),
@@ -149,6 +159,7 @@ where
                 config_path,
                 subconsumer,
                 batches,
+                fresh: true,
                 failures: 0,
                 outage: false,
             })
