@@ -5,6 +5,7 @@ mod common;
 mod connections;
 mod coop;
 mod failed;
+mod interactive;
 mod kinds;
 mod outcomes;
 mod privileges;
