@@ -1,6 +1,6 @@
 //! The consumer as a daemon: the batch loop behind `pgq-daemon`'s runner.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +10,7 @@ use crate::batch_loop::{BatchLoop, Round};
 use crate::config::Config;
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
-use crate::status;
+use crate::{coop, status};
 
 /// The longest rest after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -139,10 +139,16 @@ where
         Some(sub) => format!("{}.{}", config.consumer, sub),
         None => config.consumer.clone(),
     };
+    // Sub-consumers started from one config file with `--subconsumer NAME`
+    // each get a pidfile and a log of their own.
+    let own_file = |path: &Option<PathBuf>| match (path, &subconsumer) {
+        (Some(path), Some(sub)) => Some(per_subconsumer(path, sub)),
+        (path, _) => path.clone(),
+    };
     let options = pgq_daemon::Options {
         name,
-        pidfile: config.pidfile.clone(),
-        logfile: config.logfile.clone(),
+        pidfile: own_file(&config.pidfile),
+        logfile: own_file(&config.logfile),
         level: config.level(),
         stop_timeout: Duration::from_secs(60),
     };
@@ -155,6 +161,20 @@ where
             crate::commands::verify_installed(batches.queue_db(), batches.config())
                 .await
                 .map_err(failure)?;
+            // A sub-consumer joins its group by starting.
+            let c = batches.config();
+            if let Some(sub) = &c.subconsumer {
+                if coop::register_subconsumer(batches.queue_db(), &c.queue, &c.consumer, sub)
+                    .await
+                    .map_err(failure)?
+                {
+                    pgq_daemon::notice!(
+                        "sub-consumer {sub:?} of consumer {:?} registered on queue {:?}",
+                        c.consumer,
+                        c.queue
+                    );
+                }
+            }
             Ok(ConsumerDaemon {
                 config_path,
                 subconsumer,
@@ -167,4 +187,32 @@ where
         move || status::describe(&status_config),
     );
     code.code() as u8
+}
+
+/// `DIR/NAME.EXT` becomes `DIR/NAME.SUB.EXT` (`DIR/NAME.SUB` without an
+/// extension): the pidfile or log of sub-consumer `SUB`.
+fn per_subconsumer(path: &Path, sub: &str) -> PathBuf {
+    let mut name = path.file_stem().unwrap_or_default().to_os_string();
+    name.push(".");
+    name.push(sub);
+    if let Some(ext) = path.extension() {
+        name.push(".");
+        name.push(ext);
+    }
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subconsumer_gets_its_own_pidfile_and_log() {
+        assert_eq!(
+            per_subconsumer(Path::new("/run/mr/worker.pid"), "w1"),
+            Path::new("/run/mr/worker.w1.pid")
+        );
+        assert_eq!(per_subconsumer(Path::new("/var/log/mr/worker"), "w2"), Path::new("/var/log/mr/worker.w2"));
+        assert_eq!(per_subconsumer(Path::new("worker.log"), "a"), Path::new("worker.a.log"));
+    }
 }
