@@ -7,4 +7,13 @@
 # missing and starts a throwaway cluster for the run (scripts/with-postgres.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A daemon test runs the real logrotate on examples/dist/testq.logrotate
+# (installed when missing; it lives in /usr/sbin, which a user's PATH may miss).
+if ! command -v logrotate >/dev/null 2>&1 && [ ! -x /usr/sbin/logrotate ]; then
+    printf 'test: installing logrotate\n' >&2
+    as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq logrotate >/dev/null
+fi
+
 exec bash scripts/with-postgres.sh cargo test --workspace --no-fail-fast "$@"

@@ -1,0 +1,310 @@
+//! Drives the real `testq` binary in a scratch directory, against a database of
+//! its own, with the queue ticked by hand (so a test knows which events make a
+//! batch).
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use pgq_test_support::TestDb;
+use tokio_postgres::Client;
+
+/// The longest a test waits for something that should take a moment.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The queue, and the consumer (so the daemon's name in its messages).
+pub const QUEUE: &str = "testq";
+pub const CONSUMER: &str = "testq";
+
+/// The `testq` binary built by Cargo for these tests.
+pub const TESTQ: &str = env!("CARGO_BIN_EXE_testq");
+
+/// What a command printed, and its exit code.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// testq's config, pidfile and log in a scratch directory, and its database.
+pub struct Testq {
+    pub dir: PathBuf,
+    config: toml::Table,
+    db: TestDb,
+    client: Client,
+}
+
+impl Testq {
+    /// A fresh database and scratch directory named after the test, and a config
+    /// for quick polls. Nothing is installed yet.
+    pub async fn new(test: &str) -> Testq {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("it-daemon")
+            .join(format!("{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        let db = TestDb::create().await;
+        let client = db.connect().await;
+        let mut testq = Testq {
+            dir,
+            config: toml::Table::new(),
+            db,
+            client,
+        };
+        let dsn = testq.db.dsn().to_string();
+        let (pidfile, logfile) = (testq.pidfile(), testq.logfile());
+        testq
+            .set("db", dsn)
+            .set("queue", QUEUE)
+            .set("consumer", CONSUMER)
+            .set("pidfile", pidfile.display().to_string())
+            .set("logfile", logfile.display().to_string())
+            .set("loglevel", "notice")
+            .set("delay", 0.05);
+        testq
+    }
+
+    /// As [`Testq::new`], then `testq install`.
+    pub async fn installed(test: &str) -> Testq {
+        let testq = Testq::new(test).await;
+        testq.ok(&["install"]).await;
+        testq
+    }
+
+    /// Sets a top-level config key and rewrites the config file.
+    pub fn set(&mut self, key: &str, value: impl Into<toml::Value>) -> &mut Self {
+        self.config.insert(key.to_string(), value.into());
+        self.write_config();
+        self
+    }
+
+    /// Sets a key of `[settings]` (what testq's `config` gets) and rewrites the file.
+    pub fn setting(&mut self, key: &str, value: impl Into<toml::Value>) -> &mut Self {
+        let settings = self
+            .config
+            .entry("settings")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(table) = settings {
+            table.insert(key.to_string(), value.into());
+        }
+        self.write_config();
+        self
+    }
+
+    fn write_config(&self) {
+        let text = toml::to_string(&self.config).expect("serialize the config");
+        // Write then rename, so a reload never reads half a file.
+        let tmp = self.dir.join("testq.toml.tmp");
+        std::fs::write(&tmp, text).expect("write the config");
+        std::fs::rename(&tmp, self.config_path()).expect("install the config");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("testq.toml")
+    }
+
+    pub fn pidfile(&self) -> PathBuf {
+        self.dir.join("testq.pid")
+    }
+
+    pub fn logfile(&self) -> PathBuf {
+        self.dir.join("testq.log")
+    }
+
+    /// Runs `testq -c CONFIG ARGS...` to its end.
+    pub async fn run(&self, args: &[&str]) -> Ran {
+        let output = tokio::process::Command::new(TESTQ)
+            .arg("-c")
+            .arg(self.config_path())
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("PGQ_DB")
+            .env_remove("PGQ_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run testq");
+        Ran {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Runs a command that must exit 0.
+    pub async fn ok(&self, args: &[&str]) -> Ran {
+        let ran = self.run(args).await;
+        assert_eq!(
+            ran.code,
+            Some(0),
+            "`testq {}` failed: {ran:?}\n--- log:\n{}",
+            args.join(" "),
+            self.log()
+        );
+        ran
+    }
+
+    /// `testq start`, which must say `testq started, pid N` with the pid now
+    /// holding the pidfile. Returns the pid.
+    pub async fn start(&self) -> u32 {
+        let ran = self.ok(&["start"]).await;
+        let pid = self.pid().expect("a started daemon holds its pidfile");
+        assert_eq!(ran.stdout.trim(), format!("{CONSUMER} started, pid {pid}"), "{ran:?}");
+        assert!(alive(pid), "pid {pid} runs");
+        pid
+    }
+
+    /// The pid of the daemon holding (locking) the pidfile, if any.
+    pub fn pid(&self) -> Option<u32> {
+        locked_pid(&self.pidfile())
+    }
+
+    /// The log file's text (empty when there is none).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.logfile()).unwrap_or_default()
+    }
+
+    /// Polls `condition` until it holds; fails the test, showing the log, after
+    /// [`PATIENCE`].
+    pub async fn wait_until(&self, what: &str, mut condition: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !condition().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {PATIENCE:?} waiting until {what}\n--- log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits until the log has a line containing `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        self.wait_until(&format!("the log says `{text}`"), async || self.log().contains(text))
+            .await;
+    }
+
+    /// Inserts events of the given types (data `payload N`), then ticks, so
+    /// that they make one batch. Returns their ids.
+    pub async fn produce(&self, types: &[&str]) -> Vec<i64> {
+        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+        let rows = self
+            .client
+            .query(
+                "select pgq.insert_event($1, t, 'payload ' || n) as id
+                   from unnest($2::text[]) with ordinality as e(t, n) order by n",
+                &[&QUEUE, &types],
+            )
+            .await
+            .expect("insert the events");
+        let ids = rows.iter().map(|r| r.get::<_, i64>("id")).collect();
+        self.tick().await;
+        ids
+    }
+
+    /// `n` plain events in one batch.
+    pub async fn produce_plain(&self, n: usize) -> Vec<i64> {
+        self.produce(&vec!["plain"; n]).await
+    }
+
+    /// Makes the queue tick now.
+    pub async fn tick(&self) {
+        self.client
+            .batch_execute(&format!(
+                "select pgq.force_tick('{QUEUE}'); select pgq.ticker('{QUEUE}');"
+            ))
+            .await
+            .expect("tick the queue");
+    }
+
+    /// The event ids in `testq_done`, in order, repeats included.
+    pub async fn done(&self) -> Vec<i64> {
+        let rows = self
+            .client
+            .query("select ev_id from testq_done order by ev_id", &[])
+            .await
+            .expect("read testq_done");
+        rows.iter().map(|r| r.get(0)).collect()
+    }
+
+    /// The consumer's batch in flight (`pgq.get_consumer_info`'s `current_batch`).
+    pub async fn current_batch(&self) -> Option<i64> {
+        self.client
+            .query_one(
+                "select current_batch from pgq.get_consumer_info($1, $2)",
+                &[&QUEUE, &CONSUMER],
+            )
+            .await
+            .expect("read the consumer's info")
+            .get(0)
+    }
+
+    /// Waits until testq has processed at least one event of the batch in
+    /// flight (its NOTICE `done: event N` line) and returns the batch.
+    pub async fn batch_in_flight(&self, first_event: i64) -> i64 {
+        self.wait_for_log(&format!("done: event {first_event} ")).await;
+        self.current_batch().await.expect("a batch is in flight")
+    }
+}
+
+impl Drop for Testq {
+    fn drop(&mut self) {
+        // A failed test must not leave a daemon behind (before its database goes).
+        if let Some(pid) = self.pid() {
+            let _ = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill -KILL {pid}"))
+                .status();
+        }
+        // Keep a failed test's files to look at; tidy up after a passed one.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The pid in a pidfile that a live process holds locked, as `pgq-daemon` does.
+pub fn locked_pid(path: &Path) -> Option<u32> {
+    let file = File::open(path).ok()?;
+    match file.try_lock_shared() {
+        Err(TryLockError::WouldBlock) => {}
+        _ => return None,
+    }
+    // The daemon writes its pid right after it takes the lock.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse() {
+            return Some(pid);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether a process with this pid exists and has not yet exited (a zombie,
+/// exited but not yet reaped by whoever adopted the daemon, counts as gone).
+pub fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) STATE ...`: the state follows the last parenthesis.
+    match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
+        Some('Z') | None => false,
+        Some(_) => true,
+    }
+}
+
+/// Sends a signal with the shell's `kill`, as systemd's `ExecReload=/bin/kill
+/// -HUP $MAINPID` does.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{name} {pid}"))
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}: {status}");
+}
