@@ -22,6 +22,9 @@ struct ConsumerDaemon<C> {
     /// True until the runner's first `config`: connecting configured the
     /// consumer already, and its `config` hook is called once at start.
     fresh: bool,
+    /// `run --once`: a failed round ends the run with exit code 1 instead of
+    /// backing off, so cron hears of it.
+    once: bool,
     failures: u32,
     outage: bool,
 }
@@ -69,6 +72,7 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
                     self.outage = false;
                     self.failures = 0;
                 }
+                Err(e) if self.once => return Err(Box::new(e)),
                 Err(e) => {
                     if !self.outage {
                         log::error!(
@@ -91,6 +95,7 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
                 Ok(Activity::Busy)
             }
             Ok(Round::Aborted { .. }) => Ok(Activity::Idle),
+            Err(e) if self.once => Err(Box::new(e)),
             Err(e) if self.batches.is_broken() => {
                 if !self.outage {
                     log::error!(
@@ -153,6 +158,7 @@ where
         stop_timeout: Duration::from_secs(60),
     };
     let status_config = config.clone();
+    let once = matches!(cmd, DaemonCommand::Run { once: true });
     let code = pgq_daemon::execute(
         cmd,
         &options,
@@ -180,6 +186,7 @@ where
                 subconsumer,
                 batches,
                 fresh: true,
+                once,
                 failures: 0,
                 outage: false,
             })
@@ -212,7 +219,10 @@ mod tests {
             per_subconsumer(Path::new("/run/mr/worker.pid"), "w1"),
             Path::new("/run/mr/worker.w1.pid")
         );
-        assert_eq!(per_subconsumer(Path::new("/var/log/mr/worker"), "w2"), Path::new("/var/log/mr/worker.w2"));
+        assert_eq!(
+            per_subconsumer(Path::new("/var/log/mr/worker"), "w2"),
+            Path::new("/var/log/mr/worker.w2")
+        );
         assert_eq!(per_subconsumer(Path::new("worker.log"), "a"), Path::new("worker.a.log"));
     }
 }
