@@ -1,0 +1,478 @@
+//! Every command of the consumer command line, through the real `testq`,
+//! with its exit code: 0 ok, 1 usage or failure, 3 cannot connect, 4 daemon
+//! in the wrong state.
+
+use serde_json::Value;
+
+use crate::support::{Testq, CONSUMER, QUEUE};
+
+#[tokio::test]
+async fn check_exits_1_saying_to_install_until_install_creates_queue_registration_and_tables() {
+    let testq = Testq::new("install_check", "").await;
+    let before = testq.run(&["check"]).await;
+    assert_eq!(before.code, Some(1), "{before:?}");
+    assert!(before.stderr.contains("the queue does not exist"), "{before:?}");
+    assert!(before.stderr.contains("run the `install` command"), "{before:?}");
+
+    let install = testq.ok(&["install"]).await;
+    assert!(install.stdout.contains("queue \"testq\" created"), "{install:?}");
+    assert!(install.stdout.contains("consumer \"testq\" registered"), "{install:?}");
+    assert!(testq.queue_exists().await);
+    assert!(testq.registered(CONSUMER).await);
+    let tables: i64 = testq
+        .client
+        .query_one(
+            "select count(*) from information_schema.tables \
+              where (table_schema, table_name) in (('public', 'testq_done'), ('pgq_consumer', 'failed_event'))",
+            &[],
+        )
+        .await
+        .expect("count tables")
+        .get(0);
+    assert_eq!(tables, 2, "testq_done and the framework's failed-event store");
+
+    let check = testq.ok(&["check"]).await;
+    assert!(
+        check.stdout.contains("exists and consumer \"testq\" is registered"),
+        "{check:?}"
+    );
+
+    let again = testq.ok(&["install"]).await;
+    assert!(
+        again.stdout.contains("already"),
+        "install is safe to run twice: {again:?}"
+    );
+
+    // Registered elsewhere but not here: check says so.
+    testq
+        .client
+        .execute("select pgq.unregister_consumer($1, $2)", &[&QUEUE, &CONSUMER])
+        .await
+        .expect("unregister");
+    let unregistered = testq.run(&["check"]).await;
+    assert_eq!(unregistered.code, Some(1), "{unregistered:?}");
+    assert!(unregistered.stderr.contains("not registered"), "{unregistered:?}");
+    assert!(unregistered.stderr.contains("install"), "{unregistered:?}");
+}
+
+#[tokio::test]
+async fn install_drop_queue_unregister_and_uninstall_are_refused_with_4_while_the_daemon_runs() {
+    let testq = Testq::installed("refused_while_running", "").await;
+    testq.write_config(&format!("logfile = \"{}\"", testq.path("testq.log").display()));
+    testq.ok(&["start"]).await;
+    let pid = testq.pid("testq.pid").expect("the daemon's pidfile");
+    for command in [
+        &["install"][..],
+        &["drop-queue"],
+        &["unregister", "--force"],
+        &["uninstall"],
+    ] {
+        let ran = testq.run(command).await;
+        assert_eq!(ran.code, Some(4), "{command:?}: {ran:?}");
+        assert!(
+            ran.stderr.contains(&format!("daemon is running (pid {pid})")),
+            "{command:?}: {ran:?}"
+        );
+    }
+    assert!(testq.registered(CONSUMER).await, "nothing was changed");
+    let start = testq.run(&["start"]).await;
+    assert_eq!(start.code, Some(4), "already running: {start:?}");
+
+    testq.ok(&["stop"]).await;
+    let status = testq.run(&["status"]).await;
+    assert_eq!(status.code, Some(4), "not running: {status:?}");
+    let stop = testq.run(&["stop"]).await;
+    assert_eq!(stop.code, Some(4), "not running: {stop:?}");
+    testq.ok(&["install"]).await;
+}
+
+#[tokio::test]
+async fn create_queue_drop_queue_and_their_underscore_aliases() {
+    let testq = Testq::new("queue_commands", "").await;
+    let created = testq.ok(&["create-queue"]).await;
+    assert_eq!(created.stdout.trim(), "queue \"testq\" created");
+    assert!(testq.queue_exists().await);
+    let again = testq.ok(&["create_queue"]).await;
+    assert_eq!(again.stdout.trim(), "queue \"testq\" already exists");
+
+    let dropped = testq.ok(&["drop-queue"]).await;
+    assert_eq!(dropped.stdout.trim(), "queue \"testq\" dropped");
+    assert!(!testq.queue_exists().await);
+    testq.ok(&["create_queue"]).await;
+    testq.ok(&["drop_queue"]).await;
+    assert!(!testq.queue_exists().await);
+
+    let missing = testq.run(&["drop-queue"]).await;
+    assert_eq!(missing.code, Some(1), "no such queue: {missing:?}");
+    assert!(missing.stderr.contains("testq"), "{missing:?}");
+}
+
+#[tokio::test]
+async fn register_and_unregister_which_refuses_the_only_consumer_without_force() {
+    let testq = Testq::new("register", "").await;
+    testq.ok(&["create-queue"]).await;
+    let registered = testq.ok(&["register"]).await;
+    assert_eq!(
+        registered.stdout.trim(),
+        "consumer \"testq\" registered on queue \"testq\""
+    );
+    assert!(testq.registered(CONSUMER).await);
+    let again = testq.ok(&["register"]).await;
+    assert!(again.stdout.contains("already registered"), "{again:?}");
+
+    let refused = testq.run(&["unregister"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("only consumer"), "{refused:?}");
+    assert!(refused.stderr.contains("unregister --force"), "{refused:?}");
+    assert!(testq.registered(CONSUMER).await, "still registered");
+
+    let forced = testq.ok(&["unregister", "--force"]).await;
+    assert_eq!(
+        forced.stdout.trim(),
+        "consumer \"testq\" unregistered from queue \"testq\""
+    );
+    assert!(!testq.registered(CONSUMER).await);
+    let not_registered = testq.run(&["unregister", "--force"]).await;
+    assert_eq!(not_registered.code, Some(1), "{not_registered:?}");
+    assert!(not_registered.stderr.contains("not registered"), "{not_registered:?}");
+
+    // With another consumer on the queue, no events would be lost: no --force needed.
+    testq.ok(&["register"]).await;
+    testq
+        .client
+        .execute("select pgq.register_consumer($1, 'other')", &[&QUEUE])
+        .await
+        .expect("register other");
+    testq.ok(&["unregister"]).await;
+    assert!(!testq.registered(CONSUMER).await);
+    assert!(testq.registered("other").await);
+}
+
+#[tokio::test]
+async fn uninstall_unregisters_and_drops_the_queue_when_no_other_consumer_is_left() {
+    let testq = Testq::installed("uninstall", "").await;
+    let out = testq.ok(&["uninstall"]).await;
+    assert!(out.stdout.contains("unregistered"), "{out:?}");
+    assert!(out.stdout.contains("dropped"), "{out:?}");
+    assert!(!testq.queue_exists().await);
+    let check = testq.run(&["check"]).await;
+    assert_eq!(check.code, Some(1), "{check:?}");
+}
+
+#[tokio::test]
+async fn run_once_processes_what_is_there_and_exits_0() {
+    let testq = Testq::installed("run_once", "").await;
+    let ids = testq.produce(&["plain", "plain", "retry", "plain"]).await;
+    testq.tick().await;
+    let more = testq.produce(&["plain", "fail", "panic"]).await;
+    testq.tick().await;
+
+    let ran = testq.ok(&["run", "--once"]).await;
+    assert!(ran.stderr.contains("done: event"), "it logs each event: {ran:?}");
+    assert_eq!(
+        testq.done().await,
+        [ids[0], ids[1], ids[3], more[0]],
+        "every event, exactly once (the retried one later)"
+    );
+    assert_eq!(testq.failed().await.len(), 2);
+    let idle = testq.ok(&["run", "--once"]).await;
+    assert!(!idle.stderr.contains("done: event"), "nothing left: {idle:?}");
+
+    // The retried event, once due and ticked, is done by the next run.
+    crate::support::wait_until("the retry to be due", || async {
+        testq.maint_retry_events().await == 1
+    })
+    .await;
+    testq.tick().await;
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(testq.done().await, [ids[0], ids[1], ids[2], ids[3], more[0]]);
+}
+
+#[tokio::test]
+async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
+    let testq = Testq::installed("failing_round", "").await;
+    let ids = testq.produce(&["plain", "plain"]).await;
+    testq.tick().await;
+    // The handler's table is gone: every try of the batch fails.
+    testq
+        .client
+        .batch_execute("alter table testq_done rename to gone")
+        .await
+        .expect("rename");
+
+    let once = testq.run(&["run", "--once"]).await;
+    assert_eq!(once.code, Some(1), "cron must hear of it: {once:?}");
+    assert!(once.stderr.contains("testq_done"), "the cause is told: {once:?}");
+
+    // As a daemon it keeps trying, resting longer each time.
+    let mut daemon = testq.command(&["run"], &[]).spawn().expect("spawn testq run");
+    let stderr = daemon.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = std::sync::Arc::clone(&log);
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(mut log) = log.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        })
+    };
+    let text = || log.lock().map(|l| l.clone()).unwrap_or_default();
+    crate::support::wait_until("three failed tries", || async {
+        text().matches("trying again in").count() >= 3
+    })
+    .await;
+    let waits: Vec<f64> = text()
+        .lines()
+        .filter_map(|l| l.split("trying again in ").nth(1))
+        .filter_map(|w| w.trim_end_matches('s').parse().ok())
+        .collect();
+    assert!(
+        waits.windows(2).all(|w| w[1] > w[0]),
+        "growing back-off: {waits:?}\n{}",
+        text()
+    );
+
+    // Once the table is back, the batch comes again and is done, once.
+    testq
+        .client
+        .batch_execute("alter table gone rename to testq_done")
+        .await
+        .expect("rename");
+    crate::support::wait_until("the batch to be done", || async { testq.done().await.len() == 2 }).await;
+    assert_eq!(testq.done().await, ids);
+    testq.ok(&["stop"]).await;
+    let status = daemon.wait().await.expect("wait for testq run");
+    assert_eq!(status.code(), Some(0));
+    reader.await.expect("stderr reader");
+}
+
+#[tokio::test]
+async fn failed_lists_each_failed_event_and_json_gives_one_object_per_line() {
+    let testq = Testq::installed("failed_list", "").await;
+    let empty = testq.ok(&["failed"]).await;
+    assert_eq!(
+        empty.stdout.trim(),
+        "no failed events for consumer \"testq\" on queue \"testq\""
+    );
+    assert_eq!(testq.ok(&["failed", "--json"]).await.stdout, "", "no lines in JSON");
+
+    let ids = testq.produce(&["fail", "plain", "panic"]).await;
+    testq.tick().await;
+    testq.ok(&["run", "--once"]).await;
+
+    let listed = testq.ok(&["failed"]).await;
+    let lines: Vec<Vec<&str>> = listed.stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 2, "{listed:?}");
+    // id, failed time, retry count, type, data, reason
+    assert_eq!(lines[0][0], ids[0].to_string());
+    assert_eq!(
+        lines[0][2..],
+        [
+            "0",
+            "fail",
+            "payload 0",
+            &format!("testq: event {} has type fail", ids[0])
+        ]
+    );
+    assert_eq!(lines[1][0], ids[2].to_string());
+    assert_eq!(
+        lines[1][2..],
+        [
+            "0",
+            "panic",
+            "payload 2",
+            &format!("panic: testq: event {} has type panic", ids[2])
+        ]
+    );
+
+    let json = testq.ok(&["failed", "--json"]).await;
+    let objects: Vec<Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert_eq!(objects.len(), 2);
+    assert_eq!(objects[0]["ev_id"], ids[0]);
+    assert_eq!(objects[0]["ev_type"], "fail");
+    assert_eq!(objects[0]["ev_data"], "payload 0");
+    assert_eq!(objects[0]["ev_retry"], Value::Null);
+    assert_eq!(objects[0]["reason"], format!("testq: event {} has type fail", ids[0]));
+    assert_eq!(objects[1]["ev_id"], ids[2]);
+    assert!(objects[1]["failed_time"].as_str().is_some_and(|t| t.contains('T')));
+}
+
+#[tokio::test]
+async fn delete_drops_failed_events_by_id_or_all_and_an_unknown_id_exits_1() {
+    let testq = Testq::installed("delete", "").await;
+    let ids = testq.produce(&["fail", "fail", "fail", "plain"]).await;
+    testq.tick().await;
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(testq.failed().await.len(), 3);
+
+    let one = testq.ok(&["delete", &ids[1].to_string()]).await;
+    assert_eq!(one.stdout.trim(), "1 failed event(s) deleted");
+    let left: Vec<i64> = testq.failed().await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(left, [ids[0], ids[2]]);
+
+    let unknown = testq.run(&["delete", &ids[3].to_string()]).await;
+    assert_eq!(unknown.code, Some(1), "a done event is not a failed one: {unknown:?}");
+    assert!(unknown.stderr.contains("not failed events"), "{unknown:?}");
+
+    let all = testq.ok(&["delete", "all"]).await;
+    assert_eq!(all.stdout.trim(), "2 failed event(s) deleted");
+    assert!(testq.failed().await.is_empty());
+    let none = testq.ok(&["delete", "all"]).await;
+    assert_eq!(none.stdout.trim(), "0 failed event(s) deleted");
+}
+
+#[tokio::test]
+async fn retry_puts_failed_events_back_for_this_consumer_and_they_are_processed_again() {
+    let testq = Testq::installed("retry", "").await;
+    testq
+        .client
+        .execute("select pgq.register_consumer($1, 'other')", &[&QUEUE])
+        .await
+        .expect("register other");
+    let ids = testq.produce(&["fail", "fail", "plain"]).await;
+    testq.tick().await;
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(testq.done().await, [ids[2]]);
+
+    // An event stored as failed whose cause is gone (here, a plain event
+    // failed by hand): retried, testq does it this time.
+    let plain = testq.produce(&["plain"]).await[0];
+    testq.tick().await;
+    let batch = pgq::next_batch_info(&testq.client, QUEUE, CONSUMER)
+        .await
+        .expect("next_batch_info")
+        .expect("a batch");
+    pgq_consumers::add_failed_event_from_batch(&testq.client, batch.batch_id, plain, "the disk was full")
+        .await
+        .expect("add failed event");
+    pgq::finish_batch(&testq.client, batch.batch_id).await.expect("finish");
+
+    let one = testq.ok(&["retry", &plain.to_string()]).await;
+    assert_eq!(
+        one.stdout.trim(),
+        "1 failed event(s) put back into queue \"testq\" for consumer \"testq\""
+    );
+    assert_eq!(testq.maint_retry_events().await, 1);
+    testq.tick().await;
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(testq.done().await, [ids[2], plain], "the retried event was processed");
+
+    let unknown = testq.run(&["retry", &plain.to_string()]).await;
+    assert_eq!(unknown.code, Some(1), "not a failed event any more: {unknown:?}");
+
+    // retry all: both fail events come back, with ev_retry 1, and fail again.
+    let all = testq.ok(&["retry", "all"]).await;
+    assert!(all.stdout.starts_with("2 failed event(s) put back"), "{all:?}");
+    assert!(testq.failed().await.is_empty());
+    assert_eq!(testq.maint_retry_events().await, 2);
+    testq.tick().await;
+    testq.ok(&["run", "--once"]).await;
+    let json = testq.ok(&["failed", "--json"]).await;
+    let back: Vec<(i64, i64)> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .map(|v| (v["ev_id"].as_i64().unwrap_or(-1), v["ev_retry"].as_i64().unwrap_or(-1)))
+        .collect();
+    assert_eq!(back, [(ids[0], 1), (ids[1], 1)]);
+    assert_eq!(testq.done().await, [ids[2], plain], "nothing done twice");
+
+    // The other consumer never saw the retried events again.
+    let mut other = Vec::new();
+    while let Some(b) = pgq::next_batch(&testq.client, QUEUE, "other")
+        .await
+        .expect("next_batch")
+    {
+        other.extend(
+            pgq::get_batch_events(&testq.client, b)
+                .await
+                .expect("events")
+                .into_iter()
+                .map(|e| e.ev_id),
+        );
+        pgq::finish_batch(&testq.client, b).await.expect("finish");
+    }
+    assert_eq!(other, [ids.clone(), vec![plain]].concat());
+}
+
+#[tokio::test]
+async fn usage_errors_exit_1_with_a_clear_message() {
+    let testq = Testq::installed("usage", "").await;
+    let bad_id = testq.run(&["delete", "abc"]).await;
+    assert_eq!(bad_id.code, Some(1), "{bad_id:?}");
+    assert!(
+        bad_id
+            .stderr
+            .contains("\"abc\" is not an event id (a whole number) nor `all`"),
+        "{bad_id:?}"
+    );
+    let retry_bad = testq.run(&["retry", "12x"]).await;
+    assert_eq!(retry_bad.code, Some(1), "{retry_bad:?}");
+    assert!(retry_bad.stderr.contains("\"12x\" is not an event id"), "{retry_bad:?}");
+    let no_id = testq.run(&["delete"]).await;
+    assert_eq!(no_id.code, Some(1), "{no_id:?}");
+    let unknown = testq.run(&["frobnicate"]).await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(unknown.stderr.contains("frobnicate"), "{unknown:?}");
+    let help = testq.run(&["--help"]).await;
+    assert_eq!(help.code, Some(0), "{help:?}");
+    assert!(help.stdout.contains("retry"), "{help:?}");
+}
+
+#[tokio::test]
+async fn config_problems_exit_1_naming_the_file_the_key_or_the_line() {
+    let testq = Testq::new("config_errors", "").await;
+    let missing = testq.path("nowhere.toml");
+    let ran = tokio::process::Command::new(crate::support::TESTQ)
+        .arg("-c")
+        .arg(&missing)
+        .arg("check")
+        .output()
+        .await
+        .expect("run testq");
+    assert_eq!(ran.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+
+    testq.write_config("batch_size = 10");
+    let unknown = testq.run(&["check"]).await;
+    assert_eq!(unknown.code, Some(1), "{unknown:?}");
+    assert!(unknown.stderr.contains("batch_size"), "{unknown:?}");
+    assert!(unknown.stderr.contains("testq.toml"), "{unknown:?}");
+
+    testq.write_config("delay = = 3");
+    let syntax = testq.run(&["check"]).await;
+    assert_eq!(syntax.code, Some(1), "{syntax:?}");
+    assert!(syntax.stderr.contains("line 6"), "{syntax:?}");
+
+    testq.write_config("[settings]\nmode = \"sideways\"");
+    let settings = testq.run(&["run", "--once"]).await;
+    assert_eq!(settings.code, Some(1), "{settings:?}");
+    assert!(settings.stderr.contains("sideways"), "{settings:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_exits_3() {
+    let testq = Testq::new("unreachable", "").await;
+    std::fs::write(
+        &testq.config,
+        "db = \"host=127.0.0.1 port=1 user=postgres dbname=nowhere connect_timeout=2\"\n\
+         queue = \"testq\"\nconsumer = \"testq\"\n",
+    )
+    .expect("write config");
+    for command in [&["check"][..], &["install"], &["failed"], &["run", "--once"]] {
+        let ran = testq.run(command).await;
+        assert_eq!(ran.code, Some(3), "{command:?}: {ran:?}");
+        assert!(ran.stderr.contains("cannot connect"), "{command:?}: {ran:?}");
+        assert!(ran.stderr.contains("127.0.0.1:1"), "{command:?}: {ran:?}");
+    }
+}

@@ -1,0 +1,292 @@
+//! Runs the real `testq` binary with a config file in a scratch directory,
+//! against a database of its own; ticks by hand unless a test starts pgqd.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use pgq_test_support::TestDb;
+use tokio_postgres::Client;
+
+/// The `testq` binary Cargo built for these tests.
+pub const TESTQ: &str = env!("CARGO_BIN_EXE_testq");
+/// The queue and consumer of every config written here.
+pub const QUEUE: &str = "testq";
+/// The consumer.
+pub const CONSUMER: &str = "testq";
+/// The longest a test waits for something that should take a moment.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Environment variables that would change what testq does; removed from
+/// every command unless a test sets them.
+const SCRUBBED: [&str; 4] = ["PGQ_DB", "PGQ_REMOTE_DB", "PGQ_CONFIG", "PGQ_CONSUMERS_CRASH_AT"];
+
+/// What a command printed, and how it ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// A scratch directory, removed when the test passes (kept to look at
+/// when it fails).
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh directory named after the test.
+    pub fn new(test: &str) -> Scratch {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("it-testq")
+            .join(format!("{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Scratch(dir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // Daemons a failed test left behind: by the pid in their pidfiles.
+        if let Ok(entries) = std::fs::read_dir(&self.0) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "pid") {
+                    if let Some(pid) = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok())
+                    {
+                        let _ = std::process::Command::new("kill")
+                            .args(["-KILL", &pid.to_string()])
+                            .stderr(Stdio::null())
+                            .status();
+                    }
+                }
+            }
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// testq's database, scratch directory and config file.
+pub struct Testq {
+    /// The queue database.
+    pub db: TestDb,
+    /// A connection to it.
+    pub client: Client,
+    /// The scratch directory holding the config, pidfiles and logs.
+    pub dir: Scratch,
+    /// The config file.
+    pub config: PathBuf,
+}
+
+impl Testq {
+    /// A fresh database, and a config (`testq.toml`) with its pidfile in
+    /// the scratch directory, a 0.1 s delay, and `extra` appended.
+    pub async fn new(test: &str, extra: &str) -> Testq {
+        let db = TestDb::create().await;
+        let client = db.connect().await;
+        let dir = Scratch::new(test);
+        let config = dir.path().join("testq.toml");
+        let testq = Testq {
+            db,
+            client,
+            dir,
+            config,
+        };
+        testq.write_config(extra);
+        testq
+    }
+
+    /// As [`Testq::new`], then `install`, which must succeed.
+    pub async fn installed(test: &str, extra: &str) -> Testq {
+        let testq = Testq::new(test, extra).await;
+        testq.ok(&["install"]).await;
+        testq
+    }
+
+    /// (Re)writes the config file: the common keys, then `extra`.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "db = \"{}\"\nqueue = \"{QUEUE}\"\nconsumer = \"{CONSUMER}\"\npidfile = \"{}\"\ndelay = 0.1\n{extra}\n",
+            self.db.dsn(),
+            self.path("testq.pid").display()
+        );
+        std::fs::write(&self.config, text).expect("write the config");
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `testq -c CONFIG args...`.
+    pub async fn run(&self, args: &[&str]) -> Ran {
+        self.run_with(args, &[]).await
+    }
+
+    /// Runs `testq -c CONFIG args...` with environment variables set.
+    pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
+        let mut cmd = self.command(args, env);
+        let out = tokio::time::timeout(PATIENCE, cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("testq {args:?} did not end within {PATIENCE:?}"))
+            .unwrap_or_else(|e| panic!("cannot run testq {args:?}: {e}"));
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// The command `testq -c CONFIG args...`, killed if dropped.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(TESTQ);
+        cmd.arg("-c")
+            .arg(&self.config)
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for var in SCRUBBED {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs a command that must exit 0; returns what it printed.
+    pub async fn ok(&self, args: &[&str]) -> Ran {
+        let ran = self.run(args).await;
+        assert_eq!(ran.code, Some(0), "testq {args:?} should succeed: {ran:?}");
+        ran
+    }
+
+    /// Inserts events of these types, in one transaction; returns their ids.
+    pub async fn produce(&self, types: &[&str]) -> Vec<i64> {
+        produce(&self.client, types).await
+    }
+
+    /// Makes the queue tick now (no pgqd).
+    pub async fn tick(&self) {
+        tick(&self.client).await
+    }
+
+    /// Puts due retried events back into the queue, as pgqd's maintenance does.
+    pub async fn maint_retry_events(&self) -> i32 {
+        let mut total = 0;
+        loop {
+            let n = pgq::maint_retry_events(&self.client).await.expect("maint_retry_events");
+            if n == 0 {
+                return total;
+            }
+            total += n;
+        }
+    }
+
+    /// The ids in `testq_done` of the queue database, in id order (a
+    /// duplicate shows twice).
+    pub async fn done(&self) -> Vec<i64> {
+        done(&self.client).await
+    }
+
+    /// The ids of the consumer's failed events, with their reasons.
+    pub async fn failed(&self) -> Vec<(i64, String)> {
+        pgq_consumers::list_failed_events(&self.client, QUEUE, CONSUMER)
+            .await
+            .expect("list failed events")
+            .into_iter()
+            .map(|f| (f.event.ev_id, f.reason))
+            .collect()
+    }
+
+    /// Whether the queue exists and the consumer is registered on it.
+    pub async fn registered(&self, consumer: &str) -> bool {
+        let row = self
+            .client
+            .query_one(
+                "select exists (select 1 from pgq.get_consumer_info() where queue_name = $1 and consumer_name = $2)",
+                &[&QUEUE, &consumer],
+            )
+            .await
+            .expect("get_consumer_info");
+        row.get(0)
+    }
+
+    /// Whether the queue exists.
+    pub async fn queue_exists(&self) -> bool {
+        pgq::get_queue_info(&self.client, QUEUE)
+            .await
+            .expect("get_queue_info")
+            .is_some()
+    }
+
+    /// The daemon's pid from its pidfile, if there is one.
+    pub fn pid(&self, pidfile: &str) -> Option<u32> {
+        std::fs::read_to_string(self.path(pidfile))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+/// Inserts events of these types into the queue, in one transaction.
+pub async fn produce(client: &Client, types: &[&str]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    client.batch_execute("begin").await.expect("begin");
+    for (i, t) in types.iter().enumerate() {
+        ids.push(
+            pgq::insert_event(client, QUEUE, t, &format!("payload {i}"))
+                .await
+                .expect("insert_event"),
+        );
+    }
+    client.batch_execute("commit").await.expect("commit");
+    ids
+}
+
+/// Makes the queue tick now.
+pub async fn tick(client: &Client) {
+    pgq::force_tick(client, QUEUE).await.expect("force_tick");
+    client
+        .execute("select pgq.ticker($1)", &[&QUEUE])
+        .await
+        .expect("ticker");
+}
+
+/// The ids in `testq_done`, in id order.
+pub async fn done(client: &Client) -> Vec<i64> {
+    client
+        .query("select ev_id from testq_done order by ev_id", &[])
+        .await
+        .expect("read testq_done")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Waits until `check` holds, polling every 100 ms, for at most [`PATIENCE`].
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    pgq_test_support::wait_for(what, PATIENCE, || {
+        let fut = check();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
