@@ -6,7 +6,7 @@
 mod dist;
 mod harness;
 
-use harness::{alive, Testq, CONSUMER, PATIENCE};
+use harness::{alive, signal, Testq, CONSUMER, PATIENCE};
 
 #[tokio::test]
 async fn start_returns_once_the_daemon_is_up_and_a_second_start_exits_4() {
@@ -176,6 +176,27 @@ async fn stop_finishes_the_batch_in_flight_before_the_daemon_exits() {
     let term = log.find("received SIGTERM").unwrap_or_default();
     let last = log.find(&format!("done: event {} ", ids[19])).unwrap_or_default();
     assert!(term < last, "the batch went on after SIGTERM: {log}");
+}
+
+#[tokio::test]
+async fn sigint_stops_the_daemon_like_term_after_the_batch_in_flight() {
+    let mut testq = Testq::installed("sigint").await;
+    testq.setting("sleep_ms", 50);
+    let pid = testq.start().await;
+    let ids = testq.produce_plain(10).await;
+    testq.batch_in_flight(ids[0]).await;
+    signal(pid, "INT");
+    testq
+        .wait_until("the daemon has exited", async || !alive(pid) && testq.pid().is_none())
+        .await;
+    assert_eq!(testq.done().await, ids, "the whole batch, once");
+    assert_eq!(testq.current_batch().await, None);
+    let log = testq.log();
+    assert!(
+        log.contains("NOTICE received SIGINT: stopping after the round in flight"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("{CONSUMER} stopped, pid {pid}")), "{log}");
 }
 
 #[tokio::test]
