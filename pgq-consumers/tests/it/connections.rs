@@ -60,7 +60,8 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name() {
         root_cert()
     );
     let err = try_connect(dsn)
-        .await.expect_err("the certificate names localhost, not 127.0.0.1");
+        .await
+        .expect_err("the certificate names localhost, not 127.0.0.1");
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert_eq!(err.exit_code(), 3);
 }
@@ -157,7 +158,8 @@ async fn connections_carry_the_application_name() {
 async fn connection_errors_never_show_the_password() {
     let dsn = ConnString::new("host=127.0.0.1 port=1 user=u password=hunter2 connect_timeout=2");
     let err = connect(&dsn, "t", Database::Queue)
-        .await.expect_err("nothing listens on port 1");
+        .await
+        .expect_err("nothing listens on port 1");
     let mut text = format!("{err} {err:?}");
     let mut source = std::error::Error::source(&err);
     while let Some(s) = source {
