@@ -1,0 +1,10 @@
+//! Helpers shared by the example programs of `pgq-examples`: reading their
+//! `[settings]` tables, and an HTTP client.
+//!
+//! The programs themselves are the binaries in `src/bin/`: `testq` (every
+//! outcome), `webhook` (HTTP requests with back-off), `collector` and
+//! `subscriber` (a stream into a permanent store) and `mapreduce` (a pool of
+//! parallel workers with results).
+
+pub mod http;
+pub mod settings;
