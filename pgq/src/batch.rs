@@ -43,7 +43,7 @@ pub struct BatchTicks {
 }
 
 impl BatchTicks {
-    fn from_row(r: &Row) -> std::result::Result<Option<BatchTicks>, tokio_postgres::Error> {
+    pub(crate) fn from_row(r: &Row) -> std::result::Result<Option<BatchTicks>, tokio_postgres::Error> {
         let Some(batch_id) = r.try_get::<_, Option<i64>>("batch_id")? else {
             return Ok(None);
         };

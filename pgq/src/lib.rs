@@ -56,8 +56,11 @@ mod event;
 mod ident;
 mod interval;
 mod maint;
+mod notify;
 mod produce;
+mod producer;
 mod queue;
+mod reader;
 mod stream;
 mod trigger;
 
@@ -80,10 +83,13 @@ pub use maint::{
     maint_rotate_tables_step2, maint_tables_to_vacuum, run_maint_operation, ticker, ticker_external, ticker_queue,
     FoundTick, MaintOperation,
 };
+pub use notify::{listen, notify_events, notify_tick, tick_channel, unlisten, EVENTS_CHANNEL};
 pub use produce::{insert_event, insert_event_full, insert_event_raw, insert_events, insert_events_copy, RawEvent};
+pub use producer::Producer;
 pub use queue::{
     create_queue, current_event_table, drop_queue, drop_queue_forced, get_queue_info, get_queue_info_all, grant_perms,
     set_queue_config, tune_storage, QueueInfo,
 };
+pub use reader::{batch_events_query, BatchReader, BatchStatements, EventFilter};
 pub use stream::stream_batch_events;
 pub use trigger::{create_trigger, EventField, RowOp, TriggerKind, TriggerOption, TriggerSpec};

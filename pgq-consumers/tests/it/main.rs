@@ -1,6 +1,7 @@
 //! Integration tests of pgq-consumers against a real PostgreSQL with PgQ
 //! (`PGQ_TEST_DSN`); every test gets a database of its own.
 
+mod batch_query;
 mod common;
 mod connections;
 mod coop;

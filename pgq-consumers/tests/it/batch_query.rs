@@ -1,0 +1,189 @@
+//! The fast path's parameterized batch query (`pgq::batch_events_query`)
+//! selects exactly what PgQ's own `pgq.batch_event_sql` does, in the same
+//! order: for plain batches, batches whose start tick saw transactions still
+//! in progress (near and far below the snapshot's xmax, so both the range and
+//! the exact list of PgQ's query are used), retried events owned by one
+//! consumer, batches spread over rotated event tables, and with filters.
+
+use anyhow::{ensure, Context as _, Result};
+use pgq::{BatchReader, EventFilter};
+use tokio_postgres::Client;
+
+use crate::common::{insert, maint_retry_events, next_batch, queue_db, register, tick, Q};
+
+/// Reads the batch both ways and checks they agree; returns its event ids.
+async fn same_events(client: &Client, reader: &BatchReader, batch_id: i64) -> Result<Vec<i64>> {
+    let ours = reader.events(client, batch_id, &EventFilter::default()).await?;
+    let pgq_own = pgq::get_batch_events(client, batch_id).await?;
+    ensure!(
+        ours == pgq_own,
+        "batch {batch_id}: the batch query read {:?}, pgq.batch_event_sql {:?}",
+        ours.iter().map(|e| e.ev_id).collect::<Vec<_>>(),
+        pgq_own.iter().map(|e| e.ev_id).collect::<Vec<_>>()
+    );
+    Ok(ours.iter().map(|e| e.ev_id).collect())
+}
+
+/// Takes the consumer's next batch, compares both reads, finishes it.
+async fn consume_checked(client: &Client, reader: &BatchReader, consumer: &str) -> Result<Vec<i64>> {
+    let b = next_batch(client, consumer).await?.context("a batch")?;
+    let ids = same_events(client, reader, b.batch_id).await?;
+    pgq::finish_batch(client, b.batch_id).await?;
+    Ok(ids)
+}
+
+/// Burns `n` transaction ids, each in a committed transaction of its own.
+async fn burn_txids(client: &Client, n: usize) -> Result<()> {
+    for _ in 0..n {
+        client.query_one("select txid_current()", &[]).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_batch_query_equals_pgq_batch_event_sql() -> Result<()> {
+    let (db, client) = queue_db().await?;
+    register(&client, "a").await?;
+    register(&client, "b").await?;
+    let reader = BatchReader::prepare(&client, Q).await?;
+
+    // A plain batch.
+    let mut plain = Vec::new();
+    for i in 0..5 {
+        plain.push(insert(&client, "plain", &i.to_string()).await?);
+    }
+    tick(&client).await?;
+    assert_eq!(consume_checked(&client, &reader, "a").await?, plain);
+    assert_eq!(consume_checked(&client, &reader, "b").await?, plain);
+
+    // Transactions in progress at a tick: one far below the tick's xmax
+    // (PgQ's exact list), one just below it (PgQ's widened range).
+    let mut far = db.connect().await;
+    let far_tx = far.transaction().await?;
+    let far_ev = pgq::insert_event(&far_tx, Q, "far", "x").await?;
+    burn_txids(&client, 150).await?;
+    let mut near = db.connect().await;
+    let near_tx = near.transaction().await?;
+    let near_ev = pgq::insert_event(&near_tx, Q, "near", "x").await?;
+    let before = insert(&client, "before", "x").await?;
+    tick(&client).await?;
+    assert_eq!(consume_checked(&client, &reader, "a").await?, vec![before]);
+    far_tx.commit().await?;
+    near_tx.commit().await?;
+    let after = insert(&client, "after", "x").await?;
+    tick(&client).await?;
+    let mut expected = vec![far_ev, near_ev, after];
+    expected.sort_unstable();
+    let b = next_batch(&client, "a").await?.context("a batch")?;
+    let sql = pgq::batch_event_sql(&client, b.batch_id).await?;
+    ensure!(
+        sql.contains("ev_txid in ("),
+        "PgQ's query uses its exact list here: {sql}"
+    );
+    assert_eq!(same_events(&client, &reader, b.batch_id).await?, expected);
+    pgq::finish_batch(&client, b.batch_id).await?;
+
+    // Consumer b reads the same two batches.
+    assert_eq!(consume_checked(&client, &reader, "b").await?, vec![before]);
+    assert_eq!(consume_checked(&client, &reader, "b").await?, expected);
+
+    // A retried event comes back owned by its consumer only.
+    let retried = insert(&client, "retry", "x").await?;
+    tick(&client).await?;
+    let ba = next_batch(&client, "a").await?.context("a batch for a")?;
+    same_events(&client, &reader, ba.batch_id).await?;
+    pgq::event_retry(&client, ba.batch_id, retried, 0).await?;
+    pgq::finish_batch(&client, ba.batch_id).await?;
+    consume_checked(&client, &reader, "b").await?;
+    ensure!(
+        maint_retry_events(&client).await? == 1,
+        "the retried event was moved back"
+    );
+    let other = insert(&client, "other", "x").await?;
+    tick(&client).await?;
+    assert_eq!(consume_checked(&client, &reader, "a").await?, vec![retried, other]);
+    assert_eq!(consume_checked(&client, &reader, "b").await?, vec![other]);
+
+    // Rotation: batches that lie in two event tables.
+    client
+        .execute(
+            "update pgq.queue set queue_rotation_period = '0', queue_switch_time = now() - interval '1 day' where queue_name = $1",
+            &[&Q],
+        )
+        .await?;
+    for round in 0..4 {
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            ids.push(insert(&client, "rot", &format!("{round}.{i}")).await?);
+        }
+        // Rotate between a batch's events when PgQ allows it (once every
+        // consumer has left the previous table).
+        let ops = pgq::maint_operations(&client).await?;
+        for op in ops.iter().filter(|o| o.func_name.starts_with("pgq.maint_rotate")) {
+            pgq::run_maint_operation(&client, op).await?;
+        }
+        ids.push(insert(&client, "rot-late", &round.to_string()).await?);
+        tick(&client).await?;
+        assert_eq!(consume_checked(&client, &reader, "a").await?, ids, "round {round}");
+        assert_eq!(
+            consume_checked(&client, &reader, "b").await?,
+            ids,
+            "round {round}, consumer b"
+        );
+    }
+    let tables: i64 = client
+        .query_one(
+            "select count(distinct tableoid) from pgq.event_template where ev_type like 'rot%'",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    ensure!(tables >= 2, "the events were spread over rotated tables ({tables})");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_batch_query_filters_as_pgq_s_cursor_where_does() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    register(&client, "a").await?;
+    let reader = BatchReader::prepare(&client, Q).await?;
+    for (ty, extra) in [("x", "t1"), ("y", "t2"), ("x", "t2"), ("z", "t1")] {
+        let ev = pgq::NewEvent {
+            ev_extra1: Some(extra.into()),
+            ..pgq::NewEvent::new(ty, "d")
+        };
+        pgq::insert_event_full(&client, Q, &ev).await?;
+    }
+    tick(&client).await?;
+    let b = next_batch(&client, "a").await?.context("a batch")?;
+    let filter = EventFilter {
+        ev_type: Some(vec!["x".into(), "z".into()]),
+        ev_extra1: Some(vec!["t1".into()]),
+    };
+    let ours = reader.events(&client, b.batch_id, &filter).await?;
+    let tx_client = &client;
+    tx_client.batch_execute("begin").await?;
+    let theirs = pgq::get_batch_cursor_where(
+        tx_client,
+        b.batch_id,
+        "c",
+        100,
+        "ev_type in ('x', 'z') and ev_extra1 in ('t1')",
+    )
+    .await?;
+    tx_client.batch_execute("commit").await?;
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_that_is_not_open_reads_as_empty() -> Result<()> {
+    let (_db, client) = queue_db().await?;
+    let reader = BatchReader::prepare(&client, Q).await?;
+    assert!(reader
+        .events(&client, 424242, &EventFilter::default())
+        .await?
+        .is_empty());
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! The consumer's fast path: prepared statements for the calls made once per
+//! batch, and a batch query that is prepared once per queue instead of being
+//! built and planned for every batch.
+
+use futures_util::{Stream, TryStreamExt};
+use postgres_types::Type;
+use tokio_postgres::{GenericClient, Statement};
+
+use crate::batch::{BatchLimits, BatchTicks};
+use crate::error::{on_batch, on_consumer, on_queue, Error, Result};
+use crate::event::Event;
+use crate::ident::quote_qualified;
+
+/// The events of a batch, as PgQ's `pgq.batch_event_sql` selects them, as
+/// one fixed statement whose only parameter is the batch id (`$1`), plus two
+/// optional filters: `$2` (`text[]`, accepted `ev_type` values) and `$3`
+/// (`text[]`, accepted `ev_extra1` values), each NULL to accept everything.
+///
+/// `table` is the queue's event table prefix (`pgq.queue.queue_data_pfx`,
+/// e.g. `pgq.event_1`): the parent of the queue's rotating event tables, so
+/// one statement covers whichever of them a batch lies in.
+///
+/// It selects what `pgq.batch_event_sql` does, in the same order (by
+/// `ev_id`): the events of transactions that committed between the batch's
+/// two ticks, i.e. whose txid is visible in the end tick's snapshot and not
+/// in the start tick's, owned by nobody or by this consumer (retried
+/// events). As there, the txids at or above the start snapshot's xmax are
+/// found by an index range scan and the older ones, in progress at the start
+/// tick and committed by the end tick, by an exact list. PgQ's function
+/// builds that as SQL text with literal txids, for every batch; here the
+/// snapshots are read from `pgq.tick` by the statement itself.
+pub fn batch_events_query(table: &str) -> Result<String> {
+    let table = quote_qualified(table)?;
+    const FIELDS: &str = "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data, \
+                          ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4";
+    const FILTER: &str = "and ($2::text[] is null or ev.ev_type = any($2::text[])) \
+                          and ($3::text[] is null or ev.ev_extra1 = any($3::text[]))";
+    Ok(format!(
+        "with b as materialized ( \
+           select s.sub_id, l.tick_snapshot as ls, c.tick_snapshot as cs, \
+                  array(select txid_snapshot_xip(l.tick_snapshot) \
+                        except select txid_snapshot_xip(c.tick_snapshot)) as xips \
+             from pgq.subscription s \
+             join pgq.tick l on l.tick_queue = s.sub_queue and l.tick_id = s.sub_last_tick \
+             join pgq.tick c on c.tick_queue = s.sub_queue and c.tick_id = s.sub_next_tick \
+            where s.sub_batch = $1) \
+         select {FIELDS} from b, {table} ev \
+          where ev.ev_txid >= txid_snapshot_xmax(b.ls) and ev.ev_txid <= txid_snapshot_xmax(b.cs) \
+            and txid_visible_in_snapshot(ev.ev_txid, b.cs) \
+            and not txid_visible_in_snapshot(ev.ev_txid, b.ls) \
+            and (ev.ev_owner is null or ev.ev_owner = b.sub_id) {FILTER} \
+         union all \
+         select {FIELDS} from b, {table} ev \
+          where ev.ev_txid = any(b.xips) \
+            and (ev.ev_owner is null or ev.ev_owner = b.sub_id) {FILTER} \
+         order by 1"
+    ))
+}
+
+/// Which events of a batch to keep, on the server. `None` keeps all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Accepted `ev_type` values.
+    pub ev_type: Option<Vec<String>>,
+    /// Accepted `ev_extra1` values (the table name of trigger events).
+    pub ev_extra1: Option<Vec<String>>,
+}
+
+/// [`batch_events_query`] prepared for one queue on one connection.
+///
+/// A prepared statement belongs to the connection that prepared it: use the
+/// reader with that connection (or a transaction on it) only.
+#[derive(Debug, Clone)]
+pub struct BatchReader {
+    queue: String,
+    statement: Statement,
+}
+
+impl BatchReader {
+    /// Looks up the queue's event tables and prepares the batch query.
+    pub async fn prepare(client: &impl GenericClient, queue: &str) -> Result<BatchReader> {
+        let row = client
+            .query_opt("select queue_data_pfx from pgq.queue where queue_name = $1", &[&queue])
+            .await
+            .map_err(Error::sql("pgq.queue", on_queue(queue)))?
+            .ok_or_else(|| Error::InvalidArgument {
+                what: "queue",
+                problem: format!("there is no queue {queue:?}"),
+            })?;
+        let table: String = row.try_get(0).map_err(Error::row("pgq.queue", on_queue(queue)))?;
+        let sql = batch_events_query(&table)?;
+        let statement = client
+            .prepare_typed(&sql, &[Type::INT8, Type::TEXT_ARRAY, Type::TEXT_ARRAY])
+            .await
+            .map_err(Error::sql("batch query", on_queue(queue)))?;
+        Ok(BatchReader {
+            queue: queue.to_string(),
+            statement,
+        })
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Streams the events of an open batch: binary rows, decoded as they
+    /// arrive. The client reads no further ahead than the stream's consumer,
+    /// so memory stays bounded however big the batch is. One round trip
+    /// brings the first rows.
+    ///
+    /// The batch need not be read in the transaction that will finish it: its
+    /// events are fixed by its two ticks, so another connection may stream
+    /// them while the first one does the work. A batch id that is not open
+    /// gives no events.
+    pub async fn stream(
+        &self,
+        client: &impl GenericClient,
+        batch_id: i64,
+        filter: &EventFilter,
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
+        let params: [&(dyn postgres_types::ToSql + Sync); 3] = [&batch_id, &filter.ev_type, &filter.ev_extra1];
+        let rows = client
+            .query_raw(&self.statement, params)
+            .await
+            .map_err(Error::sql("batch query", on_batch(batch_id)))?;
+        Ok(rows
+            .map_err(move |source| Error::Sql {
+                function: "batch query",
+                context: on_batch(batch_id),
+                source,
+            })
+            .and_then(move |row| async move {
+                Event::from_row(&row).map_err(Error::row("batch query", on_batch(batch_id)))
+            }))
+    }
+
+    /// All events of an open batch at once.
+    pub async fn events(&self, client: &impl GenericClient, batch_id: i64, filter: &EventFilter) -> Result<Vec<Event>> {
+        self.stream(client, batch_id, filter).await?.try_collect().await
+    }
+}
+
+/// The PgQ calls a consumer makes for every batch, prepared once per
+/// connection so that each is one round trip: `pgq.next_batch_custom` and
+/// `pgq.finish_batch`.
+///
+/// Like [`BatchReader`], use them only on the connection that prepared them.
+#[derive(Debug, Clone)]
+pub struct BatchStatements {
+    next_batch: Statement,
+    finish_batch: Statement,
+}
+
+impl BatchStatements {
+    /// Prepares the statements.
+    pub async fn prepare(client: &impl GenericClient) -> Result<BatchStatements> {
+        let next_batch = client
+            .prepare_typed(
+                "select * from pgq.next_batch_custom($1, $2, $3, $4, $5)",
+                &[Type::TEXT, Type::TEXT, Type::INTERVAL, Type::INT4, Type::INTERVAL],
+            )
+            .await
+            .map_err(Error::sql("pgq.next_batch_custom", String::new()))?;
+        let finish_batch = client
+            .prepare_typed("select pgq.finish_batch($1)", &[Type::INT8])
+            .await
+            .map_err(Error::sql("pgq.finish_batch", String::new()))?;
+        Ok(BatchStatements {
+            next_batch,
+            finish_batch,
+        })
+    }
+
+    /// [`next_batch_custom`](crate::next_batch_custom), prepared; with
+    /// default limits it is what [`next_batch_info`](crate::next_batch_info)
+    /// calls.
+    pub async fn next_batch(
+        &self,
+        client: &impl GenericClient,
+        queue: &str,
+        consumer: &str,
+        limits: &BatchLimits,
+    ) -> Result<Option<BatchTicks>> {
+        let rows = client
+            .query(
+                &self.next_batch,
+                &[
+                    &queue,
+                    &consumer,
+                    &limits.min_lag,
+                    &limits.min_count,
+                    &limits.min_interval,
+                ],
+            )
+            .await
+            .map_err(Error::sql("pgq.next_batch_custom", on_consumer(queue, consumer)))?;
+        match rows.first() {
+            Some(r) => {
+                BatchTicks::from_row(r).map_err(Error::row("pgq.next_batch_custom", on_consumer(queue, consumer)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// [`finish_batch`](crate::finish_batch), prepared.
+    pub async fn finish_batch(&self, client: &impl GenericClient, batch_id: i64) -> Result<bool> {
+        let row = client
+            .query_one(&self.finish_batch, &[&batch_id])
+            .await
+            .map_err(Error::sql("pgq.finish_batch", on_batch(batch_id)))?;
+        let n: i32 = row
+            .try_get(0)
+            .map_err(Error::row("pgq.finish_batch", on_batch(batch_id)))?;
+        Ok(n == 1)
+    }
+}
