@@ -9,6 +9,7 @@ use crate::consumer::{CommitMode, Context};
 use crate::error::{Error, Result};
 use crate::failed;
 use crate::outcome::Outcome;
+use crate::tracking::AppliedOutcome;
 
 /// How a batch ends: finished (its effects commit and the consumer moves
 /// past it) or aborted (everything rolls back; it is delivered again).
@@ -58,6 +59,9 @@ pub struct Batch<'a> {
     poisoned: &'a HashMap<i64, String>,
     pub(crate) in_flight: Option<i64>,
     pub(crate) report: BatchReport,
+    /// The events stored as failed or retried, for a remote consumer to keep
+    /// in the remote database with the batch.
+    pub(crate) outcomes: Vec<AppliedOutcome>,
 }
 
 impl<'a> Batch<'a> {
@@ -82,6 +86,7 @@ impl<'a> Batch<'a> {
             savepoint_open: false,
             poisoned,
             in_flight: None,
+            outcomes: Vec::new(),
             report: BatchReport {
                 batch_id,
                 ..BatchReport::default()
@@ -178,7 +183,12 @@ impl<'a> Batch<'a> {
                 Ok(BatchEnd::Finish)
             }
             Outcome::Retry(delay) => {
-                pgq::event_retry(self.cx.db, self.cx.ticks.batch_id, event.ev_id, whole_seconds(delay)).await?;
+                let seconds = whole_seconds(delay);
+                pgq::event_retry(self.cx.db, self.cx.ticks.batch_id, event.ev_id, seconds).await?;
+                self.outcomes.push(AppliedOutcome::Retry {
+                    ev_id: event.ev_id,
+                    seconds,
+                });
                 self.report.retried += 1;
                 Ok(BatchEnd::Finish)
             }
@@ -188,6 +198,10 @@ impl<'a> Batch<'a> {
 
     async fn record_failed(&mut self, event: &Event, reason: &str) -> Result<()> {
         failed::add(self.cx.db, self.cx.queue, self.cx.consumer, event, reason).await?;
+        self.outcomes.push(AppliedOutcome::Failed {
+            ev_id: event.ev_id,
+            reason: reason.to_owned(),
+        });
         self.report.failed += 1;
         Ok(())
     }

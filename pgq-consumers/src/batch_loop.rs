@@ -187,12 +187,22 @@ impl<C: Consumer> BatchLoop<C> {
 
         if let Some(remote) = &remote_tx {
             if tracking::is_applied(remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await? {
+                // The queue transaction of the first attempt was lost: what
+                // it did besides finishing the batch is done again.
+                let outcomes =
+                    tracking::applied_outcomes(remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await?;
                 drop(remote_tx);
+                let (failed, retried) = replay_outcomes(&queue_tx, &queue, &consumer, batch_id, &outcomes).await?;
                 finish(&queue_tx, batch_id, subconsumer.is_some()).await?;
                 queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
-                log::info!("batch {batch_id} was already applied to the remote database; finished it");
+                log::info!(
+                    "batch {batch_id} was already applied to the remote database; finished it \
+                     ({failed} event(s) stored as failed and {retried} retried again, as the first time)"
+                );
                 return Ok(Round::Finished(BatchReport {
                     batch_id,
+                    failed,
+                    retried,
                     already_applied: true,
                     ..Default::default()
                 }));
@@ -224,6 +234,7 @@ impl<C: Consumer> BatchLoop<C> {
             .map_err(|panic| panic_message(panic.as_ref()));
         let in_flight = batch.in_flight;
         let report = batch.report.clone();
+        let outcomes = std::mem::take(&mut batch.outcomes);
         drop(batch);
 
         match outcome {
@@ -231,6 +242,17 @@ impl<C: Consumer> BatchLoop<C> {
                 crash_point("before-remote-commit");
                 if let Some(remote) = remote_tx {
                     tracking::record(&remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await?;
+                    if !outcomes.is_empty() {
+                        tracking::record_outcomes(
+                            &remote,
+                            &queue,
+                            &consumer,
+                            subconsumer.as_deref(),
+                            batch_id,
+                            &outcomes,
+                        )
+                        .await?;
+                    }
                     remote.commit().await.map_err(|source| Error::Remote {
                         queue: queue.clone(),
                         consumer: consumer.clone(),
@@ -306,6 +328,47 @@ async fn next_batch(db: &Client, c: &Config) -> Result<Option<BatchTicks>> {
         None if limits == BatchLimits::default() => Ok(pgq::next_batch_info(db, &c.queue, &c.consumer).await?),
         None => Ok(pgq::next_batch_custom(db, &c.queue, &c.consumer, &limits).await?),
     }
+}
+
+/// Stores as failed and retries again, in the queue transaction, the events
+/// of an applied batch that its first attempt failed or retried (those of
+/// them in this batch: a replay may be cut shorter). Returns how many of each.
+async fn replay_outcomes(
+    tx: &tokio_postgres::Transaction<'_>,
+    queue: &str,
+    consumer: &str,
+    batch_id: i64,
+    outcomes: &[tracking::AppliedOutcome],
+) -> Result<(u64, u64)> {
+    if outcomes.is_empty() {
+        return Ok((0, 0));
+    }
+    let ids: Vec<i64> = outcomes.iter().map(tracking::AppliedOutcome::ev_id).collect();
+    let present: std::collections::HashSet<i64> = tx
+        .query(
+            "select ev_id from pgq.get_batch_events($1) where ev_id = any($2)",
+            &[&batch_id, &ids],
+        )
+        .await
+        .map_err(Error::db(queue, consumer))?
+        .iter()
+        .map(|r| r.try_get::<_, i64>(0))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::db(queue, consumer))?;
+    let (mut failed, mut retried) = (0, 0);
+    for outcome in outcomes.iter().filter(|o| present.contains(&o.ev_id())) {
+        match outcome {
+            tracking::AppliedOutcome::Failed { ev_id, reason } => {
+                crate::failed::add_from_batch(tx, batch_id, *ev_id, reason).await?;
+                failed += 1;
+            }
+            tracking::AppliedOutcome::Retry { ev_id, seconds } => {
+                pgq::event_retry(tx, batch_id, *ev_id, *seconds).await?;
+                retried += 1;
+            }
+        }
+    }
+    Ok((failed, retried))
 }
 
 /// Finishes a batch. A sub-consumer's batch may have been taken over by

@@ -83,8 +83,9 @@ pub use schema::{
     SCHEMA_VERSION,
 };
 pub use tracking::{
-    forget as forget_applied_batches, is_applied as is_batch_applied, last_applied as last_applied_batch,
-    record as record_applied_batch, state as applied_batch_state, AppliedBatch, BatchState,
+    applied_outcomes, forget as forget_applied_batches, is_applied as is_batch_applied,
+    last_applied as last_applied_batch, record as record_applied_batch, record_outcomes as record_applied_outcomes,
+    state as applied_batch_state, AppliedBatch, AppliedOutcome, BatchState,
 };
 
 pub use async_trait::async_trait;

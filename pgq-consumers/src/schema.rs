@@ -29,10 +29,15 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
         file: "sql/pgq_consumer/v2.sql",
         sql: include_str!("../../sql/pgq_consumer/v2.sql"),
     },
+    SchemaFile {
+        version: 3,
+        file: "sql/pgq_consumer/v3.sql",
+        sql: include_str!("../../sql/pgq_consumer/v3.sql"),
+    },
 ];
 
 /// The newest schema version this program has.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory lock (two-key form) that serializes installs in a database:
 /// "pgqc" and 1.

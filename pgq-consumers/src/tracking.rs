@@ -61,7 +61,9 @@ impl AppliedBatch {
 pub enum BatchState {
     /// Not applied yet: apply it, and [`record`] it.
     New,
-    /// Applied already (a replay): apply nothing, just finish the batch.
+    /// Applied already (a replay): apply nothing; store and retry again the
+    /// events the first attempt failed or retried ([`applied_outcomes`]), and
+    /// finish the batch.
     Applied,
     /// A replayed batch that came back cut longer: part of it is applied,
     /// part not. Neither applying nor skipping it is right; reposition the
@@ -223,4 +225,120 @@ pub async fn forget(client: &impl GenericClient, queue: &str, consumer: &str) ->
         .map_err(Error::consumer(F, queue, consumer))?;
     let n: i64 = row.try_get("n").map_err(Error::row(F))?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// What the first attempt at a remotely applied batch did with one of its
+/// events in the queue database: kept in the remote database with the batch
+/// ([`record_outcomes`], in the remote transaction), because the queue
+/// transaction that held it may be lost in a crash between the two commits.
+/// A replay of the batch then stores and retries these events again
+/// ([`applied_outcomes`]) instead of losing them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppliedOutcome {
+    /// The event was stored as failed, with this reason.
+    Failed {
+        /// The event.
+        ev_id: i64,
+        /// The reason it failed.
+        reason: String,
+    },
+    /// The event was set to be retried (`pgq.event_retry`) after this many
+    /// seconds.
+    Retry {
+        /// The event.
+        ev_id: i64,
+        /// The delay, in seconds.
+        seconds: i32,
+    },
+}
+
+impl AppliedOutcome {
+    /// The event this outcome is about.
+    pub fn ev_id(&self) -> i64 {
+        match self {
+            AppliedOutcome::Failed { ev_id, .. } | AppliedOutcome::Retry { ev_id, .. } => *ev_id,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            AppliedOutcome::Failed { ev_id, reason } => serde_json::json!({ "ev_id": ev_id, "failed": reason }),
+            AppliedOutcome::Retry { ev_id, seconds } => {
+                serde_json::json!({ "ev_id": ev_id, "retry_seconds": seconds })
+            }
+        }
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<AppliedOutcome> {
+        let ev_id = v.get("ev_id")?.as_i64()?;
+        if let Some(reason) = v.get("failed").and_then(serde_json::Value::as_str) {
+            return Some(AppliedOutcome::Failed {
+                ev_id,
+                reason: reason.to_owned(),
+            });
+        }
+        let seconds = v.get("retry_seconds")?.as_i64()?;
+        Some(AppliedOutcome::Retry {
+            ev_id,
+            seconds: i32::try_from(seconds).ok()?,
+        })
+    }
+}
+
+/// Keeps the queue-side outcomes of `batch_id`, which `consumer` (or its
+/// sub-consumer) recorded with [`record`] in this remote transaction
+/// (`pgq_consumer.set_applied_outcomes`). Needs schema version 3 in the
+/// remote database.
+pub async fn record_outcomes(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch_id: i64,
+    outcomes: &[AppliedOutcome],
+) -> Result<()> {
+    const F: &str = "pgq_consumer.set_applied_outcomes";
+    let events = serde_json::Value::Array(outcomes.iter().map(AppliedOutcome::to_json).collect());
+    client
+        .execute(
+            "select pgq_consumer.set_applied_outcomes($1, $2, $3, $4, $5)",
+            &[&queue, &consumer, &subconsumer, &batch_id, &events],
+        )
+        .await
+        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+    Ok(())
+}
+
+/// The queue-side outcomes kept for the applied batch covering `batch`'s
+/// ticks (`pgq_consumer.applied_outcomes`); empty when none were kept. For
+/// a plain consumer these are the outcomes of its last recorded batch, which
+/// may reach past `batch` when the replay is cut shorter: keep those of
+/// events in `batch`.
+pub async fn applied_outcomes(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<Vec<AppliedOutcome>> {
+    const F: &str = "pgq_consumer.applied_outcomes";
+    let row = client
+        .query_one(
+            "select pgq_consumer.applied_outcomes($1, $2, $3, $4, $5) as outcomes",
+            &[&queue, &consumer, &subconsumer, &batch.prev_tick_id, &batch.cur_tick_id],
+        )
+        .await
+        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+    let events: serde_json::Value = row.try_get("outcomes").map_err(Error::row(F))?;
+    let items = events.as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(items
+        .iter()
+        .filter_map(|v| {
+            let outcome = AppliedOutcome::from_json(v);
+            if outcome.is_none() {
+                log::warn!("{F}: ignoring an outcome that is not one: {v}");
+            }
+            outcome
+        })
+        .collect())
 }

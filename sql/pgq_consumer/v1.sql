@@ -577,8 +577,9 @@ $$ language plpgsql security definer
 --
 -- Caveats:
 --   * Queue-side effects of the first attempt (events retried or stored as
---     failed in the queue transaction) are lost with it; a batch found
---     applied is just finished.
+--     failed in the queue transaction) are lost with it; in this version a
+--     batch found applied is just finished.  v3.sql keeps them with the
+--     record (set_applied_outcomes), so a replay does them again.
 --   * Tick ids start again when a queue is dropped and created again; then
 --     forget the consumer's rows (forget_applied_batches), or its batches
 --     look applied (v2.sql adds a check by the end tick's time).

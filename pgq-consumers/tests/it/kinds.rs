@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use pgq_consumers::{
-    last_applied_batch, list_failed_events, record_applied_batch, register_subconsumer, subconsumer_info, BatchLoop,
-    CommitMode, Error, Round,
+    applied_outcomes, last_applied_batch, list_failed_events, record_applied_batch, record_applied_outcomes,
+    register_subconsumer, subconsumer_info, AppliedOutcome, BatchLoop, CommitMode, Error, Round,
 };
 use pgq_test_support::wait_for;
 use tokio::sync::Notify;
@@ -124,6 +124,103 @@ async fn remote_consumer_finishes_a_batch_already_applied_remotely_without_apply
     assert!(!report.already_applied);
     assert_eq!(call_ids(&calls), more);
     assert_eq!(done(&remote).await?, [(more[0], "ok".into())]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_what_the_lost_attempt_did() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let (rdb, mut remote) = remote_db().await?;
+    let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok"]).await?;
+    tick(&client).await?;
+    let extra = format!("remote_db = '{}'", rdb.dsn());
+
+    // A first attempt applied the batch remotely and kept its queue-side
+    // outcomes there; its queue transaction was lost in a crash.
+    let open = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
+    let outcomes = [
+        AppliedOutcome::Failed {
+            ev_id: ids[1],
+            reason: "first attempt: failed".into(),
+        },
+        AppliedOutcome::Retry {
+            ev_id: ids[2],
+            seconds: 0,
+        },
+    ];
+    let tx = remote.transaction().await?;
+    record_applied_batch(&tx, Q, CONSUMER, None, &open).await?;
+    record_applied_outcomes(&tx, Q, CONSUMER, None, open.batch_id, &outcomes).await?;
+    tx.commit().await?;
+    assert_eq!(applied_outcomes(&remote, Q, CONSUMER, None, &open).await?, outcomes);
+
+    let consumer = Scripted::by_type().mode(CommitMode::Remote);
+    let calls = consumer.calls();
+    let mut lp = batch_loop(consumer, config(&db, &extra)).await?;
+    let report = finished(lp.round().await?);
+    assert!(report.already_applied);
+    assert_eq!((report.failed, report.retried), (1, 1));
+    assert!(call_ids(&calls).is_empty(), "the handler did not run again");
+    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    assert_eq!(
+        failed
+            .iter()
+            .map(|f| (f.event.ev_id, f.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [(ids[1], "first attempt: failed")]
+    );
+    // The retried event comes back, to the handler this time.
+    assert_eq!(maint_retry_events(&client).await?, 1);
+    tick(&client).await?;
+    let report = finished(lp.round().await?);
+    assert!(!report.already_applied);
+    assert_eq!(call_ids(&calls), [ids[2]]);
+
+    // That batch had no failed or retried event: the kept outcomes are the
+    // previous batch's, stale, and not handed out for it.
+    let last = last_applied_batch(&remote, Q, CONSUMER, None).await?.expect("recorded");
+    assert_eq!(last.batch_id, report.batch_id);
+    let replayed = pgq::BatchTicks {
+        batch_id: last.batch_id,
+        prev_tick_id: last.prev_tick_id,
+        cur_tick_id: last.tick_id,
+        ..open
+    };
+    assert!(applied_outcomes(&remote, Q, CONSUMER, None, &replayed)
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_consumer_keeps_the_queue_side_outcomes_with_the_batch_it_records() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let (rdb, remote) = remote_db().await?;
+    let ids = insert_all(&mut client, &["ok", "fail", "retry", "panic"]).await?;
+    tick(&client).await?;
+    let extra = format!("remote_db = '{}'", rdb.dsn());
+    // The batch, as the loop will get it.
+    let ticks = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
+    let mut lp = batch_loop(Scripted::by_type().mode(CommitMode::RemoteEvent), config(&db, &extra)).await?;
+    let reports = lp.consume_available().await?;
+    assert_eq!(reports.iter().map(|r| r.batch_id).collect::<Vec<_>>(), [ticks.batch_id]);
+    assert_eq!(
+        applied_outcomes(&remote, Q, CONSUMER, None, &ticks).await?,
+        [
+            AppliedOutcome::Failed {
+                ev_id: ids[1],
+                reason: format!("event {} failed", ids[1]),
+            },
+            AppliedOutcome::Retry {
+                ev_id: ids[2],
+                seconds: 0,
+            },
+            AppliedOutcome::Failed {
+                ev_id: ids[3],
+                reason: format!("panic: poisoned event {}", ids[3]),
+            },
+        ]
+    );
     Ok(())
 }
 
