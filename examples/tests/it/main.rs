@@ -5,5 +5,10 @@
 //! pgqd as ticker. Every test has a database and a scratch directory of its own.
 
 mod commands;
+mod crash;
 mod daemon;
+mod loopback;
+mod mapreduce;
+mod stream;
 mod support;
+mod webhook;

@@ -26,6 +26,8 @@ const SCRUBBED: [&str; 4] = ["PGQ_DB", "PGQ_REMOTE_DB", "PGQ_CONFIG", "PGQ_CONSU
 pub struct Ran {
     /// The exit code; `None` when a signal ended it.
     pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
     /// Its standard output.
     pub stdout: String,
     /// Its standard error.
@@ -144,6 +146,7 @@ impl Testq {
             .unwrap_or_else(|e| panic!("cannot run testq {args:?}: {e}"));
         Ran {
             code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }

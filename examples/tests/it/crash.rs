@@ -1,0 +1,147 @@
+//! Crashes injected into `testq run --once` at every step between reading a
+//! batch and committing it (`PGQ_CONSUMERS_CRASH_AT`, an abort as sudden as
+//! `kill -9`), then a run without the crash: every event is applied exactly
+//! once (`testq_done` has no unique constraint, so a duplicate would show),
+//! and none is lost.
+
+use pgq_test_support::TestDb;
+use tokio_postgres::Client;
+
+use crate::support::{done, Ran, Testq, CONSUMER, QUEUE};
+
+const SIGABRT: i32 = 6;
+
+/// testq installed as a remote consumer of the given mode, and its remote database.
+async fn remote_testq(test: &str, mode: &str) -> (Testq, TestDb, Client) {
+    let remote = TestDb::create_empty().await;
+    let client = remote.connect().await;
+    let extra = format!("remote_db = \"{}\"\n[settings]\nmode = \"{mode}\"", remote.dsn());
+    let testq = Testq::installed(test, &extra).await;
+    (testq, remote, client)
+}
+
+/// Two batches of plain events; returns the ids of each.
+async fn two_batches(testq: &Testq) -> (Vec<i64>, Vec<i64>) {
+    let first = testq.produce(&["plain", "plain", "plain"]).await;
+    testq.tick().await;
+    let second = testq.produce(&["plain", "plain"]).await;
+    testq.tick().await;
+    (first, second)
+}
+
+/// `run --once` with the crash point set: it must die at it.
+async fn crash_at(testq: &Testq, point: &str) -> Ran {
+    let ran = testq
+        .run_with(&["run", "--once"], &[("PGQ_CONSUMERS_CRASH_AT", point)])
+        .await;
+    assert_eq!(ran.signal, Some(SIGABRT), "testq should abort at {point}: {ran:?}");
+    assert!(ran.stderr.contains(&format!("crash point {point} reached")), "{ran:?}");
+    ran
+}
+
+/// The batch the consumer holds, if any.
+async fn current_batch(testq: &Testq) -> Option<i64> {
+    let row = testq
+        .client
+        .query_one(
+            "select current_batch from pgq.get_consumer_info($1, $2)",
+            &[&QUEUE, &CONSUMER],
+        )
+        .await
+        .expect("get_consumer_info");
+    row.get(0)
+}
+
+#[tokio::test]
+async fn remote_crash_between_the_two_commits_never_applies_a_batch_twice() {
+    for mode in ["remote", "remote_event"] {
+        let (testq, _remote, rclient) = remote_testq(&format!("crash_between_{mode}"), mode).await;
+        let (first, second) = two_batches(&testq).await;
+
+        crash_at(&testq, "after-remote-commit").await;
+        assert_eq!(
+            done(&rclient).await,
+            first,
+            "{mode}: the remote side of the first batch committed"
+        );
+        assert!(current_batch(&testq).await.is_some(), "{mode}: the queue side did not");
+
+        let rerun = testq.ok(&["run", "--once"]).await;
+        assert!(rerun.stderr.contains("already applied"), "{mode}: {rerun:?}");
+        assert_eq!(
+            done(&rclient).await,
+            [first, second].concat(),
+            "{mode}: every event exactly once"
+        );
+        assert!(
+            testq.done().await.is_empty(),
+            "{mode}: nothing written in the queue database"
+        );
+        assert_eq!(current_batch(&testq).await, None);
+    }
+}
+
+#[tokio::test]
+async fn remote_crash_before_the_remote_commit_or_after_reading_the_batch_applies_it_once_later() {
+    for point in ["batch-read", "before-remote-commit"] {
+        let (testq, _remote, rclient) = remote_testq(&format!("crash_{point}"), "remote").await;
+        let (first, second) = two_batches(&testq).await;
+
+        crash_at(&testq, point).await;
+        assert!(done(&rclient).await.is_empty(), "{point}: nothing committed");
+        assert!(current_batch(&testq).await.is_some(), "{point}: the batch stays open");
+
+        let rerun = testq.ok(&["run", "--once"]).await;
+        assert!(!rerun.stderr.contains("already applied"), "{point}: {rerun:?}");
+        assert_eq!(done(&rclient).await, [first, second].concat(), "{point}");
+    }
+}
+
+#[tokio::test]
+async fn local_crash_before_the_commit_applies_the_batch_once_later() {
+    let testq = Testq::installed("crash_local", "").await;
+    let (first, second) = two_batches(&testq).await;
+    crash_at(&testq, "before-remote-commit").await;
+    assert!(testq.done().await.is_empty());
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(testq.done().await, [&first[..], &second[..]].concat());
+
+    // After the commit, a crash loses nothing and repeats nothing.
+    let third = testq.produce(&["plain"]).await;
+    testq.tick().await;
+    crash_at(&testq, "after-queue-commit").await;
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(testq.done().await, [&first[..], &second[..], &third[..]].concat());
+}
+
+#[tokio::test]
+async fn remote_crash_between_the_two_commits_loses_no_failed_or_retried_event() {
+    for mode in ["remote", "remote_event"] {
+        let (testq, _remote, rclient) = remote_testq(&format!("crash_outcomes_{mode}"), mode).await;
+        let ids = testq.produce(&["plain", "fail", "retry", "panic", "plain"]).await;
+        testq.tick().await;
+
+        crash_at(&testq, "after-remote-commit").await;
+        assert_eq!(done(&rclient).await, [ids[0], ids[4]], "{mode}");
+
+        let rerun = testq.ok(&["run", "--once"]).await;
+        assert!(rerun.stderr.contains("already applied"), "{mode}: {rerun:?}");
+        let failed: Vec<(i64, String)> = testq.failed().await;
+        assert_eq!(
+            failed,
+            [
+                (ids[1], format!("testq: event {} has type fail", ids[1])),
+                (ids[3], format!("panic: testq: event {} has type panic", ids[3])),
+            ],
+            "{mode}: the failed events of the batch are kept"
+        );
+        // The retried event comes back once due, and is applied once.
+        crate::support::wait_until("the retry to be due", || async {
+            testq.maint_retry_events().await == 1
+        })
+        .await;
+        testq.tick().await;
+        testq.ok(&["run", "--once"]).await;
+        assert_eq!(done(&rclient).await, [ids[0], ids[2], ids[4]], "{mode}");
+    }
+}
