@@ -7,8 +7,4 @@
 mod commands;
 mod crash;
 mod daemon;
-mod loopback;
-mod mapreduce;
-mod stream;
 mod support;
-mod webhook;
