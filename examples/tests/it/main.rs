@@ -7,4 +7,5 @@
 mod commands;
 mod crash;
 mod daemon;
+mod mixed_stream;
 mod support;

@@ -1,0 +1,157 @@
+//! The whole job, as a user runs it: `testq start` as a daemon, the stock
+//! `pgqd` as ticker, a mixed stream of plain, fail, retry, abort and panic
+//! events; then `failed`, `retry all` and `delete all` as a user would use
+//! them, and `stop`.
+
+use std::collections::BTreeSet;
+
+use pgq_test_support::Pgqd;
+use serde_json::Value;
+
+use crate::support::{wait_until, Testq, QUEUE};
+
+/// One producer transaction's worth of events.
+const MIX: [&str; 8] = ["plain", "fail", "plain", "retry", "abort", "plain", "panic", "plain"];
+
+/// The failed events as `failed --json` lists them: (ev_id, ev_retry, reason).
+async fn failed_json(testq: &Testq) -> Vec<(i64, Option<i64>, String)> {
+    let out = testq.ok(&["failed", "--json"]).await;
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .map(|v| {
+            (
+                v["ev_id"].as_i64().unwrap_or(-1),
+                v["ev_retry"].as_i64(),
+                v["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The newest tick of the queue.
+async fn last_tick(testq: &Testq) -> i64 {
+    testq
+        .client
+        .query_one(
+            "select coalesce(max(t.tick_id), 0) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue \
+              where q.queue_name = $1",
+            &[&QUEUE],
+        )
+        .await
+        .expect("last tick")
+        .get(0)
+}
+
+#[tokio::test]
+async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_failed_retry_delete_work() {
+    let testq = Testq::installed("mixed_stream", "").await;
+    testq.write_config(&format!("logfile = \"{}\"", testq.path("testq.log").display()));
+    pgq::set_queue_config(&testq.client, QUEUE, "ticker_max_lag", "0.2 seconds")
+        .await
+        .expect("ticker_max_lag");
+    let _pgqd = Pgqd::start(&testq.db, 0.2);
+    let started = testq.ok(&["start"]).await;
+    assert!(started.stdout.contains("started"), "{started:?}");
+
+    // Five producer transactions, each waiting for pgqd to tick after it,
+    // so the stream comes as several batches.
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let before = last_tick(&testq).await;
+        ids.extend(MIX.iter().copied().zip(testq.produce(&MIX).await));
+        wait_until("pgqd to tick", || async { last_tick(&testq).await > before }).await;
+    }
+    let of = |kinds: &[&str]| -> Vec<i64> {
+        ids.iter()
+            .filter(|(t, _)| kinds.contains(t))
+            .map(|(_, id)| *id)
+            .collect()
+    };
+    let done_expected = of(&["plain", "retry", "abort"]);
+    let failed_expected = of(&["fail", "panic"]);
+    assert_eq!((done_expected.len(), failed_expected.len()), (30, 10));
+
+    wait_until("every event to be done or failed", || async {
+        testq.done().await.len() >= done_expected.len() && testq.failed().await.len() >= failed_expected.len()
+    })
+    .await;
+    assert_eq!(
+        testq.done().await,
+        done_expected,
+        "every event that can be done, exactly once"
+    );
+    let reason = |id: i64| {
+        let kind = ids.iter().find(|(_, i)| *i == id).map(|(t, _)| *t).unwrap_or_default();
+        match kind {
+            "fail" => format!("testq: event {id} has type fail"),
+            _ => format!("panic: testq: event {id} has type panic"),
+        }
+    };
+    let listed = testq.ok(&["failed"]).await;
+    let lines: Vec<Vec<&str>> = listed.stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(lines.len(), 10, "{listed:?}");
+    for (line, id) in lines.iter().zip(&failed_expected) {
+        assert_eq!(line[0], id.to_string(), "{listed:?}");
+        assert_eq!(line[5], reason(*id), "{listed:?}");
+    }
+    let status = testq.ok(&["status"]).await;
+    assert!(status.stdout.contains("failed events: 10"), "{status:?}");
+
+    // retry all: the events go back to the queue for testq, come round
+    // again (pgqd's maintenance and ticks), fail again, and are listed
+    // again with one retry more; nothing is done twice.
+    let retried = testq.ok(&["retry", "all"]).await;
+    assert_eq!(
+        retried.stdout.trim(),
+        "10 failed event(s) put back into queue \"testq\" for consumer \"testq\""
+    );
+    wait_until("the retried events to fail again", || async {
+        let failed = failed_json(&testq).await;
+        failed.len() == 10 && failed.iter().all(|(_, retry, _)| *retry == Some(1))
+    })
+    .await;
+    let again = failed_json(&testq).await;
+    assert_eq!(
+        again.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        failed_expected,
+        "the same events"
+    );
+    for (id, _, why) in &again {
+        assert_eq!(*why, reason(*id));
+    }
+    assert_eq!(testq.done().await, done_expected, "nothing done twice");
+
+    // retry of one event, then delete all.
+    let one = failed_expected[0];
+    testq.ok(&["retry", &one.to_string()]).await;
+    wait_until("the one retried event to fail again", || async {
+        failed_json(&testq)
+            .await
+            .iter()
+            .any(|(id, retry, _)| *id == one && *retry == Some(2))
+    })
+    .await;
+    let deleted = testq.ok(&["delete", "all"]).await;
+    assert_eq!(deleted.stdout.trim(), "10 failed event(s) deleted");
+    let empty = testq.ok(&["failed"]).await;
+    assert_eq!(
+        empty.stdout.trim(),
+        "no failed events for consumer \"testq\" on queue \"testq\""
+    );
+
+    let stopped = testq.ok(&["stop"]).await;
+    assert!(stopped.stdout.contains("stopped"), "{stopped:?}");
+    assert_eq!(testq.run(&["status"]).await.code, Some(4));
+    assert_eq!(testq.done().await, done_expected, "still exactly once");
+
+    // The log shows every event done, and the panics caught, not fatal.
+    let log = std::fs::read_to_string(testq.path("testq.log")).expect("read the log");
+    let logged: BTreeSet<i64> = log
+        .lines()
+        .filter_map(|l| l.split("NOTICE done: event ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(logged, done_expected.iter().copied().collect(), "{log}");
+    assert!(!log.contains(" FATAL "), "a handler panic is not fatal: {log}");
+}
