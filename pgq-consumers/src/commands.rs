@@ -101,8 +101,18 @@ fn say(template: &str, config: &Config) {
     );
 }
 
+/// Refuses when the consumer's daemon runs. A sub-consumer started with
+/// `--subconsumer NAME` holds a pidfile of its own (`NAME.SUB.EXT`): both it
+/// and the config's pidfile (a sub-consumer named in the config file) count.
 fn refuse_while_running(config: &Config) -> Result<()> {
-    if let Some(pidfile) = &config.pidfile {
+    let Some(pidfile) = &config.pidfile else {
+        return Ok(());
+    };
+    let own = config
+        .subconsumer
+        .as_deref()
+        .map(|sub| crate::daemon::per_subconsumer(pidfile, sub));
+    for pidfile in std::iter::once(pidfile).chain(own.as_ref()) {
         if let Some(pid) = pgq_daemon::running_pid(pidfile).map_err(|e| Error::Daemon(Box::new(e)))? {
             return Err(Error::DaemonRunning { pid });
         }

@@ -198,7 +198,7 @@ where
 
 /// `DIR/NAME.EXT` becomes `DIR/NAME.SUB.EXT` (`DIR/NAME.SUB` without an
 /// extension): the pidfile or log of sub-consumer `SUB`.
-fn per_subconsumer(path: &Path, sub: &str) -> PathBuf {
+pub(crate) fn per_subconsumer(path: &Path, sub: &str) -> PathBuf {
     let mut name = path.file_stem().unwrap_or_default().to_os_string();
     name.push(".");
     name.push(sub);
