@@ -5,6 +5,7 @@
 //! pgqd as ticker. Every test has a database and a scratch directory of its own.
 
 mod commands;
+mod coop;
 mod crash;
 mod daemon;
 mod mixed_stream;
