@@ -77,6 +77,9 @@ pub struct Config {
     /// Only events matching this filter reach the handler.
     #[serde(default)]
     pub filter: Filter,
+    /// The embedded ticker (`[ticker]`): off unless `enabled = true`.
+    #[serde(default)]
+    pub ticker: crate::ticker::TickerConfig,
     /// The user's own settings, given to `Consumer::config`.
     #[serde(default)]
     pub settings: toml::Table,
@@ -173,6 +176,7 @@ impl Config {
         if self.min_count.is_some_and(|n| n < 1) {
             return Err(invalid("`min_count` must be 1 or more".into()));
         }
+        self.ticker.check().map_err(invalid)?;
         Ok(())
     }
 

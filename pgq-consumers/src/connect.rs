@@ -1,6 +1,7 @@
 //! Opening connections to the queue and remote databases.
 
-use tokio_postgres::Client;
+use futures_util::StreamExt;
+use tokio_postgres::{AsyncMessage, Client, Notification};
 
 use crate::config::ConnString;
 use crate::error::{Error, Result};
@@ -30,6 +31,37 @@ impl std::fmt::Display for Database {
 /// `application_name` (unless the string or `PGAPPNAME` names it) so
 /// operators can tell it in `pg_stat_activity`. It is driven on a spawned task.
 pub async fn connect(dsn: &ConnString, application_name: &str, which: Database) -> Result<Client> {
+    connect_with(dsn, application_name, which, None).await
+}
+
+/// Notifications (`LISTEN`/`NOTIFY`) received by a connection from
+/// [`connect_listening`]. When nobody reads them for a while, the oldest are
+/// kept and later ones dropped: a listener needs to know that something
+/// happened, not how often.
+pub type Notifications = tokio::sync::mpsc::Receiver<Notification>;
+
+/// How many unread notifications a connection keeps.
+const NOTIFICATION_BACKLOG: usize = 256;
+
+/// As [`connect`], and returns the notifications the connection receives:
+/// `LISTEN` on it (e.g. with [`pgq::listen`]) and read them from the
+/// receiver. The receiver ends when the connection does.
+pub async fn connect_listening(
+    dsn: &ConnString,
+    application_name: &str,
+    which: Database,
+) -> Result<(Client, Notifications)> {
+    let (sink, notifications) = tokio::sync::mpsc::channel(NOTIFICATION_BACKLOG);
+    let client = connect_with(dsn, application_name, which, Some(sink)).await?;
+    Ok((client, notifications))
+}
+
+async fn connect_with(
+    dsn: &ConnString,
+    application_name: &str,
+    which: Database,
+    sink: Option<tokio::sync::mpsc::Sender<Notification>>,
+) -> Result<Client> {
     let resolved = libpq::resolve(dsn.expose(), &dsn.redacted(), which, &libpq::ProcessEnv)?;
     let mut config = resolved.config;
     if config.get_application_name().is_none() {
@@ -38,15 +70,42 @@ pub async fn connect(dsn: &ConnString, application_name: &str, which: Database) 
     let (wire_mode, tls) = tls::connector(resolved.sslmode, resolved.sslrootcert.as_deref(), which)?;
     config.ssl_mode(wire_mode);
     let target = describe_target(&config);
-    let (client, connection) = config
-        .connect(tls)
-        .await
-        .map_err(|source| Error::Connect { which, target, source })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            log::debug!("{which} connection ended: {e}");
+    let (client, mut connection) =
+        config
+            .connect(tls)
+            .await
+            .map_err(|source| Error::Connect { which, target, source })?;
+    match sink {
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    log::debug!("{which} connection ended: {e}");
+                }
+            });
         }
-    });
+        Some(sink) => {
+            tokio::spawn(async move {
+                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(AsyncMessage::Notification(n)) => {
+                            // Full: the listener has not caught up; it will
+                            // still hear that something happened.
+                            let _ = sink.try_send(n);
+                        }
+                        Ok(AsyncMessage::Notice(notice)) => {
+                            log::info!("{}: {}", notice.severity(), notice.message());
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            log::debug!("{which} connection ended: {e}");
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    }
     Ok(client)
 }
 

@@ -10,6 +10,7 @@ use crate::batch_loop::{BatchLoop, Round};
 use crate::config::Config;
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
+use crate::ticker::{Ticker, TickerTask};
 use crate::{coop, status};
 
 /// The longest rest after repeated failures.
@@ -27,9 +28,29 @@ struct ConsumerDaemon<C> {
     once: bool,
     failures: u32,
     outage: bool,
+    /// The embedded ticker, when `[ticker] enabled = true`.
+    ticker: Option<TickerTask>,
 }
 
 impl<C: Consumer> ConsumerDaemon<C> {
+    /// Starts, restarts or stops the embedded ticker to match the config.
+    async fn sync_ticker(&mut self) {
+        let wanted = &self.batches.config().ticker;
+        if self.ticker.as_ref().is_some_and(|t| t.config() == wanted) {
+            return;
+        }
+        if let Some(old) = self.ticker.take() {
+            old.stop().await;
+        }
+        if wanted.enabled && !self.once {
+            let config = self.batches.config();
+            let ticker = Ticker::new(config.db.clone(), wanted.clone())
+                .application_name(format!("{} ticker", crate::batch_loop::application_name(config)))
+                .label(format!("queue database of {:?}", config.consumer));
+            self.ticker = Some(TickerTask::spawn(ticker));
+        }
+    }
+
     fn reload_config(&self) -> Result<Config> {
         let mut config = Config::load(&self.config_path)?;
         if let Some(sub) = &self.subconsumer {
@@ -61,7 +82,14 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
             level: config.level(),
         };
         self.batches.reconfigure(config).await?;
+        self.sync_ticker().await;
         Ok(settings)
+    }
+
+    async fn shutdown(&mut self) {
+        if let Some(ticker) = self.ticker.take() {
+            ticker.stop().await;
+        }
     }
 
     async fn process(&mut self) -> std::result::Result<Activity, pgq_daemon::BoxError> {
@@ -181,7 +209,7 @@ where
                     );
                 }
             }
-            Ok(ConsumerDaemon {
+            let mut daemon = ConsumerDaemon {
                 config_path,
                 subconsumer,
                 batches,
@@ -189,7 +217,10 @@ where
                 once,
                 failures: 0,
                 outage: false,
-            })
+                ticker: None,
+            };
+            daemon.sync_ticker().await;
+            Ok(daemon)
         },
         move || status::describe(&status_config),
     );

@@ -50,6 +50,7 @@ mod libpq;
 mod outcome;
 mod schema;
 mod status;
+mod ticker;
 mod tls;
 mod tracking;
 
@@ -57,12 +58,13 @@ pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
 pub use config::{redact, Config, ConnString, Filter, DB_ENV, REMOTE_DB_ENV};
-pub use connect::{connect, Database};
+pub use connect::{connect, connect_listening, Database, Notifications};
 pub use consumer::{BoxError, CommitMode, Consumer, Context};
 pub use error::{Error, Result};
 pub use failpoint::CRASH_AT_ENV;
 pub use libpq::SslMode;
 pub use outcome::{backoff, Outcome};
+pub use ticker::{ticker_leader, Ticker, TickerConfig, TickerLeader, TickerTask, LOCK_KEY as TICKER_LOCK_KEY};
 
 // The framework's own SQL (schema `pgq_consumer`): install, failed events,
 // remote batch tracking, cooperative sub-consumers.

@@ -12,4 +12,5 @@ mod outcomes;
 mod privileges;
 mod schema;
 mod scripted;
+mod ticker;
 mod tracking;
