@@ -567,3 +567,52 @@ async fn fetch_size_smaller_than_the_batch_delivers_every_event_in_order() -> Re
     }
     Ok(())
 }
+
+/// Moves every tick of the queue this far into the past.
+async fn age_ticks(client: &tokio_postgres::Client, seconds: f64) -> Result<()> {
+    client
+        .execute(
+            "update pgq.tick set tick_time = tick_time - make_interval(secs => $1)",
+            &[&seconds],
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn min_lag_waits_until_the_batch_is_old_enough() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let ids = insert_all(&mut client, &["ok", "ok"]).await?;
+    tick(&client).await?;
+    let consumer = Scripted::by_type();
+    let calls = consumer.calls();
+    let mut lp = batch_loop(consumer, config(&db, "min_lag = 30")).await?;
+
+    assert_eq!(lp.round().await?, Round::Idle, "the tick is younger than 30 s");
+    age_ticks(&client, 60.0).await?;
+    let report = finished(lp.round().await?);
+    assert_eq!(counts(&report), (2, 2, 0, 0));
+    assert_eq!(call_ids(&calls), ids);
+    Ok(())
+}
+
+#[tokio::test]
+async fn min_interval_waits_for_a_batch_spanning_enough_time() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let first = insert_all(&mut client, &["ok"]).await?;
+    tick(&client).await?;
+    let consumer = Scripted::by_type();
+    let calls = consumer.calls();
+    let mut lp = batch_loop(consumer, config(&db, "min_interval = 30")).await?;
+
+    assert_eq!(lp.round().await?, Round::Idle, "the ticks are less than 30 s apart");
+    // The consumer's last tick is now a minute old; the next tick closes a
+    // batch spanning more than 30 s, holding both transactions' events.
+    age_ticks(&client, 60.0).await?;
+    let second = insert_all(&mut client, &["ok"]).await?;
+    tick(&client).await?;
+    let report = finished(lp.round().await?);
+    assert_eq!(counts(&report), (2, 2, 0, 0));
+    assert_eq!(call_ids(&calls), [first, second].concat());
+    Ok(())
+}
