@@ -198,10 +198,7 @@ where
             // A sub-consumer joins its group by starting.
             let c = batches.config();
             if let Some(sub) = &c.subconsumer {
-                if coop::register_subconsumer(batches.queue_db(), &c.queue, &c.consumer, sub)
-                    .await
-                    .map_err(failure)?
-                {
+                if join_group(batches.queue_db(), c, sub).await.map_err(failure)? {
                     pgq_daemon::notice!(
                         "sub-consumer {sub:?} of consumer {:?} registered on queue {:?}",
                         c.consumer,
@@ -225,6 +222,24 @@ where
         move || status::describe(&status_config),
     );
     code.code() as u8
+}
+
+/// Registers sub-consumer `sub` in its group, trying again when PostgreSQL
+/// picked the registration as a deadlock victim (it can be, against the
+/// group's other members taking batches at that moment). Returns `false`
+/// when it was registered already.
+async fn join_group(db: &tokio_postgres::Client, c: &Config, sub: &str) -> Result<bool> {
+    let mut tries = 0u32;
+    loop {
+        match coop::register_subconsumer(db, &c.queue, &c.consumer, sub).await {
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) && tries < 5 => {
+                tries += 1;
+                log::debug!("registering sub-consumer {sub:?} met a deadlock; trying again ({tries})");
+                tokio::time::sleep(Duration::from_millis(50) * tries).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// `DIR/NAME.EXT` becomes `DIR/NAME.SUB.EXT` (`DIR/NAME.SUB` without an
