@@ -136,7 +136,10 @@ mod tests {
     fn titles_are_found_and_cleaned() {
         assert_eq!(title_of("<title>A</title>").as_deref(), Some("A"));
         assert_eq!(title_of("<titles>x</titles><title>B</title>").as_deref(), Some("B"));
-        assert_eq!(title_of("<title>a &lt;b&gt; &#x41; &bogus; & c</title>").as_deref(), Some("a <b> A &bogus; & c"));
+        assert_eq!(
+            title_of("<title>a &lt;b&gt; &#x41; &bogus; & c</title>").as_deref(),
+            Some("a <b> A &bogus; & c")
+        );
         assert_eq!(title_of("<p>no title</p>"), None);
         assert_eq!(title_of("<title>unclosed"), None);
     }

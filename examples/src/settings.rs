@@ -24,11 +24,7 @@ pub fn seconds(settings: &toml::Table, key: &str, default: Duration) -> Result<D
         None => return Ok(default),
         Some(toml::Value::Integer(n)) => *n as f64,
         Some(toml::Value::Float(f)) => *f,
-        Some(other) => {
-            return Err(format!(
-                "[settings] {key} is {other}; it must be a number of seconds"
-            ))
-        }
+        Some(other) => return Err(format!("[settings] {key} is {other}; it must be a number of seconds")),
     };
     Duration::try_from_secs_f64(secs)
         .map_err(|_| format!("[settings] {key} is {secs}; it must be a number of seconds, 0 or more"))
@@ -50,7 +46,9 @@ pub fn count(settings: &toml::Table, key: &str, default: u64, min: u64) -> Resul
     match settings.get(key) {
         None => Ok(default),
         Some(toml::Value::Integer(n)) if *n >= 0 && n.unsigned_abs() >= min => Ok(n.unsigned_abs()),
-        Some(other) => Err(format!("[settings] {key} is {other}; it must be a whole number, {min} or more")),
+        Some(other) => Err(format!(
+            "[settings] {key} is {other}; it must be a whole number, {min} or more"
+        )),
     }
 }
 

@@ -182,7 +182,11 @@ impl Daemon for Collector {
         for (key, old, new) in [
             ("listen", self.settings.listen.to_string(), settings.listen.to_string()),
             ("buffer", self.settings.buffer.to_string(), settings.buffer.to_string()),
-            ("max_record", self.settings.max_record.to_string(), settings.max_record.to_string()),
+            (
+                "max_record",
+                self.settings.max_record.to_string(),
+                settings.max_record.to_string(),
+            ),
         ] {
             if old != new {
                 warning!("[settings] {key} changed from {old} to {new}: that takes a restart; keeping {old}");
@@ -362,7 +366,10 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// What `status` tells besides the pid.
 fn status_lines(config: &Config, settings: &Settings) -> Vec<String> {
-    let mut lines = vec![format!("listen: {}", settings.listen), format!("queue: {}", config.queue)];
+    let mut lines = vec![
+        format!("listen: {}", settings.listen),
+        format!("queue: {}", config.queue),
+    ];
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

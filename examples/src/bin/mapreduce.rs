@@ -38,9 +38,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pgq::NewEvent;
-use pgq_consumers::{
-    async_trait, verbose, BoxError, Config, Consumer, Context, Database, Event, FailedEvent, Outcome,
-};
+use pgq_consumers::{async_trait, verbose, BoxError, Config, Consumer, Context, Database, Event, FailedEvent, Outcome};
 use pgq_examples::{http, settings};
 use tokio_postgres::Client;
 
@@ -86,7 +84,10 @@ impl Worker {
                 let client = self.client.as_ref().ok_or("the HTTP client is not configured")?;
                 title(client, arg).await
             }
-            other => Err(format!("unknown function {other:?}; the functions are {}", FUNCTIONS.join(", "))),
+            other => Err(format!(
+                "unknown function {other:?}; the functions are {}",
+                FUNCTIONS.join(", ")
+            )),
         }
     }
 }
@@ -114,7 +115,9 @@ fn job_of(ev: &Event) -> Result<Option<(i64, i32)>, String> {
     match (&ev.ev_extra1, &ev.ev_extra2) {
         (Some(map), Some(idx)) => {
             let map = map.parse().map_err(|_| format!("ev_extra1 {map:?} is not a map id"))?;
-            let idx = idx.parse().map_err(|_| format!("ev_extra2 {idx:?} is not a position"))?;
+            let idx = idx
+                .parse()
+                .map_err(|_| format!("ev_extra2 {idx:?} is not a position"))?;
             Ok(Some((map, idx)))
         }
         _ => Ok(None),
@@ -198,7 +201,11 @@ async fn extra(command: Extra, config: Config) -> Result<(), BoxError> {
         args,
     } = command;
     if !FUNCTIONS.contains(&function.as_str()) {
-        return Err(format!("unknown function {function:?}; the functions are {}", FUNCTIONS.join(", ")).into());
+        return Err(format!(
+            "unknown function {function:?}; the functions are {}",
+            FUNCTIONS.join(", ")
+        )
+        .into());
     }
     let deadline = match timeout {
         Some(t) => Some(
@@ -247,7 +254,11 @@ async fn extra(command: Extra, config: Config) -> Result<(), BoxError> {
     for (i, chunk) in chunks.iter().enumerate() {
         let tx = db.transaction().await?;
         let first = i * per_batch;
-        for (k, id) in pgq::insert_events(&tx, &config.queue, chunk).await?.into_iter().enumerate() {
+        for (k, id) in pgq::insert_events(&tx, &config.queue, chunk)
+            .await?
+            .into_iter()
+            .enumerate()
+        {
             ids.insert(id, first + k);
         }
         tx.commit().await?;

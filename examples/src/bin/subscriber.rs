@@ -19,8 +19,7 @@ use pgq_consumers::{async_trait, Batch, BatchEnd, BoxError, CommitMode, Consumer
 use tokio_postgres::Client;
 
 const CREATE: &str = "create table if not exists stream_items (ev_id bigint, data text)";
-const INSERT_MANY: &str =
-    "insert into stream_items (ev_id, data) select * from unnest($1::bigint[], $2::text[])";
+const INSERT_MANY: &str = "insert into stream_items (ev_id, data) select * from unnest($1::bigint[], $2::text[])";
 
 struct Subscriber {
     /// Events stored per statement (`[settings] chunk`).

@@ -62,7 +62,8 @@ impl Request {
             None if body.is_some() => "POST".into(),
             None => "GET".into(),
         };
-        reqwest::Method::from_bytes(method.as_bytes()).map_err(|_| format!("--method {method:?} is not an HTTP method"))?;
+        reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| format!("--method {method:?} is not an HTTP method"))?;
         let headers = headers
             .iter()
             .map(|h| {
@@ -284,7 +285,12 @@ mod tests {
 
     #[test]
     fn requests_are_checked_and_defaulted() {
-        let r = Request::new("http://h/x", None, &["X-A: 1 ".into(), "b:two".into()], Some("hi".into()));
+        let r = Request::new(
+            "http://h/x",
+            None,
+            &["X-A: 1 ".into(), "b:two".into()],
+            Some("hi".into()),
+        );
         assert_eq!(
             r,
             Ok(Request {
@@ -294,7 +300,10 @@ mod tests {
                 body: Some("hi".into()),
             })
         );
-        assert_eq!(Request::new("https://h", Some("put"), &[], None).map(|r| r.method), Ok("PUT".into()));
+        assert_eq!(
+            Request::new("https://h", Some("put"), &[], None).map(|r| r.method),
+            Ok("PUT".into())
+        );
         assert!(Request::new("ftp://h", None, &[], None).is_err_and(|e| e.contains("http")));
         assert!(Request::new("nope", None, &[], None).is_err_and(|e| e.contains("not a URL")));
         assert!(Request::new("http://h", Some("BAD METHOD"), &[], None).is_err());
@@ -304,7 +313,10 @@ mod tests {
     #[test]
     fn settings_have_defaults_and_refuse_unknown_keys() {
         let s = Settings::read(&toml::Table::new());
-        assert_eq!(s.map(|s| (s.max_attempts, s.backoff_base)), Ok((3, Duration::from_secs(10))));
+        assert_eq!(
+            s.map(|s| (s.max_attempts, s.backoff_base)),
+            Ok((3, Duration::from_secs(10)))
+        );
         let t: toml::Table = "max_attempt = 3".parse().unwrap_or_default();
         assert!(Settings::read(&t).is_err_and(|e| e.contains("max_attempt")));
     }

@@ -70,7 +70,10 @@ impl Program {
             .unwrap_or_else(|_| panic!("{} {args:?} did not end within {PATIENCE:?}", self.bin))
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin));
         if args.first() == Some(&"start") && out.status.success() {
-            self.started.lock().expect("lock").push(args.iter().map(|a| a.to_string()).collect());
+            self.started
+                .lock()
+                .expect("lock")
+                .push(args.iter().map(|a| a.to_string()).collect());
         }
         Ran {
             code: out.status.code(),
@@ -254,7 +257,11 @@ impl HttpServer {
 
     /// Sets how `path` is answered.
     pub fn answer(&self, path: &str, answer: Answer) {
-        self.state.lock().expect("lock").answers.insert(path.to_string(), answer);
+        self.state
+            .lock()
+            .expect("lock")
+            .answers
+            .insert(path.to_string(), answer);
     }
 
     /// The requests for `path` so far.
@@ -278,7 +285,10 @@ async fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
             return;
         }
         let mut parts = line.split_whitespace();
-        let (method, path) = (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string());
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
         let mut headers = Vec::new();
         loop {
             let mut h = String::new();

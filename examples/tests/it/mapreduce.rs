@@ -76,7 +76,10 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != index - 1)
-        .any(|(_, w)| w.output().contains(&format!("took over the batch of sub-consumer {victim:?}")));
+        .any(|(_, w)| {
+            w.output()
+                .contains(&format!("took over the batch of sub-consumer {victim:?}"))
+        });
     assert!(took_over, "no worker took over the batch of {victim}");
 
     // title, against a local server; a failed job prints its error and map exits 1.
@@ -91,12 +94,18 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
     let (page, missing) = (server.url("/page"), server.url("/missing"));
     let ran = mr.run(&["map", "--function", "title", &page, &missing]).await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
-    assert_eq!(ran.stdout, format!("{page}\tHello & welcome\n{missing}\terror: HTTP 404 Not Found\n"));
+    assert_eq!(
+        ran.stdout,
+        format!("{page}\tHello & welcome\n{missing}\terror: HTTP 404 Not Found\n")
+    );
     assert!(ran.stderr.contains("1 of 2 jobs failed"), "{ran:?}");
 
     // Fire and forget.
     let ran = mr.ok(&["map", "--no-wait", "--function", "sleep_echo", "x", "y"]).await;
-    assert!(ran.stdout.is_empty() && ran.stderr.contains("2 jobs enqueued"), "{ran:?}");
+    assert!(
+        ran.stdout.is_empty() && ran.stderr.contains("2 jobs enqueued"),
+        "{ran:?}"
+    );
     let bad = mr.run(&["map", "--function", "nope", "x"]).await;
     assert_eq!(bad.code, Some(1), "{bad:?}");
     assert!(bad.stderr.contains("unknown function \"nope\""), "{bad:?}");

@@ -103,7 +103,12 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
         "subscriber-crash.log",
         &[("PGQ_CONSUMERS_CRASH_AT", "after-remote-commit")],
     );
-    assert_eq!(crashing.wait().await, None, "the crash point aborts: {}", crashing.output());
+    assert_eq!(
+        crashing.wait().await,
+        None,
+        "the crash point aborts: {}",
+        crashing.output()
+    );
     for s in senders {
         s.await.expect("a client");
     }
@@ -111,10 +116,15 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
     let before = stored().await;
     let mut last = subscriber.spawn(&["run"], "subscriber-last.log", &[]);
     let total = (CLIENTS * PER_CLIENT) as i64;
-    wait_for("every record in stream_items", async || (stored().await >= total).then_some(())).await;
+    wait_for("every record in stream_items", async || {
+        (stored().await >= total).then_some(())
+    })
+    .await;
     // The batch committed remotely before the crash is finished, not applied again.
     wait_for("the crashed batch recognised", async || {
-        last.output().contains("was already applied to the remote database").then_some(())
+        last.output()
+            .contains("was already applied to the remote database")
+            .then_some(())
     })
     .await;
 
@@ -146,7 +156,11 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
             assert_eq!(by_data.get(&key), Some(&1), "{key}");
         }
     }
-    assert_eq!(by_data.get("the last one"), Some(&1), "a CR before the newline is not data");
+    assert_eq!(
+        by_data.get("the last one"),
+        Some(&1),
+        "a CR before the newline is not data"
+    );
 
     collector.ok(&["stop"]).await;
     let stopped = collector.run(&["status"]).await;

@@ -81,13 +81,25 @@ async fn requests_are_delivered_retried_with_backoff_and_failed_after_max_attemp
     let ok = event_id(
         &webhook
             .ok(&[
-                "enqueue", "--url", &server.url("/ok"), "--header", "X-Token: abc", "--header", "Content-Type: application/json",
-                "--body", r#"{"n": 1}"#,
+                "enqueue",
+                "--url",
+                &server.url("/ok"),
+                "--header",
+                "X-Token: abc",
+                "--header",
+                "Content-Type: application/json",
+                "--body",
+                r#"{"n": 1}"#,
             ])
             .await
             .stdout,
     );
-    let flaky = event_id(&webhook.ok(&["enqueue", "--url", &server.url("/flaky"), "-X", "put"]).await.stdout);
+    let flaky = event_id(
+        &webhook
+            .ok(&["enqueue", "--url", &server.url("/flaky"), "-X", "put"])
+            .await
+            .stdout,
+    );
     let down = event_id(&webhook.ok(&["enqueue", "--url", &server.url("/down")]).await.stdout);
     let slow = event_id(&webhook.ok(&["enqueue", "--url", &server.url("/slow")]).await.stdout);
     let nobody = event_id(&webhook.ok(&["enqueue", "--url", &refused]).await.stdout);
@@ -108,11 +120,26 @@ async fn requests_are_delivered_retried_with_backoff_and_failed_after_max_attemp
         (f.len() == 3).then_some(f)
     })
     .await;
-    let reason = |id: i64| gone.iter().find(|(e, _)| *e == id).map(|(_, r)| r.clone()).unwrap_or_default();
-    assert_eq!(reason(down), "HTTP 500 Internal Server Error (attempt 3 of 3)", "{gone:?}");
-    assert!(reason(slow).starts_with("timed out") && reason(slow).ends_with("(attempt 3 of 3)"), "{gone:?}");
+    let reason = |id: i64| {
+        gone.iter()
+            .find(|(e, _)| *e == id)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        reason(down),
+        "HTTP 500 Internal Server Error (attempt 3 of 3)",
+        "{gone:?}"
+    );
+    assert!(
+        reason(slow).starts_with("timed out") && reason(slow).ends_with("(attempt 3 of 3)"),
+        "{gone:?}"
+    );
     let refused_reason = reason(nobody).to_lowercase();
-    assert!(refused_reason.contains("connect") && refused_reason.ends_with("(attempt 3 of 3)"), "{gone:?}");
+    assert!(
+        refused_reason.contains("connect") && refused_reason.ends_with("(attempt 3 of 3)"),
+        "{gone:?}"
+    );
     assert!(!gone.iter().any(|(e, _)| *e == ok || *e == flaky), "{gone:?}");
 
     // The flaky one was tried again and then done, with its method.
@@ -126,14 +153,23 @@ async fn requests_are_delivered_retried_with_backoff_and_failed_after_max_attemp
     let at: Vec<_> = server.seen("/down").iter().map(|s| s.at).collect();
     assert_eq!(at.len(), 3, "max_attempts = 3");
     let gaps = [at[1] - at[0], at[2] - at[1]];
-    assert!(gaps[0] >= Duration::from_millis(900) && gaps[0] < Duration::from_secs(4), "{gaps:?}");
-    assert!(gaps[1] >= Duration::from_millis(1900) && gaps[1] < Duration::from_secs(5), "{gaps:?}");
+    assert!(
+        gaps[0] >= Duration::from_millis(900) && gaps[0] < Duration::from_secs(4),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(1900) && gaps[1] < Duration::from_secs(5),
+        "{gaps:?}"
+    );
 
     // `retry all` sends them again; /down answers now.
     server.answer("/down", Answer::status(200));
     let retried = webhook.ok(&["retry", "all"]).await;
     assert!(retried.stdout.starts_with("3 failed event(s) put back"), "{retried:?}");
-    wait_for("/down sent again", async || (server.seen("/down").len() == 4).then_some(())).await;
+    wait_for("/down sent again", async || {
+        (server.seen("/down").len() == 4).then_some(())
+    })
+    .await;
     wait_for("/down no longer failed", async || {
         let f = failed(&webhook).await;
         (f.len() == 2 && !f.iter().any(|(e, _)| *e == down)).then_some(())
@@ -144,5 +180,8 @@ async fn requests_are_delivered_retried_with_backoff_and_failed_after_max_attemp
     assert!(status.stdout.contains("failed events: 2"), "{status:?}");
     webhook.ok(&["stop"]).await;
     let log = std::fs::read_to_string(dir.join("webhook.log")).unwrap_or_default();
-    assert!(log.contains("trying again in 1.0s") && log.contains("trying again in 2.0s"), "{log}");
+    assert!(
+        log.contains("trying again in 1.0s") && log.contains("trying again in 2.0s"),
+        "{log}"
+    );
 }
