@@ -43,6 +43,29 @@ async fn last_tick(testq: &Testq) -> i64 {
         .get(0)
 }
 
+/// Waits for pgqd to tick the queue and opens testq's batches (the daemon
+/// being stopped) until one holds event `ev_id`; returns that batch's id.
+async fn wait_for_batch_with(testq: &Testq, ev_id: i64) -> i64 {
+    let found = std::cell::Cell::new(None);
+    wait_until("a batch with the event", || async {
+        let Some(batch) = pgq::next_batch(&testq.client, QUEUE, crate::support::CONSUMER)
+            .await
+            .expect("next_batch")
+        else {
+            return false;
+        };
+        let events = pgq::get_batch_events(&testq.client, batch).await.expect("events");
+        if events.iter().any(|e| e.ev_id == ev_id) {
+            found.set(Some(batch));
+            return true;
+        }
+        pgq::finish_batch(&testq.client, batch).await.expect("finish");
+        false
+    })
+    .await;
+    found.get().unwrap_or_default()
+}
+
 #[tokio::test]
 async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_failed_retry_delete_work() {
     let testq = Testq::installed("mixed_stream", "").await;
@@ -140,10 +163,31 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
         "no failed events for consumer \"testq\" on queue \"testq\""
     );
 
+    // An event that failed for a reason since gone (stored by hand here, as
+    // the handler would have when the disk was full): `retry` puts it back,
+    // and with pgqd ticking it lands in testq_done.
+    testq.ok(&["stop"]).await;
+    let late = testq.produce(&["plain"]).await[0];
+    let batch = wait_for_batch_with(&testq, late).await;
+    pgq_consumers::add_failed_event_from_batch(&testq.client, batch, late, "the disk was full")
+        .await
+        .expect("store the failed event");
+    pgq::finish_batch(&testq.client, batch).await.expect("finish");
+    testq.ok(&["start"]).await;
+    assert_eq!(testq.failed().await, [(late, "the disk was full".to_string())]);
+    testq.ok(&["retry", &late.to_string()]).await;
+    wait_until("the retried event to be done", || async {
+        testq.done().await.contains(&late)
+    })
+    .await;
+    assert!(testq.failed().await.is_empty());
+    let mut all_done = done_expected.clone();
+    all_done.push(late);
+
     let stopped = testq.ok(&["stop"]).await;
     assert!(stopped.stdout.contains("stopped"), "{stopped:?}");
     assert_eq!(testq.run(&["status"]).await.code, Some(4));
-    assert_eq!(testq.done().await, done_expected, "still exactly once");
+    assert_eq!(testq.done().await, all_done, "still exactly once");
 
     // The log shows every event done, and the panics caught, not fatal.
     let log = std::fs::read_to_string(testq.path("testq.log")).expect("read the log");
@@ -152,6 +196,6 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
         .filter_map(|l| l.split("NOTICE done: event ").nth(1))
         .filter_map(|rest| rest.split(' ').next()?.parse().ok())
         .collect();
-    assert_eq!(logged, done_expected.iter().copied().collect(), "{log}");
+    assert_eq!(logged, all_done.iter().copied().collect(), "{log}");
     assert!(!log.contains(" FATAL "), "a handler panic is not fatal: {log}");
 }
