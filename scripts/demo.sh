@@ -14,6 +14,8 @@ if [ -z "${PGQ_DEMO_INNER:-}" ]; then
 fi
 
 testq="$PWD/target/debug/testq"
+# The panic the demo provokes is caught and logged in one line; no backtrace.
+export RUST_BACKTRACE=0
 work=$(mktemp -d "${TMPDIR:-/tmp}/testq-demo.XXXXXX")
 chmod 755 "$work"
 db="pgq_demo_$$"
