@@ -224,7 +224,18 @@ enum Parsed<E> {
 
 /// Parses the command line with the standard commands and those of `E`.
 fn parse<E: Subcommand>() -> std::result::Result<(Globals, Parsed<E>), clap::Error> {
-    let mut cmd = E::augment_subcommands(Cli::command());
+    let base = Cli::command();
+    // A derived Subcommand's own doc comment would replace the program's about.
+    let (about, long_about) = (base.get_about().cloned(), base.get_long_about().cloned());
+    let mut cmd = E::augment_subcommands(base);
+    cmd = match about {
+        Some(about) => cmd.about(about),
+        None => cmd.about(None),
+    };
+    cmd = match long_about {
+        Some(long_about) => cmd.long_about(long_about),
+        None => cmd.long_about(None),
+    };
     let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
     let globals = Globals::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))?;
     let parsed = match matches.subcommand_name() {
