@@ -1,8 +1,9 @@
-//! Tests of the `testq` example through the real binary, against a real
-//! PostgreSQL with PgQ (`PGQ_TEST_DSN`): every command and exit code, crashes
-//! injected between the commits of a remote consumer, cooperative
-//! sub-consumers, and a mixed stream processed as a daemon with the stock
-//! pgqd as ticker. Every test has a database and a scratch directory of its own.
+//! Integration tests of the example consumers: the real binaries against a real
+//! PostgreSQL with PgQ (`PGQ_TEST_DSN`); every test gets a database and a
+//! scratch directory of its own. For `testq`: every command and exit code
+//! (`commands`), crashes injected between the commits (`crash`), cooperative
+//! sub-consumers (`coop`), the daemon (`daemon`), and a mixed stream with the
+//! stock pgqd as ticker (`mixed_stream`).
 
 mod commands;
 mod coop;
