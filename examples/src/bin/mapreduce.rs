@@ -13,7 +13,9 @@
 //! `ARG<TAB>error: REASON` and makes `map` exit 1. A worker writes a job's
 //! result into `mapreduce_results` in the batch's own transaction, so a
 //! result is there exactly once, and only once its job is finished; `map`
-//! polls that table and deletes its rows once printed. `map --no-wait` only
+//! polls that table and deletes its rows once printed. A map is registered
+//! in `mapreduce_maps` while it waits; a result for a map no longer there
+//! (a failed job put back with `retry` later) is not kept. `map --no-wait` only
 //! enqueues: its jobs carry no map id and their results are only logged.
 //!
 //! A worker killed mid-job loses nothing: its batch is rolled back, and once
@@ -47,6 +49,10 @@ const FUNCTIONS: &[&str] = &["sleep_echo", "title"];
 
 const INSTALL: &str = "
 create sequence if not exists mapreduce_map_id_seq;
+create table if not exists mapreduce_maps (
+    map_id     bigint primary key default nextval('mapreduce_map_id_seq'),
+    started_at timestamptz not null default now()
+);
 create table if not exists mapreduce_results (
     map_id  bigint not null,
     idx     integer not null,
@@ -57,8 +63,11 @@ create table if not exists mapreduce_results (
     primary key (map_id, idx)
 );";
 
+/// A result, kept only while its map waits (a failed job put back with
+/// `retry` after its map ended leaves nothing behind).
 const STORE: &str = "
-insert into mapreduce_results (map_id, idx, ok, result) values ($1, $2, $3, $4)
+insert into mapreduce_results (map_id, idx, ok, result)
+select $1, $2, $3, $4 where exists (select 1 from mapreduce_maps where map_id = $1)
 on conflict (map_id, idx) do update
    set ok = excluded.ok, result = excluded.result, worker = excluded.worker, done_at = excluded.done_at";
 
@@ -222,62 +231,97 @@ async fn extra(command: Extra, config: Config) -> Result<(), BoxError> {
         None
     } else {
         let row = db
-            .query_one("select nextval('mapreduce_map_id_seq')", &[])
+            .query_one("insert into mapreduce_maps default values returning map_id", &[])
             .await
             .map_err(|e| format!("cannot start a map (did `mapreduce install` run?): {e}"))?;
         Some(row.try_get::<_, i64>(0)?)
     };
-    let per_batch = match per_batch {
-        Some(n) => n as usize,
-        None => {
-            let workers = pgq_consumers::subconsumer_info(&db, &config.queue, &config.consumer)
-                .await?
-                .iter()
-                .filter(|w| !w.handed_back)
-                .count();
-            args.len().div_ceil(4 * workers.max(1)).max(1)
-        }
+    let job = Map {
+        function,
+        args,
+        map_id,
+        per_batch: per_batch.map(|n| n as usize),
+        deadline,
     };
-    let jobs: Vec<NewEvent> = args
-        .iter()
-        .enumerate()
-        .map(|(idx, arg)| NewEvent {
-            ev_type: Some(function.clone()),
-            ev_data: Some(arg.clone()),
-            ev_extra1: map_id.map(|m| m.to_string()),
-            ev_extra2: map_id.map(|_| idx.to_string()),
-            ..NewEvent::default()
-        })
-        .collect();
-    let mut ids = HashMap::new();
-    let chunks: Vec<&[NewEvent]> = jobs.chunks(per_batch).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
+    let outcome = job.run(&mut db, &config).await;
+    if let Some(map_id) = map_id {
+        // Whatever happened: the map's rows go, and late results are not kept.
         let tx = db.transaction().await?;
-        let first = i * per_batch;
-        for (k, id) in pgq::insert_events(&tx, &config.queue, chunk)
-            .await?
-            .into_iter()
-            .enumerate()
-        {
-            ids.insert(id, first + k);
-        }
+        tx.execute("delete from mapreduce_maps where map_id = $1", &[&map_id])
+            .await?;
+        tx.execute("delete from mapreduce_results where map_id = $1", &[&map_id])
+            .await?;
         tx.commit().await?;
-        let before = last_tick(&db, &config.queue).await?;
-        pgq::force_tick(&db, &config.queue).await?;
-        if i + 1 < chunks.len() {
-            wait_for_tick(&db, &config.queue, before).await?;
-        }
     }
-    let Some(map_id) = map_id else {
-        eprintln!("{} jobs enqueued", jobs.len());
-        return Ok(());
-    };
-    let failed = collect(&db, &config, map_id, &args, &ids, deadline).await;
-    db.execute("delete from mapreduce_results where map_id = $1", &[&map_id])
-        .await?;
-    match failed? {
+    match outcome? {
         0 => Ok(()),
-        n => Err(format!("{n} of {} jobs failed", args.len()).into()),
+        n => Err(format!("{n} of {} jobs failed", job.args.len()).into()),
+    }
+}
+
+/// One `map` command.
+struct Map {
+    function: String,
+    args: Vec<String>,
+    /// `None` for `--no-wait`.
+    map_id: Option<i64>,
+    per_batch: Option<usize>,
+    deadline: Option<Instant>,
+}
+
+impl Map {
+    /// Enqueues the jobs and, unless `--no-wait`, prints their results;
+    /// returns how many jobs failed.
+    async fn run(&self, db: &mut Client, config: &Config) -> Result<usize, BoxError> {
+        let per_batch = match self.per_batch {
+            Some(n) => n,
+            None => {
+                let workers = pgq_consumers::subconsumer_info(&*db, &config.queue, &config.consumer)
+                    .await?
+                    .iter()
+                    .filter(|w| !w.handed_back)
+                    .count();
+                self.args.len().div_ceil(4 * workers.max(1)).max(1)
+            }
+        };
+        let jobs: Vec<NewEvent> = self
+            .args
+            .iter()
+            .enumerate()
+            .map(|(idx, arg)| NewEvent {
+                ev_type: Some(self.function.clone()),
+                ev_data: Some(arg.clone()),
+                ev_extra1: self.map_id.map(|m| m.to_string()),
+                ev_extra2: self.map_id.map(|_| idx.to_string()),
+                ..NewEvent::default()
+            })
+            .collect();
+        let mut ids = HashMap::new();
+        let chunks: Vec<&[NewEvent]> = jobs.chunks(per_batch).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let tx = db.transaction().await?;
+            let first = i * per_batch;
+            for (k, id) in pgq::insert_events(&tx, &config.queue, chunk)
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                ids.insert(id, first + k);
+            }
+            tx.commit().await?;
+            let before = last_tick(db, &config.queue).await?;
+            pgq::force_tick(&*db, &config.queue).await?;
+            if i + 1 < chunks.len() {
+                wait_for_tick(db, &config.queue, before).await?;
+            }
+        }
+        match self.map_id {
+            Some(map_id) => collect(db, config, map_id, &self.args, &ids, self.deadline).await,
+            None => {
+                eprintln!("{} jobs enqueued", jobs.len());
+                Ok(0)
+            }
+        }
     }
 }
 

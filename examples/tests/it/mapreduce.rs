@@ -99,6 +99,17 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
         format!("{page}\tHello & welcome\n{missing}\terror: HTTP 404 Not Found\n")
     );
     assert!(ran.stderr.contains("1 of 2 jobs failed"), "{ran:?}");
+    // The failed job is in `failed` too; retried after its map ended, it
+    // fails again and leaves no result behind.
+    let failed = mr.ok(&["failed"]).await;
+    assert!(failed.stdout.contains("HTTP 404 Not Found"), "{failed:?}");
+    mr.ok(&["retry", "all"]).await;
+    wait_for("the retried job failed again", async || {
+        let ran = mr.run(&["failed"]).await;
+        ran.stdout.contains("HTTP 404 Not Found").then_some(())
+    })
+    .await;
+    assert_eq!(server.seen("/missing").len(), 2);
 
     // Fire and forget.
     let ran = mr.ok(&["map", "--no-wait", "--function", "sleep_echo", "x", "y"]).await;
@@ -116,5 +127,11 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
         .and_then(|r| r.try_get(0))
         .unwrap_or(-1);
     assert_eq!(left, 0, "map deletes the results it printed");
+    let maps: i64 = client
+        .query_one("select count(*) from mapreduce_maps", &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .unwrap_or(-1);
+    assert_eq!(maps, 0, "a map is registered only while it waits");
     drop(workers);
 }
