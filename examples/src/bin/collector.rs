@@ -11,8 +11,11 @@
 //! Clients connect and disconnect at will. A spike is absorbed, not refused:
 //! records wait in a bounded buffer (`buffer`, default 100000) while the
 //! database catches up, and when that is full the collector stops reading
-//! from the sockets, so TCP itself holds the clients back. On a stop the
-//! records read are committed before the process exits.
+//! from the sockets, so TCP itself holds the clients back. On a stop (`stop`
+//! or `kill`) the records read are committed before the process exits; like
+//! stream-daemon's, clients get no acknowledgement, so what was read but not
+//! yet committed when the process is killed with SIGKILL (at most one
+//! commit's worth and the buffer) is lost.
 //!
 //! The collector is not a queue consumer, but it is a `pgq-daemon` daemon
 //! with the same commands as one (`start`, `run`, `stop`, `kill`, `reload`,
@@ -45,8 +48,9 @@ use tokio_postgres::Client;
 
 /// The `ev_type` of a record.
 const EV_TYPE: &str = "record";
-/// The longest a stop waits for the last records to commit.
-const FINAL_FLUSH: Duration = Duration::from_secs(10);
+/// The longest a stop waits for the last records to commit: within the
+/// 5 s `kill` gives a daemon before SIGKILL.
+const FINAL_FLUSH: Duration = Duration::from_secs(4);
 
 /// Collects newline-terminated records from TCP clients into a PgQ queue.
 #[derive(Debug, Parser)]
