@@ -27,7 +27,8 @@ struct ConsumerDaemon<C> {
     /// backing off, so cron hears of it.
     once: bool,
     failures: u32,
-    outage: bool,
+    /// Set while a connection is lost, from when the loss was noticed.
+    outage: Option<Outage>,
     /// The embedded ticker, when `[ticker] enabled = true`.
     ticker: Option<TickerTask>,
 }
@@ -94,43 +95,49 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
 
     async fn process(&mut self) -> std::result::Result<Activity, pgq_daemon::BoxError> {
         if self.batches.is_broken() {
+            if self.outage.is_none() {
+                // Lost while idle: nothing failed yet, the connection is just gone.
+                self.lose(None);
+            }
             match self.batches.reconnect().await {
-                Ok(()) => {
-                    log::warn!("reconnected to the database; carrying on");
-                    self.outage = false;
-                    self.failures = 0;
-                }
+                Ok(()) => self.recovered(),
                 Err(e) if self.once => return Err(Box::new(e)),
                 Err(e) => {
-                    if !self.outage {
-                        log::error!(
-                            "lost the database connection, reconnecting with back-off: {}",
+                    if let Some(outage) = &mut self.outage {
+                        outage.attempts += 1;
+                        log::debug!(
+                            "reconnect attempt {} failed: {}",
+                            outage.attempts,
                             crate::cli::error_chain(&e)
                         );
-                        self.outage = true;
                     }
                     return Ok(Activity::Backoff(self.backoff()));
                 }
             }
         }
         match self.batches.round().await {
-            Ok(Round::Idle) => {
-                self.failures = 0;
-                Ok(Activity::Idle)
+            Ok(round) => {
+                if self.outage.is_some() {
+                    self.recovered();
+                }
+                match round {
+                    Round::Aborted { .. } => Ok(Activity::Idle),
+                    Round::Idle => {
+                        self.failures = 0;
+                        Ok(Activity::Idle)
+                    }
+                    _ => {
+                        self.failures = 0;
+                        Ok(Activity::Busy)
+                    }
+                }
             }
-            Ok(Round::Finished(_)) | Ok(Round::Panicked { .. }) => {
-                self.failures = 0;
-                Ok(Activity::Busy)
-            }
-            Ok(Round::Aborted { .. }) => Ok(Activity::Idle),
             Err(e) if self.once => Err(Box::new(e)),
-            Err(e) if self.batches.is_broken() => {
-                if !self.outage {
-                    log::error!(
-                        "lost the database connection, reconnecting with back-off: {}",
-                        crate::cli::error_chain(&e)
-                    );
-                    self.outage = true;
+            // The connection may not be marked closed yet when the error that
+            // ended it arrives: an error that ends a session is an outage too.
+            Err(e) if self.batches.is_broken() || connection_lost(&e) => {
+                if self.outage.is_none() {
+                    self.lose(Some(&e));
                 }
                 Ok(Activity::Backoff(self.backoff()))
             }
@@ -145,6 +152,70 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
             }
         }
     }
+}
+
+/// A connection outage: when it began and how many reconnects failed.
+struct Outage {
+    since: std::time::Instant,
+    attempts: u32,
+}
+
+impl<C: Consumer> ConsumerDaemon<C> {
+    /// Starts an outage: logged once, at ERROR; the reconnect attempts that
+    /// follow are logged at VERBOSE only, and the end of it once, at WARNING.
+    fn lose(&mut self, cause: Option<&Error>) {
+        let which = match cause {
+            _ if self.batches.queue_db().is_closed() => "queue database",
+            Some(Error::Remote { .. }) => "remote database",
+            _ if self.batches.is_broken() => "remote database",
+            _ => "queue database",
+        };
+        let cause = cause
+            .map(|e| format!(" ({})", crate::cli::error_chain(e)))
+            .unwrap_or_default();
+        log::error!("lost the connection to the {which}{cause}; reconnecting with back-off");
+        self.outage = Some(Outage {
+            since: std::time::Instant::now(),
+            attempts: 0,
+        });
+    }
+
+    /// Ends an outage.
+    fn recovered(&mut self) {
+        if let Some(outage) = self.outage.take() {
+            log::warn!(
+                "reconnected after {:.1}s and {} failed attempt(s); carrying on",
+                outage.since.elapsed().as_secs_f64(),
+                outage.attempts
+            );
+        }
+        self.failures = 0;
+    }
+}
+
+/// Whether an error (or one of its causes) says the database session is
+/// gone: the connection closed or reset, a server error that ends the
+/// session (FATAL, PANIC), or SQLSTATE class 08.
+fn connection_lost(e: &Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+            // Closed, or a failure of the socket itself.
+            if pg.is_closed() || std::error::Error::source(pg).is_some_and(|c| c.is::<std::io::Error>()) {
+                return true;
+            }
+            if let Some(db) = pg.as_db_error() {
+                use tokio_postgres::error::Severity;
+                if matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic))
+                    || db.code().code().starts_with("08")
+                {
+                    return true;
+                }
+            }
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn failure(e: Error) -> Failure {
@@ -213,7 +284,7 @@ where
                 fresh: true,
                 once,
                 failures: 0,
-                outage: false,
+                outage: None,
                 ticker: None,
             };
             daemon.sync_ticker().await;
