@@ -11,7 +11,7 @@ use crate::loopback::{scratch, wait_for, Answer, HttpServer, Program, Running};
 const MAPREDUCE: &str = env!("CARGO_BIN_EXE_mapreduce");
 const WORKERS: usize = 4;
 const JOBS: usize = 40;
-const SLEEP_MS: u64 = 300;
+const SLEEP_MS: u64 = 500;
 
 /// The expected output of `map --function sleep_echo` over `args`.
 fn echoed(args: &[String]) -> String {

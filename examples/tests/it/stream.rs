@@ -162,6 +162,13 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
         "a CR before the newline is not data"
     );
 
+    // A reload re-reads the config; the listener stays.
+    collector.ok(&["reload"]).await;
+    wait_for("the reload", async || {
+        let log = std::fs::read_to_string(dir.join("collector.log")).unwrap_or_default();
+        log.contains("NOTICE reloaded").then_some(())
+    })
+    .await;
     collector.ok(&["stop"]).await;
     let stopped = collector.run(&["status"]).await;
     assert_eq!(stopped.code, Some(4), "{stopped:?}");
