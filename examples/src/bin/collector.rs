@@ -369,11 +369,12 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// What `status` tells besides the pid.
-fn status_lines(config: &Config, settings: &Settings) -> Vec<String> {
-    let mut lines = vec![
-        format!("listen: {}", settings.listen),
-        format!("queue: {}", config.queue),
-    ];
+fn status_lines(config: &Config, settings: &Result<Settings, String>) -> Vec<String> {
+    let listen = match settings {
+        Ok(s) => s.listen.clone(),
+        Err(e) => format!("? ({e})"),
+    };
+    let mut lines = vec![format!("listen: {listen}"), format!("queue: {}", config.queue)];
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -427,13 +428,16 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    let settings = match Settings::read(&config.settings) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {}: {e}", cli.config.display());
-            return ExitCode::from(1);
-        }
-    };
+    // `stop`, `status`... still work with [settings] broken by an edit.
+    let settings = Settings::read(&config.settings).map_err(|e| format!("{}: {e}", cli.config.display()));
+    let needs_settings = matches!(
+        cli.command,
+        Command::Install | Command::Daemon(DaemonCommand::Start | DaemonCommand::Run { .. } | DaemonCommand::Restart)
+    );
+    if let (true, Err(e)) = (needs_settings, &settings) {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     match cli.command {
         Command::Install => {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -462,7 +466,10 @@ fn main() -> ExitCode {
             pgq_daemon::execute(
                 &cmd,
                 &options,
-                move || Collector::start(config_path, config, settings),
+                move || async move {
+                    let settings = settings.map_err(Failure::failed)?;
+                    Collector::start(config_path, config, settings).await
+                },
                 move || status_lines(&status_config, &status_settings),
             )
             .into()
