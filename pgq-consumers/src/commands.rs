@@ -15,6 +15,12 @@ use crate::{coop, failed, schema};
 
 pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
     let db = connect(&config.db, &application_name(config), Database::Queue).await?;
+    if matches!(
+        command,
+        Command::Failed { .. } | Command::Delete { .. } | Command::Retry { .. }
+    ) {
+        verify_schema(&db, config).await?;
+    }
     match command {
         Command::Install => install(&db, config, make()).await,
         Command::Uninstall => uninstall(&db, config).await,
@@ -268,6 +274,19 @@ pub(crate) async fn verify_installed(db: &Client, config: &Config) -> Result<()>
             queue: config.queue.clone(),
             consumer: config.consumer.clone(),
             what: "the consumer is not registered",
+        });
+    }
+    Ok(())
+}
+
+/// Fails, saying to run `install`, when the framework's SQL (which keeps the
+/// failed events) is not in the queue database.
+async fn verify_schema(db: &Client, config: &Config) -> Result<()> {
+    if schema::installed_version(db).await?.is_none() {
+        return Err(Error::NotInstalled {
+            queue: config.queue.clone(),
+            consumer: config.consumer.clone(),
+            what: "the framework's SQL (schema pgq_consumer, which keeps the failed events) is not installed",
         });
     }
     Ok(())
