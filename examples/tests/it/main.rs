@@ -12,6 +12,7 @@ mod daemon;
 mod loopback;
 mod mapreduce;
 mod mixed_stream;
+mod reliability;
 mod stream;
 mod support;
 mod webhook;

@@ -1,0 +1,15 @@
+//! Reliability and security of a consumer, through the real `testq` binary:
+//! the faults a daemon survives (SIGKILL, PostgreSQL restarted, backends
+//! terminated, the remote database down, crashes between the commits),
+//! bad input, hostile names, secrets, and least privilege. The README's
+//! "Guarantees" and "Privileges" sections cite these tests.
+//!
+//! Each test has a database (or a PostgreSQL cluster of its own, when it
+//! restarts the server) and a scratch directory of its own.
+
+mod cluster;
+mod faults;
+mod harness;
+mod input;
+mod privileges;
+mod secrets;

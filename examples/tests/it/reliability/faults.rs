@@ -1,0 +1,459 @@
+//! Faults a running consumer survives, with events flowing: repeated SIGKILL,
+//! PostgreSQL restarted under the daemon, its backends terminated, the remote
+//! database down for a while, and crashes at the crash points `crash.rs`
+//! leaves out. After each, every event is in `testq_done` exactly once
+//! (`testq_done` has no unique constraint: a duplicate would show).
+//!
+//! Not repeated here: `crash.rs` (crash points of `run --once` for remote,
+//! remote_event and local), `coop.rs` (a sub-consumer killed while it holds a
+//! batch), `daemon.rs` (`kill` mid-batch, a handler panic), `commands.rs` (a
+//! handler error backing off).
+
+use pgq_test_support::{Pgqd, TestDb};
+use tokio_postgres::Client;
+
+use super::cluster::Cluster;
+use super::harness::{alive, current_batch, done, done_count, kill9, produce, tick, Producer, Testq};
+
+const QUEUE: &str = "testq";
+const CONSUMER: &str = "testq";
+/// The ERROR line that starts an outage, and the WARNING line that ends it.
+const LOST: &str = "ERROR lost the connection to the ";
+const BACK: &str = "WARNING reconnected after ";
+/// The VERBOSE line of the third failed reconnect.
+const THIRD_TRY: &str = "VERBOSE reconnect attempt 3 failed";
+
+/// testq in `mode` (local, remote, remote_event) on `db`, with `remote` as
+/// its remote database in the remote modes; installed.
+async fn installed(test: &str, db: &str, mode: &str, remote: Option<&str>) -> Testq {
+    let mut testq = Testq::new(test, db, QUEUE, CONSUMER);
+    testq.setting("mode", mode);
+    if let Some(remote) = remote {
+        testq.set("remote_db", remote);
+    }
+    testq.ok(&["install"]).await;
+    testq
+}
+
+/// Makes pgqd tick the queue as soon as it has an event (not after 500
+/// events or 3 s, PgQ's defaults).
+async fn tick_promptly(client: &Client) {
+    client
+        .batch_execute(&format!(
+            "select pgq.set_queue_config('{QUEUE}', 'ticker_max_count', '1'); \
+             select pgq.set_queue_config('{QUEUE}', 'ticker_max_lag', '0.05 seconds');"
+        ))
+        .await
+        .expect("set_queue_config");
+}
+
+/// Kills the daemon with SIGKILL four times while events flow, restarting
+/// it each time; then lets it finish.
+async fn sigkill_while_events_flow(mode: &str) {
+    let db = TestDb::create().await;
+    let client = db.connect().await;
+    let remote = TestDb::create_empty().await;
+    let rclient = remote.connect().await;
+    let remote_dsn = (mode != "local").then(|| remote.dsn());
+    let mut testq = installed(&format!("sigkill_{mode}"), db.dsn(), mode, remote_dsn).await;
+    testq.setting("sleep_ms", 2);
+    let target = if mode == "local" { &client } else { &rclient };
+    tick_promptly(&client).await;
+    let _pgqd = Pgqd::start(&db, 0.05);
+    let producer = Producer::start(db.connect().await, QUEUE, 5);
+
+    let mut killed_in_flight = 0;
+    for _ in 0..4 {
+        let pid = testq.start().await;
+        let before = done_count(target).await;
+        testq
+            .wait_until("the new daemon has done more events", async || {
+                done_count(target).await >= before + 10
+            })
+            .await;
+        testq
+            .wait_until("a batch is in flight", async || {
+                current_batch(&client, QUEUE, CONSUMER).await.is_some()
+            })
+            .await;
+        kill9(&testq, pid).await;
+        if current_batch(&client, QUEUE, CONSUMER).await.is_some() {
+            killed_in_flight += 1;
+        }
+    }
+    let ids = producer.stop().await;
+    assert!(ids.len() > 40, "events flowed: {}", ids.len());
+    assert!(killed_in_flight > 0, "at least one SIGKILL hit a batch in flight");
+
+    // A stale pidfile left by SIGKILL does not stop the next start.
+    testq.start().await;
+    testq
+        .wait_until("every event is done", async || done_count(target).await >= ids.len())
+        .await;
+    testq.ok(&["stop"]).await;
+    assert_eq!(done(target).await, ids, "{mode}: every event exactly once");
+    if mode != "local" {
+        assert_eq!(done_count(&client).await, 0, "nothing written in the queue database");
+    }
+}
+
+#[tokio::test]
+async fn repeated_sigkill_of_a_local_daemon_while_events_flow_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("local").await;
+}
+
+#[tokio::test]
+async fn repeated_sigkill_of_a_remote_daemon_while_events_flow_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("remote").await;
+}
+
+/// The failed attempts the (first) end-of-outage line counts.
+fn failed_attempts(log: &str) -> u32 {
+    log.split(BACK)
+        .nth(1)
+        .and_then(|rest| rest.split(" and ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The log from the first line containing `text` on.
+fn log_from(testq: &Testq, text: &str) -> String {
+    let log = testq.log();
+    match log.find(text) {
+        Some(at) => log[at..].to_string(),
+        None => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_once_and_lose_or_repeat_nothing() {
+    let cluster = Cluster::start("restart", "").await;
+    for (db, pgq) in [("loc", true), ("coop", true), ("rq", true), ("rr", false)] {
+        cluster.create_db(db, pgq).await;
+    }
+    // A local consumer, a cooperative sub-consumer, and a remote consumer
+    // whose remote database is on the same server: everything goes down.
+    let kinds = [
+        ("local", "loc", "loc"),
+        ("cooperative", "coop", "coop"),
+        ("remote", "rq", "rr"),
+    ];
+    let mut daemons = Vec::new();
+    for (kind, db, target) in kinds {
+        let mode = if kind == "remote" { "remote" } else { "local" };
+        let remote = (kind == "remote").then(|| cluster.dsn("rr"));
+        let mut testq = Testq::new(&format!("restart_{kind}"), &cluster.dsn(db), QUEUE, CONSUMER);
+        testq
+            .setting("mode", mode)
+            .setting("sleep_ms", 20)
+            .set("loglevel", "debug");
+        if let Some(remote) = &remote {
+            testq.set("remote_db", remote.as_str());
+        }
+        if kind == "cooperative" {
+            testq.set("subconsumer", "w1").set("dead_interval", 30);
+        }
+        testq.ok(&["install"]).await;
+        let pid = testq.start().await;
+        daemons.push((kind, db, target, testq, pid));
+    }
+    let mut produced = Vec::new();
+    for (_, db, _, _, _) in &daemons {
+        let client = cluster.connect(db).await;
+        let ids = produce(&client, QUEUE, 20).await;
+        tick(&client, QUEUE).await;
+        produced.push(ids);
+    }
+    // Down in the middle of a batch (20 events of 20 ms each).
+    for (_, _, _, testq, _) in &daemons {
+        testq.wait_for_log_n("done: event", 1).await;
+    }
+    cluster.stop();
+    for (kind, _, _, testq, _) in &daemons {
+        testq
+            .wait_until(
+                &format!("{kind}: the outage is logged and retried three times"),
+                async || log_from(testq, LOST).contains(THIRD_TRY),
+            )
+            .await;
+    }
+    cluster.start_again();
+    for (kind, db, target, testq, pid) in &daemons {
+        testq.wait_for_log_n(BACK, 1).await;
+        let client = cluster.connect(db).await;
+        let more = produce(&client, QUEUE, 10).await;
+        tick(&client, QUEUE).await;
+        let ids: Vec<i64> = produced.remove(0).into_iter().chain(more).collect();
+        let target = cluster.connect(target).await;
+        testq
+            .wait_until(&format!("{kind}: every event is done"), async || {
+                done_count(&target).await >= ids.len()
+            })
+            .await;
+        assert_eq!(done(&target).await, ids, "{kind}: every event exactly once");
+        assert!(alive(*pid), "{kind}: the daemon stayed up");
+        let log = testq.log();
+        assert_eq!(
+            log.matches(LOST).count(),
+            1,
+            "{kind}: the outage is logged once:\n{log}"
+        );
+        assert_eq!(log.matches(BACK).count(), 1, "{kind}:\n{log}");
+        assert!(
+            failed_attempts(&log) >= 3,
+            "{kind}: the end of the outage counts the retries:\n{log}"
+        );
+        assert!(!log.contains("] FATAL "), "{kind}:\n{log}");
+        testq.ok(&["stop"]).await;
+    }
+}
+
+/// Terminates the backends named `testq` (the consumer's application_name)
+/// in these databases; returns how many.
+async fn terminate(admin: &Client, dbs: &[&str]) -> i64 {
+    let dbs: Vec<String> = dbs.iter().map(|d| d.to_string()).collect();
+    admin
+        .query_one(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity
+              where application_name = $1 and datname = any($2)",
+            &[&CONSUMER, &dbs],
+        )
+        .await
+        .expect("pg_terminate_backend")
+        .get(0)
+}
+
+#[tokio::test]
+async fn backends_terminated_by_application_name_are_reconnected_once_each_time_and_lose_or_repeat_nothing() {
+    let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
+    let (local_db, queue_db, remote_db) = (
+        TestDb::create().await,
+        TestDb::create().await,
+        TestDb::create_empty().await,
+    );
+    // A local consumer, and a savepoint-per-event remote one.
+    let local = installed("terminate_local", local_db.dsn(), "local", None).await;
+    let remote = installed(
+        "terminate_remote",
+        queue_db.dsn(),
+        "remote_event",
+        Some(remote_db.dsn()),
+    )
+    .await;
+    let (lclient, qclient, rclient) = (
+        local_db.connect().await,
+        queue_db.connect().await,
+        remote_db.connect().await,
+    );
+    let pids = [local.start().await, remote.start().await];
+    let mut ids = [Vec::new(), Vec::new()];
+    for round in 1..=3 {
+        for (i, client) in [&lclient, &qclient].into_iter().enumerate() {
+            ids[i].extend(produce(client, QUEUE, 10).await);
+            tick(client, QUEUE).await;
+        }
+        let before = [done_count(&lclient).await, done_count(&rclient).await];
+        local
+            .wait_until("the local daemon has done more events", async || {
+                done_count(&lclient).await > before[0]
+            })
+            .await;
+        remote
+            .wait_until("the remote daemon has done more events", async || {
+                done_count(&rclient).await > before[1]
+            })
+            .await;
+        assert!(
+            terminate(&admin, &[local_db.name()]).await >= 1,
+            "the local consumer's connection"
+        );
+        assert!(
+            terminate(&admin, &[queue_db.name(), remote_db.name()]).await >= 2,
+            "the remote consumer's two connections"
+        );
+        for testq in [&local, &remote] {
+            testq.wait_for_log_n(BACK, round).await;
+        }
+    }
+    for (i, (testq, target)) in [(&local, &lclient), (&remote, &rclient)].into_iter().enumerate() {
+        testq
+            .wait_until("every event is done", async || done_count(target).await >= ids[i].len())
+            .await;
+        assert_eq!(done(target).await, ids[i], "every event exactly once");
+        let log = testq.log();
+        assert_eq!(log.matches(LOST).count(), 3, "once per outage:\n{log}");
+        assert!(
+            !log.contains("trying again"),
+            "a lost connection is not a failed round:\n{log}"
+        );
+        assert!(alive(pids[i]), "the same daemon all along");
+        testq.ok(&["stop"]).await;
+    }
+}
+
+#[tokio::test]
+async fn the_remote_database_down_for_a_while_the_consumer_waits_logs_once_and_carries_on_exactly_once() {
+    let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
+    let db = TestDb::create().await;
+    let remote = TestDb::create_empty().await;
+    let (client, rclient) = (db.connect().await, remote.connect().await);
+    // At DEBUG (to see each reconnect attempt), without TLS's own debug lines.
+    let plain = |dsn: &str| format!("{dsn} sslmode=disable");
+    let mut testq = installed("remote_down", &plain(db.dsn()), "remote", Some(&plain(remote.dsn()))).await;
+    testq.set("loglevel", "debug");
+    let pid = testq.start().await;
+    let first = produce(&client, QUEUE, 5).await;
+    tick(&client, QUEUE).await;
+    testq
+        .wait_until("the first batch is done", async || done_count(&rclient).await == 5)
+        .await;
+
+    // The remote database refuses connections, and its sessions end.
+    let name = remote.name();
+    admin
+        .batch_execute(&format!("alter database {name} allow_connections false"))
+        .await
+        .expect("alter database");
+    assert!(terminate(&admin, &[name]).await >= 1);
+    let second = produce(&client, QUEUE, 5).await;
+    tick(&client, QUEUE).await;
+    testq
+        .wait_until("the outage is logged and retried three times", async || {
+            log_from(&testq, LOST).contains(THIRD_TRY)
+        })
+        .await;
+    assert_eq!(
+        done_count(&rclient).await,
+        5,
+        "nothing applied while the remote is down"
+    );
+    assert!(
+        current_batch(&client, QUEUE, CONSUMER).await.is_some() || {
+            let pending: Option<i64> = client
+                .query_one(
+                    "select pending_events from pgq.get_consumer_info($1, $2)",
+                    &[&QUEUE, &CONSUMER],
+                )
+                .await
+                .expect("get_consumer_info")
+                .get(0);
+            pending.unwrap_or(0) > 0
+        },
+        "the queue did not move past the second batch"
+    );
+
+    admin
+        .batch_execute(&format!("alter database {name} allow_connections true"))
+        .await
+        .expect("alter database");
+    testq
+        .wait_until("the second batch is done", async || done_count(&rclient).await >= 10)
+        .await;
+    assert_eq!(done(&rclient).await, [first, second].concat(), "exactly once");
+    assert!(alive(pid));
+    let log = testq.log();
+    assert_eq!(log.matches(LOST).count(), 1, "logged once:\n{log}");
+    assert!(
+        log_from(&testq, LOST).contains("remote database"),
+        "it says which:\n{log}"
+    );
+    assert_eq!(log.matches(BACK).count(), 1, "{log}");
+    assert!(failed_attempts(&log) >= 3, "{log}");
+    testq.ok(&["stop"]).await;
+}
+
+#[tokio::test]
+async fn run_once_whose_connection_is_terminated_mid_batch_exits_1_and_the_next_run_applies_the_batch_once() {
+    let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
+    let db = TestDb::create().await;
+    let client = db.connect().await;
+    let mut testq = installed("once_terminated", db.dsn(), "local", None).await;
+    testq.setting("sleep_ms", 100);
+    let ids = produce(&client, QUEUE, 20).await;
+    tick(&client, QUEUE).await;
+
+    let run = testq
+        .command(&["run", "--once"], &[])
+        .spawn()
+        .expect("spawn run --once");
+    testq.wait_for_log_n("done: event", 1).await;
+    assert!(terminate(&admin, &[db.name()]).await >= 1);
+    let out = tokio::time::timeout(super::harness::PATIENCE, run.wait_with_output())
+        .await
+        .expect("run --once ends")
+        .expect("run --once output");
+    assert_eq!(out.status.code(), Some(1), "cron hears of it: {}", testq.log());
+    assert!(
+        testq.log().contains("connection closed"),
+        "it says why: {}",
+        testq.log()
+    );
+    assert!(done(&client).await.is_empty(), "the batch was rolled back");
+
+    testq.setting("sleep_ms", 0);
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(done(&client).await, ids, "every event exactly once");
+}
+
+/// The crash points `crash.rs` does not cover, for the kinds it covers and
+/// the cooperative one; what each leaves committed in the target database.
+#[tokio::test]
+async fn a_crash_at_any_point_of_a_local_remote_event_or_cooperative_consumer_loses_nothing_and_repeats_nothing() {
+    // (kind, crash point, the first batch is committed in the target when it crashes)
+    let cases = [
+        ("local", "batch-read", false),
+        ("local", "after-remote-commit", false),
+        ("remote", "after-queue-commit", true),
+        ("remote_event", "batch-read", false),
+        ("remote_event", "before-remote-commit", false),
+        ("remote_event", "after-queue-commit", true),
+        ("cooperative", "batch-read", false),
+        ("cooperative", "before-remote-commit", false),
+        ("cooperative", "after-remote-commit", false),
+        ("cooperative", "after-queue-commit", true),
+    ];
+    for (kind, point, committed) in cases {
+        let remote_kind = kind.starts_with("remote");
+        let db = TestDb::create().await;
+        let client = db.connect().await;
+        let remote = if remote_kind {
+            Some(TestDb::create_empty().await)
+        } else {
+            None
+        };
+        let rclient = match &remote {
+            Some(remote) => remote.connect().await,
+            None => db.connect().await,
+        };
+        let mode = if remote_kind { kind } else { "local" };
+        let mut testq = Testq::new(&format!("crash_{kind}_{point}"), db.dsn(), QUEUE, CONSUMER);
+        testq.setting("mode", mode);
+        if let Some(remote) = &remote {
+            testq.set("remote_db", remote.dsn());
+        }
+        if kind == "cooperative" {
+            testq.set("subconsumer", "w1");
+        }
+        testq.ok(&["install"]).await;
+        let target = &rclient;
+        let first = produce(&client, QUEUE, 3).await;
+        tick(&client, QUEUE).await;
+        let second = produce(&client, QUEUE, 2).await;
+        tick(&client, QUEUE).await;
+
+        let crashed = testq
+            .run_with(&["run", "--once"], &[("PGQ_CONSUMERS_CRASH_AT", point)])
+            .await;
+        assert_eq!(crashed.signal, Some(6), "{kind} {point}: aborts: {crashed:?}");
+        let expected = if committed { first.clone() } else { Vec::new() };
+        assert_eq!(done(target).await, expected, "{kind} {point}: committed at the crash");
+
+        testq.ok(&["run", "--once"]).await;
+        assert_eq!(
+            done(target).await,
+            [first, second].concat(),
+            "{kind} {point}: every event exactly once"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Passwords never show: against a cluster of the test's own that checks
+//! passwords (scram-sha-256), testq runs with passwords in `db`, in
+//! `remote_db` (a URL), and in `PGQ_DB`; commands that succeed and commands
+//! that fail (wrong password, unparsable string, unreachable server, missing
+//! database, the remote database going away under the daemon, a handler
+//! panic), at DEBUG, and neither the right password nor the wrong one
+//! appears in any output or log.
+
+use super::cluster::Cluster;
+use super::harness::{done_count, produce, tick, Ran, Testq};
+
+const USER: &str = "pgq_secret_user";
+const PASSWORD: &str = "S3cr3t-Pa55w0rd-x9";
+const WRONG: &str = "Wr0ng-Pa55-q7z";
+
+/// Fails the test if the text shows either password.
+fn assert_no_password(what: &str, text: &str) {
+    for secret in [PASSWORD, WRONG] {
+        assert!(!text.contains(secret), "{what} shows a password:\n{text}");
+    }
+}
+
+/// A failing case: what it is, `db`, `remote_db`, the command, its exit code.
+type Failing<'a> = (&'a str, String, String, &'a [&'a str], Option<i32>);
+
+fn check(what: &str, ran: &Ran) {
+    assert_no_password(what, &ran.stdout);
+    assert_no_password(what, &ran.stderr);
+}
+
+#[tokio::test]
+async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands_succeed_or_fail() {
+    let cluster = Cluster::start("secrets", &format!("host all {USER} 127.0.0.1/32 scram-sha-256")).await;
+    let admin = cluster.connect("postgres").await;
+    admin
+        .batch_execute(&format!("create role {USER} login superuser password '{PASSWORD}'"))
+        .await
+        .expect("create the role");
+    cluster.create_db("q", true).await;
+    cluster.create_db("r", false).await;
+    let port = cluster.port();
+    let db = format!("host=127.0.0.1 port={port} user={USER} password={PASSWORD} dbname=q");
+    let remote = format!("postgres://{USER}:{PASSWORD}@127.0.0.1:{port}/r?sslmode=disable");
+    let mut testq = Testq::new("secrets", &db, "testq", "testq");
+    testq
+        .set("remote_db", remote.as_str())
+        .set("loglevel", "debug")
+        .setting("mode", "remote");
+
+    // Commands that succeed.
+    for command in [&["install"][..], &["check"], &["failed"]] {
+        let ran = testq.ok(command).await;
+        check(&format!("{command:?}"), &ran);
+    }
+    let client = cluster.connect("q").await;
+    let rclient = cluster.connect("r").await;
+    testq.start().await;
+    let ids = produce(&client, "testq", 3).await;
+    client
+        .query(
+            "select pgq.insert_event('testq', t, 'x') from unnest(array['fail', 'panic']) t",
+            &[],
+        )
+        .await
+        .expect("insert events");
+    tick(&client, "testq").await;
+    testq
+        .wait_until("the batch is done", async || done_count(&rclient).await == ids.len())
+        .await;
+    for command in [&["status"][..], &["failed"], &["failed", "--json"], &["reload"]] {
+        let ran = testq.ok(command).await;
+        check(&format!("{command:?}"), &ran);
+    }
+
+    // The remote database goes away under the daemon, then comes back.
+    admin
+        .batch_execute("alter database r allow_connections false")
+        .await
+        .expect("alter database");
+    admin
+        .execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = 'r' and application_name = 'testq'",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    produce(&client, "testq", 1).await;
+    tick(&client, "testq").await;
+    testq.wait_for_log_n("reconnect attempt 1 failed", 1).await;
+    admin
+        .batch_execute("alter database r allow_connections true")
+        .await
+        .expect("alter database");
+    testq.wait_for_log_n("WARNING reconnected after", 1).await;
+    let stop = testq.ok(&["stop"]).await;
+    check("stop", &stop);
+
+    // Commands that fail: wrong passwords, a string that does not parse, a
+    // server that is not there, a database that is not there (from PGQ_DB).
+    let wrong_db = db.replace(PASSWORD, WRONG);
+    let wrong_remote = remote.replace(PASSWORD, WRONG);
+    let failing: [Failing<'_>; 6] = [
+        ("wrong password", wrong_db.clone(), remote.clone(), &["check"], Some(3)),
+        (
+            "wrong password, status",
+            wrong_db.clone(),
+            remote.clone(),
+            &["status"],
+            Some(4),
+        ),
+        (
+            "wrong remote password",
+            db.clone(),
+            wrong_remote.clone(),
+            &["run", "--once"],
+            Some(3),
+        ),
+        (
+            "bad port",
+            format!("host=127.0.0.1 port=notaport password={PASSWORD} dbname=q"),
+            remote.clone(),
+            &["check"],
+            Some(1),
+        ),
+        (
+            "quoted password, nothing listening",
+            format!("host=127.0.0.1 port=1 user={USER} password='{PASSWORD} x' dbname=q connect_timeout=5"),
+            remote.clone(),
+            &["failed"],
+            Some(3),
+        ),
+        (
+            "URL with the password in the query, bad sslmode",
+            format!("postgresql://{USER}@127.0.0.1:{port}/q?password={PASSWORD}&sslmode=sideways"),
+            remote.clone(),
+            &["check"],
+            Some(1),
+        ),
+    ];
+    for (what, db, remote, command, code) in failing {
+        testq.set("db", db.as_str()).set("remote_db", remote.as_str());
+        let ran = testq.run(command).await;
+        assert_eq!(ran.code, code, "{what}: {ran:?}\n{}", testq.log());
+        check(what, &ran);
+    }
+    testq.set("db", db.as_str()).set("remote_db", remote.as_str());
+    let env_db = format!("host=127.0.0.1 port={port} user={USER} password={WRONG} dbname=nowhere");
+    let ran = testq.run_with(&["check"], &[("PGQ_DB", env_db.as_str())]).await;
+    assert_eq!(ran.code, Some(3), "PGQ_DB: {ran:?}");
+    assert!(
+        ran.stderr.contains(&format!("127.0.0.1:{port}")),
+        "it says where: {ran:?}"
+    );
+    check("PGQ_DB", &ran);
+
+    let log = testq.log();
+    assert!(log.contains("panic caught"), "the panic was logged: {log}");
+    assert!(
+        log.contains("ERROR lost the connection to the remote database"),
+        "{log}"
+    );
+    assert_no_password("the log", &log);
+    assert_eq!(done_count(&rclient).await, ids.len() + 1, "the daemon carried on");
+}
