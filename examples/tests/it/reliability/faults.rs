@@ -457,3 +457,97 @@ async fn a_crash_at_any_point_of_a_local_remote_event_or_cooperative_consumer_lo
         );
     }
 }
+
+#[tokio::test]
+async fn a_handler_panic_or_error_in_every_kind_fails_that_event_only_or_rolls_the_batch_back_and_run_once_goes_on() {
+    for kind in ["local", "remote", "remote_event", "cooperative"] {
+        let remote_kind = kind.starts_with("remote");
+        let db = TestDb::create().await;
+        let client = db.connect().await;
+        let remote = if remote_kind {
+            Some(TestDb::create_empty().await)
+        } else {
+            None
+        };
+        let target = match &remote {
+            Some(remote) => remote.connect().await,
+            None => db.connect().await,
+        };
+        let mut testq = Testq::new(&format!("handler_{kind}"), db.dsn(), QUEUE, CONSUMER);
+        testq.setting("mode", if remote_kind { kind } else { "local" });
+        if let Some(remote) = &remote {
+            testq.set("remote_db", remote.dsn());
+        }
+        if kind == "cooperative" {
+            testq.set("subconsumer", "w1");
+        }
+        testq.ok(&["install"]).await;
+
+        // A panic fails its event; the others are done once.
+        let row = client
+            .query_one(
+                "select pgq.insert_event($1, 'plain', 'a'), pgq.insert_event($1, 'panic', 'b'),
+                        pgq.insert_event($1, 'plain', 'c')",
+                &[&QUEUE],
+            )
+            .await
+            .expect("insert events");
+        let (a, panicked, c): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        tick(&client, QUEUE).await;
+        testq.ok(&["run", "--once"]).await;
+        assert_eq!(done(&target).await, [a, c], "{kind}");
+        let failed = testq.ok(&["failed"]).await;
+        assert!(
+            failed.stdout.starts_with(&format!("{panicked}\t")),
+            "{kind}: {failed:?}"
+        );
+        assert!(testq.log().contains("ERROR panic caught"), "{kind}: {}", testq.log());
+
+        // An error (its table is gone) rolls the batch back: run --once exits 1.
+        target
+            .batch_execute("alter table testq_done rename to gone")
+            .await
+            .expect("rename");
+        let more = produce(&client, QUEUE, 2).await;
+        tick(&client, QUEUE).await;
+        let failing = testq.run(&["run", "--once"]).await;
+        assert_eq!(failing.code, Some(1), "{kind}: {failing:?}");
+        target
+            .batch_execute("alter table gone rename to testq_done")
+            .await
+            .expect("rename");
+        testq.ok(&["run", "--once"]).await;
+        assert_eq!(
+            done(&target).await,
+            [a, c, more[0], more[1]],
+            "{kind}: the batch came again, once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn run_once_with_the_remote_database_down_exits_3_and_the_next_run_carries_on_exactly_once() {
+    let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
+    let db = TestDb::create().await;
+    let remote = TestDb::create_empty().await;
+    let (client, rclient) = (db.connect().await, remote.connect().await);
+    let testq = installed("once_remote_down", db.dsn(), "remote", Some(remote.dsn())).await;
+    let ids = produce(&client, QUEUE, 3).await;
+    tick(&client, QUEUE).await;
+    admin
+        .batch_execute(&format!("alter database {} allow_connections false", remote.name()))
+        .await
+        .expect("alter database");
+    let down = testq.run(&["run", "--once"]).await;
+    admin
+        .batch_execute(&format!("alter database {} allow_connections true", remote.name()))
+        .await
+        .expect("alter database");
+    assert_eq!(down.code, Some(3), "{down:?}");
+    assert!(
+        down.stderr.contains("cannot connect to the remote database"),
+        "{down:?}"
+    );
+    testq.ok(&["run", "--once"]).await;
+    assert_eq!(done(&rclient).await, ids);
+}
