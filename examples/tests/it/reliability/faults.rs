@@ -35,6 +35,22 @@ async fn installed(test: &str, db: &str, mode: &str, remote: Option<&str>) -> Te
     testq
 }
 
+/// The consumer kinds testq can be.
+const KINDS: [&str; 4] = ["local", "remote", "remote_event", "cooperative"];
+
+/// Configures testq as a consumer of `kind` (one of [`KINDS`]); `remote` is
+/// the remote database of the remote kinds.
+fn configure(testq: &mut Testq, kind: &str, remote: Option<&str>) {
+    let mode = if kind.starts_with("remote") { kind } else { "local" };
+    testq.setting("mode", mode);
+    if let Some(remote) = remote {
+        testq.set("remote_db", remote);
+    }
+    if kind == "cooperative" {
+        testq.set("subconsumer", "w1").set("dead_interval", 30);
+    }
+}
+
 /// Makes pgqd tick the queue as soon as it has an event (not after 500
 /// events or 3 s, PgQ's defaults).
 async fn tick_promptly(client: &Client) {
@@ -129,31 +145,28 @@ fn log_from(testq: &Testq, text: &str) -> String {
 #[tokio::test]
 async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_once_and_lose_or_repeat_nothing() {
     let cluster = Cluster::start("restart", "").await;
-    for (db, pgq) in [("loc", true), ("coop", true), ("rq", true), ("rr", false)] {
+    for (db, pgq) in [
+        ("loc", true),
+        ("coop", true),
+        ("rq", true),
+        ("rr", false),
+        ("req", true),
+        ("rer", false),
+    ] {
         cluster.create_db(db, pgq).await;
     }
-    // A local consumer, a cooperative sub-consumer, and a remote consumer
-    // whose remote database is on the same server: everything goes down.
-    let kinds = [
+    // Every kind; the remote databases are on the same server: everything goes down.
+    let mut daemons = Vec::new();
+    for (kind, db, target) in [
         ("local", "loc", "loc"),
         ("cooperative", "coop", "coop"),
         ("remote", "rq", "rr"),
-    ];
-    let mut daemons = Vec::new();
-    for (kind, db, target) in kinds {
-        let mode = if kind == "remote" { "remote" } else { "local" };
-        let remote = (kind == "remote").then(|| cluster.dsn("rr"));
+        ("remote_event", "req", "rer"),
+    ] {
+        let remote = (db != target).then(|| cluster.dsn(target));
         let mut testq = Testq::new(&format!("restart_{kind}"), &cluster.dsn(db), QUEUE, CONSUMER);
-        testq
-            .setting("mode", mode)
-            .setting("sleep_ms", 20)
-            .set("loglevel", "debug");
-        if let Some(remote) = &remote {
-            testq.set("remote_db", remote.as_str());
-        }
-        if kind == "cooperative" {
-            testq.set("subconsumer", "w1").set("dead_interval", 30);
-        }
+        configure(&mut testq, kind, remote.as_deref());
+        testq.setting("sleep_ms", 20).set("loglevel", "debug");
         testq.ok(&["install"]).await;
         let pid = testq.start().await;
         daemons.push((kind, db, target, testq, pid));
@@ -209,98 +222,111 @@ async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_
     }
 }
 
-/// Terminates the backends named `testq` (the consumer's application_name)
-/// in these databases; returns how many.
-async fn terminate(admin: &Client, dbs: &[&str]) -> i64 {
+/// Terminates the backends named `app` (a consumer's application_name: its
+/// name, NAME.SUB for a sub-consumer) in these databases; returns how many.
+async fn terminate_app(admin: &Client, app: &str, dbs: &[&str]) -> i64 {
     let dbs: Vec<String> = dbs.iter().map(|d| d.to_string()).collect();
     admin
         .query_one(
             "select count(pg_terminate_backend(pid)) from pg_stat_activity
               where application_name = $1 and datname = any($2)",
-            &[&CONSUMER, &dbs],
+            &[&app, &dbs],
         )
         .await
         .expect("pg_terminate_backend")
         .get(0)
 }
 
+/// Terminates testq's backends in these databases.
+async fn terminate(admin: &Client, dbs: &[&str]) -> i64 {
+    terminate_app(admin, CONSUMER, dbs).await
+}
+
 #[tokio::test]
 async fn backends_terminated_by_application_name_are_reconnected_once_each_time_and_lose_or_repeat_nothing() {
     let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
-    let (local_db, queue_db, remote_db) = (
-        TestDb::create().await,
-        TestDb::create().await,
-        TestDb::create_empty().await,
-    );
-    // A local consumer, and a savepoint-per-event remote one.
-    let local = installed("terminate_local", local_db.dsn(), "local", None).await;
-    let remote = installed(
-        "terminate_remote",
-        queue_db.dsn(),
-        "remote_event",
-        Some(remote_db.dsn()),
-    )
-    .await;
-    let (lclient, qclient, rclient) = (
-        local_db.connect().await,
-        queue_db.connect().await,
-        remote_db.connect().await,
-    );
-    let pids = [local.start().await, remote.start().await];
-    let mut ids = [Vec::new(), Vec::new()];
+    let mut running = Vec::new();
+    for kind in KINDS {
+        let db = TestDb::create().await;
+        let remote = if kind.starts_with("remote") {
+            Some(TestDb::create_empty().await)
+        } else {
+            None
+        };
+        let mut testq = Testq::new(&format!("terminate_{kind}"), db.dsn(), QUEUE, CONSUMER);
+        configure(&mut testq, kind, remote.as_ref().map(TestDb::dsn));
+        testq.ok(&["install"]).await;
+        let pid = testq.start().await;
+        let client = db.connect().await;
+        let target = match &remote {
+            Some(remote) => remote.connect().await,
+            None => db.connect().await,
+        };
+        let mut dbs = vec![db.name().to_string()];
+        dbs.extend(remote.as_ref().map(|r| r.name().to_string()));
+        running.push((kind, db, remote, dbs, testq, pid, client, target, Vec::new()));
+    }
     for round in 1..=3 {
-        for (i, client) in [&lclient, &qclient].into_iter().enumerate() {
-            ids[i].extend(produce(client, QUEUE, 10).await);
+        for (kind, _, _, dbs, testq, _, client, target, ids) in &mut running {
+            ids.extend(produce(client, QUEUE, 10).await);
             tick(client, QUEUE).await;
+            let before = done_count(target).await;
+            testq
+                .wait_until(&format!("{kind}: the daemon has done more events"), async || {
+                    done_count(target).await > before
+                })
+                .await;
+            let dbs: Vec<&str> = dbs.iter().map(String::as_str).collect();
+            let connections = if kind.starts_with("remote") { 2 } else { 1 };
+            let app = if *kind == "cooperative" { "testq.w1" } else { CONSUMER };
+            assert!(
+                terminate_app(&admin, app, &dbs).await >= connections,
+                "{kind}: the consumer's connections, by application_name"
+            );
         }
-        let before = [done_count(&lclient).await, done_count(&rclient).await];
-        local
-            .wait_until("the local daemon has done more events", async || {
-                done_count(&lclient).await > before[0]
-            })
-            .await;
-        remote
-            .wait_until("the remote daemon has done more events", async || {
-                done_count(&rclient).await > before[1]
-            })
-            .await;
-        assert!(
-            terminate(&admin, &[local_db.name()]).await >= 1,
-            "the local consumer's connection"
-        );
-        assert!(
-            terminate(&admin, &[queue_db.name(), remote_db.name()]).await >= 2,
-            "the remote consumer's two connections"
-        );
-        for testq in [&local, &remote] {
+        for (_, _, _, _, testq, ..) in &running {
             testq.wait_for_log_n(BACK, round).await;
         }
     }
-    for (i, (testq, target)) in [(&local, &lclient), (&remote, &rclient)].into_iter().enumerate() {
+    for (kind, _, _, _, testq, pid, _, target, ids) in &running {
         testq
-            .wait_until("every event is done", async || done_count(target).await >= ids[i].len())
+            .wait_until(&format!("{kind}: every event is done"), async || {
+                done_count(target).await >= ids.len()
+            })
             .await;
-        assert_eq!(done(target).await, ids[i], "every event exactly once");
+        assert_eq!(&done(target).await, ids, "{kind}: every event exactly once");
         let log = testq.log();
-        assert_eq!(log.matches(LOST).count(), 3, "once per outage:\n{log}");
+        assert_eq!(log.matches(LOST).count(), 3, "{kind}: once per outage:\n{log}");
         assert!(
             !log.contains("trying again"),
-            "a lost connection is not a failed round:\n{log}"
+            "{kind}: a lost connection is not a failed round:\n{log}"
         );
-        assert!(alive(pids[i]), "the same daemon all along");
+        assert!(alive(*pid), "{kind}: the same daemon all along");
         testq.ok(&["stop"]).await;
     }
 }
 
 #[tokio::test]
 async fn the_remote_database_down_for_a_while_the_consumer_waits_logs_once_and_carries_on_exactly_once() {
+    for mode in ["remote", "remote_event"] {
+        remote_down_for_a_while(mode).await;
+    }
+}
+
+async fn remote_down_for_a_while(mode: &str) {
     let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
     let db = TestDb::create().await;
     let remote = TestDb::create_empty().await;
     let (client, rclient) = (db.connect().await, remote.connect().await);
     // At DEBUG (to see each reconnect attempt), without TLS's own debug lines.
     let plain = |dsn: &str| format!("{dsn} sslmode=disable");
-    let mut testq = installed("remote_down", &plain(db.dsn()), "remote", Some(&plain(remote.dsn()))).await;
+    let mut testq = installed(
+        &format!("remote_down_{mode}"),
+        &plain(db.dsn()),
+        mode,
+        Some(&plain(remote.dsn())),
+    )
+    .await;
     testq.set("loglevel", "debug");
     let pid = testq.start().await;
     let first = produce(&client, QUEUE, 5).await;

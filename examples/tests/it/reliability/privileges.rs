@@ -124,12 +124,23 @@ async fn a_consumer_runs_as_a_role_holding_only_pgq_reader_and_its_own_tables_an
     local.ok(&["stop"]).await;
     local.ok(&["delete", "all"]).await;
 
+    // Registering and unregistering are a consumer's own business too.
+    local.ok(&["unregister"]).await;
+    local.ok(&["register"]).await;
+
     // What the runner does not hold is refused.
     for command in [&["drop-queue"][..], &["install"]] {
         let ran = local.run(command).await;
         assert_eq!(ran.code, Some(1), "{command:?}: {ran:?}");
         assert!(ran.stderr.contains("permission denied"), "{command:?}: {ran:?}");
     }
+
+    // The installer takes them down again, as it set them up.
+    remote.set("db", dsn_as(&installer, qname));
+    local.set("db", dsn_as(&installer, qname));
+    remote.ok(&["uninstall"]).await;
+    let last = local.ok(&["uninstall"]).await;
+    assert!(last.stdout.contains("queue \"testq\" dropped"), "{last:?}");
 
     for db in [&queue_db, &remote_db] {
         as_admin(db, &format!("drop owned by {installer}, {runner} cascade;")).await;
