@@ -54,6 +54,11 @@ impl fmt::Debug for LogHandle {
 /// which its caller catches and survives, is logged at ERROR as `panic caught ...`
 /// instead, and the previous hook is not called for it.
 ///
+/// Lines of the PostgreSQL, TLS and HTTP client libraries below NOTICE are left
+/// out whatever the level: they log every statement with its parameters and every
+/// handshake, which would bury the daemon's own DEBUG and VERBOSE lines and put
+/// event data in the log. Their warnings and errors are kept.
+///
 /// A process has one logger: a second call fails with [`Error::Logger`] or
 /// [`Error::Logfile`]. [`execute`](crate::execute) calls this itself for `start` and `run`.
 pub fn init_logger(logfile: Option<&Path>, level: Level) -> Result<LogHandle> {
@@ -184,12 +189,38 @@ impl LogLineFilter for SixLevelFilter {
         use log::kv::Key;
         let current = Level::from_u8(self.level.load(Ordering::Relaxed));
         let always = record.key_values().get(Key::from_str(ALWAYS_KEY)).is_some();
-        if always || Level::of_record(record) >= current {
+        if always || shown(Level::of_record(record), record.target(), current) {
             writer.write(now, record)
         } else {
             Ok(())
         }
     }
+}
+
+/// Libraries whose own lines below NOTICE are left out at every level: the
+/// PostgreSQL client logs each statement with its parameters (event data,
+/// whatever a handler binds) and every socket poll, the TLS library dumps its
+/// handshakes, the HTTP stack its frames. They would bury the daemon's own
+/// DEBUG and VERBOSE lines and put data in the log that does not belong there.
+const QUIET_LIBRARIES: [&str; 9] = [
+    "tokio_postgres",
+    "postgres_protocol",
+    "tokio_postgres_rustls",
+    "rustls",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "mio",
+];
+
+/// Whether a line at `level` from `target` is written at log level `current`.
+fn shown(level: Level, target: &str, current: Level) -> bool {
+    if level < current {
+        return false;
+    }
+    let library = target.split("::").next().unwrap_or(target);
+    level >= Level::Notice || !QUIET_LIBRARIES.contains(&library)
 }
 
 fn format_line(w: &mut dyn Write, now: &mut DeferredNow, record: &log::Record<'_>) -> std::io::Result<()> {
@@ -260,6 +291,39 @@ mod tests {
         assert_eq!(six_level_of(log::Level::Error, &[(LEVEL_KEY, "FATAL")]), Level::Fatal);
         assert_eq!(six_level_of(log::Level::Trace, &[]), Level::Debug);
         assert_eq!(six_level_of(log::Level::Info, &[]), Level::Notice);
+    }
+
+    #[test]
+    fn connection_libraries_lines_below_notice_are_left_out_at_every_level() {
+        for target in [
+            "tokio_postgres::query",
+            "tokio_postgres",
+            "rustls::client::hs",
+            "hyper_util::client",
+        ] {
+            assert!(!shown(Level::Verbose, target, Level::Debug), "{target}");
+            assert!(!shown(Level::Debug, target, Level::Debug), "{target}");
+            assert!(
+                shown(Level::Warning, target, Level::Debug),
+                "{target}: warnings still show"
+            );
+            assert!(shown(Level::Notice, target, Level::Notice), "{target}");
+        }
+        for target in [
+            "pgq_consumers::daemon",
+            "testq",
+            "pgq_daemon::runner",
+            "tokio_postgresql_helper",
+        ] {
+            assert!(
+                shown(Level::Debug, target, Level::Debug),
+                "{target}: the program's own lines show"
+            );
+            assert!(
+                !shown(Level::Debug, target, Level::Verbose),
+                "{target}: below the level"
+            );
+        }
     }
 
     #[test]

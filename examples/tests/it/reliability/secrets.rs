@@ -160,5 +160,9 @@ async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands
         "{log}"
     );
     assert_no_password("the log", &log);
+    assert!(
+        !log.contains("executing statement"),
+        "the PostgreSQL client's statements and their parameters stay out of the log, even at DEBUG:\n{log}"
+    );
     assert_eq!(done_count(&rclient).await, ids.len() + 1, "the daemon carried on");
 }
