@@ -34,10 +34,15 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
         file: "sql/pgq_consumer/v3.sql",
         sql: include_str!("../../sql/pgq_consumer/v3.sql"),
     },
+    SchemaFile {
+        version: 4,
+        file: "sql/pgq_consumer/v4.sql",
+        sql: include_str!("../../sql/pgq_consumer/v4.sql"),
+    },
 ];
 
 /// The newest schema version this program has.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// The advisory lock (two-key form) that serializes installs in a database:
 /// "pgqc" and 1.

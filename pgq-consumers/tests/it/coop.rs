@@ -414,3 +414,172 @@ async fn group_consumer_holding_its_own_batch_blocks_sub_consumers() -> Result<(
     }
     Ok(())
 }
+
+/// The group's subscription row, locked as `pgq_consumer.next_batch_custom`
+/// locks it first.
+const LOCK_GROUP_ROW: &str = "select 1 from pgq.subscription s \
+       join pgq.queue q on q.queue_id = s.sub_queue \
+       join pgq.consumer c on c.co_id = s.sub_consumer \
+      where q.queue_name = $1 and c.co_name = $2 \
+        for update of s";
+
+/// Waits until the backend `pid` waits for a lock.
+async fn waiting_for_a_lock(client: &Client, pid: i32) -> Result<()> {
+    for _ in 0..500 {
+        let row = client
+            .query_one(
+                "select exists (select 1 from pg_locks where pid = $1 and not granted) as w",
+                &[&pid],
+            )
+            .await?;
+        if row.try_get::<_, bool>("w")? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    anyhow::bail!("backend {pid} never waited for a lock")
+}
+
+#[tokio::test]
+async fn registering_takes_the_groups_locks_in_the_order_batch_takers_take_them() -> Result<()> {
+    let (db, client) = queue_db().await?;
+    register_subconsumer(&client, Q, GROUP, "a").await?;
+
+    // A batch taker in the middle of pgq_consumer.next_batch_custom: it
+    // holds the group's subscription row ...
+    let mut taker = db.connect().await;
+    let tx = taker.transaction().await?;
+    tx.execute(LOCK_GROUP_ROW, &[&Q, &GROUP]).await?;
+
+    // ... while a sub-consumer registers, and must wait for that row.
+    let registrar = db.connect().await;
+    let pid: i32 = registrar
+        .query_one("select pg_backend_pid() as p", &[])
+        .await?
+        .try_get("p")?;
+    let registration = tokio::spawn(async move {
+        registrar
+            .query_one(
+                "select pgq_consumer.register_subconsumer($1, $2, 'b') as n",
+                &[&Q, &GROUP],
+            )
+            .await
+            .and_then(|r| r.try_get::<_, i32>("n"))
+    });
+    waiting_for_a_lock(&client, pid).await?;
+
+    // The taker's second update of that row re-checks its foreign key: a
+    // key-share lock on the group's pgq.consumer row. Before version 4, the
+    // waiting registration held that row (pgq.register_consumer locks it for
+    // update), and one of the two died of a deadlock.
+    let key_share = tx.execute("select 1 from pgq.consumer where co_name = $1 for key share", &[&GROUP]);
+    tokio::time::timeout(Duration::from_secs(5), key_share)
+        .await
+        .map_err(|_| anyhow::anyhow!("the batch taker waits for the registration: lock order inverted"))??;
+    tx.commit().await?;
+    assert_eq!(registration.await??, 1, "b registered once the taker committed");
+    Ok(())
+}
+
+#[tokio::test]
+async fn sub_consumers_registering_while_others_take_batches_never_deadlock() -> Result<()> {
+    const TAKERS: usize = 3;
+    const REGISTRARS: usize = 4;
+    const ROUNDS: usize = 40;
+    let (db, client) = queue_db().await?;
+    for i in 0..TAKERS {
+        register_subconsumer(&client, Q, GROUP, &format!("t{i}")).await?;
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A deadlock is detected after deadlock_timeout (1 s by default): faster
+    // where the test may change it.
+    let fast_detection = |c: Client| async move {
+        let _ = c.batch_execute("set deadlock_timeout = '20ms'").await;
+        c
+    };
+
+    // Ticks all the time, so batch takers cut new batches (the path that
+    // updates the group's row twice).
+    let ticker = {
+        let c = fast_detection(db.connect().await).await;
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                insert(&c, "t", "x").await?;
+                tick(&c).await?;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    // The SQL functions themselves, in autocommit as the batch loop calls
+    // them: no retry anywhere.
+    let mut takers = Vec::new();
+    for i in 0..TAKERS {
+        let c = fast_detection(db.connect().await).await;
+        let stop = Arc::clone(&stop);
+        takers.push(tokio::spawn(async move {
+            let sub = format!("t{i}");
+            let mut batches = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let row = c
+                    .query_one(
+                        "select batch_id from pgq_consumer.next_batch_custom($1, $2, $3, null, null, null, null)",
+                        &[&Q, &GROUP, &sub],
+                    )
+                    .await?;
+                if let Some(id) = row.try_get::<_, Option<i64>>("batch_id")? {
+                    c.execute("select pgq_consumer.finish_batch($1)", &[&id]).await?;
+                    batches += 1;
+                }
+            }
+            anyhow::Ok(batches)
+        }));
+    }
+    let mut registrars = Vec::new();
+    for _ in 0..REGISTRARS {
+        registrars.push(Arc::new(fast_detection(db.connect().await).await));
+    }
+
+    let mut failures = Vec::new();
+    for round in 0..ROUNDS {
+        let calls: Vec<_> = registrars
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let c = Arc::clone(c);
+                tokio::spawn(async move {
+                    c.query_one(
+                        "select pgq_consumer.register_subconsumer($1, $2, $3) as n",
+                        &[&Q, &GROUP, &format!("r{round}.{i}")],
+                    )
+                    .await
+                    .and_then(|r| r.try_get::<_, i32>("n"))
+                })
+            })
+            .collect();
+        for call in calls {
+            match call.await? {
+                Ok(1) => {}
+                Ok(n) => failures.push(format!("round {round}: registration returned {n}")),
+                Err(e) => failures.push(format!("round {round}: {e:?}")),
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    ticker.await??;
+    let mut batches = 0;
+    for t in takers {
+        match t.await? {
+            Ok(n) => batches += n,
+            Err(e) => failures.push(format!("batch taker: {e:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "no deadlock, no error: {failures:#?}");
+    assert!(batches > 0, "the takers took batches while the others registered");
+    assert_eq!(
+        subconsumer_info(&client, Q, GROUP).await?.len(),
+        TAKERS + REGISTRARS * ROUNDS
+    );
+    Ok(())
+}
