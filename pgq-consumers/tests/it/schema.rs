@@ -162,3 +162,38 @@ async fn install_in_the_callers_transaction_rolls_back_with_it() -> Result<()> {
     assert_eq!(installed_schema_version(&client).await?, None);
     Ok(())
 }
+
+#[tokio::test]
+async fn upgrade_from_v3_keeps_cooperative_groups_and_their_batches() -> Result<()> {
+    let db = TestDb::create().await;
+    let client = db.connect().await;
+    assert_eq!(install_schema_to(&client, 3).await?, 3);
+    client.execute("select pgq.create_queue('q')", &[]).await?;
+    for sub in ["a", "b"] {
+        pgq_consumers::register_subconsumer(&client, "q", "grp", sub).await?;
+    }
+    client.execute("select pgq.insert_event('q', 't', 'x')", &[]).await?;
+    client.execute("select pgq.force_tick('q')", &[]).await?;
+    client.execute("select pgq.ticker('q')", &[]).await?;
+    let none = pgq::BatchLimits::default();
+    let held = pgq_consumers::next_subconsumer_batch(&client, "q", "grp", "a", None, &none)
+        .await?
+        .expect("a's batch");
+
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
+    assert!(
+        !pgq_consumers::register_subconsumer(&client, "q", "grp", "a").await?,
+        "a is still registered"
+    );
+    assert!(pgq_consumers::register_subconsumer(&client, "q", "grp", "c").await?);
+    let info = pgq_consumers::subconsumer_info(&client, "q", "grp").await?;
+    assert_eq!(
+        info.iter()
+            .map(|i| (i.subconsumer.as_str(), i.batch_id))
+            .collect::<Vec<_>>(),
+        [("a", Some(held.batch_id)), ("b", None), ("c", None)],
+        "the members and the batch held survive the upgrade"
+    );
+    pgq_consumers::finish_subconsumer_batch(&client, held.batch_id).await?;
+    Ok(())
+}
