@@ -210,19 +210,11 @@ pub async fn next_batch_info(
 }
 
 fn read_batch(r: &Row) -> std::result::Result<Option<SubconsumerBatch>, tokio_postgres::Error> {
-    let Some(batch_id) = r.try_get::<_, Option<i64>>("batch_id")? else {
+    let Some(ticks) = BatchTicks::from_row(r)? else {
         return Ok(None);
     };
     Ok(Some(SubconsumerBatch {
-        ticks: BatchTicks {
-            batch_id,
-            cur_tick_id: r.try_get("cur_tick_id")?,
-            prev_tick_id: r.try_get("prev_tick_id")?,
-            cur_tick_time: r.try_get("cur_tick_time")?,
-            prev_tick_time: r.try_get("prev_tick_time")?,
-            cur_tick_event_seq: r.try_get("cur_tick_event_seq")?,
-            prev_tick_event_seq: r.try_get("prev_tick_event_seq")?,
-        },
+        ticks,
         taken_from: r.try_get("taken_from")?,
     }))
 }

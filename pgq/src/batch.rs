@@ -43,7 +43,11 @@ pub struct BatchTicks {
 }
 
 impl BatchTicks {
-    pub(crate) fn from_row(r: &Row) -> std::result::Result<Option<BatchTicks>, tokio_postgres::Error> {
+    /// Reads the columns `pgq.next_batch_info` returns (`batch_id`,
+    /// `cur_tick_id`, ... `prev_tick_event_seq`) from a row, by name; `None`
+    /// when `batch_id` is NULL (no batch). For functions returning the same
+    /// columns, like the framework's cooperative `next_batch`.
+    pub fn from_row(r: &Row) -> std::result::Result<Option<BatchTicks>, tokio_postgres::Error> {
         let Some(batch_id) = r.try_get::<_, Option<i64>>("batch_id")? else {
             return Ok(None);
         };
