@@ -244,7 +244,52 @@ impl fmt::Display for ConnString {
     }
 }
 
-/// Hides the password of a connection string.
+/// Keys of a libpq connection string whose values are shown. Every other
+/// value is hidden: `password`, and any key libpq does not know, since a
+/// mistyped `passwrd=...` holds a password too.
+const SHOWN_KEYS: [&str; 38] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "passfile",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "connect_timeout",
+    "client_encoding",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "sslmode",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "requirepeer",
+    "require_auth",
+    "channel_binding",
+    "gssencmode",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
+/// Hides the password of a connection string, in both the `key=value` and
+/// the URL forms, and the value of any key libpq does not know.
 pub fn redact(dsn: &str) -> String {
     let trimmed = dsn.trim_start();
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
@@ -252,33 +297,40 @@ pub fn redact(dsn: &str) -> String {
     }
     let mut out = String::with_capacity(dsn.len());
     let mut rest = dsn;
-    while let Some(pos) = find_password_key(rest) {
-        let (before, after) = rest.split_at(pos);
-        out.push_str(before);
-        let eq = after.find('=').map(|i| i + 1).unwrap_or(after.len());
-        out.push_str(&after[..eq]);
-        let value = after[eq..].trim_start();
-        out.push_str("***");
-        rest = skip_value(value);
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Finds `password` used as a key (`password=` or `password =`).
-fn find_password_key(s: &str) -> Option<usize> {
-    let lower = s.to_ascii_lowercase();
-    let mut from = 0;
-    while let Some(i) = lower[from..].find("password") {
-        let at = from + i;
-        let starts_word = at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace();
-        let after = lower[at + "password".len()..].trim_start();
-        if starts_word && after.starts_with('=') {
-            return Some(at);
+    loop {
+        let blank = rest.len() - rest.trim_start().len();
+        out.push_str(&rest[..blank]);
+        rest = &rest[blank..];
+        if rest.is_empty() {
+            return out;
         }
-        from = at + "password".len();
+        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
+        if key_end == 0 {
+            // A stray `=`: copy it and go on.
+            out.push('=');
+            rest = &rest[1..];
+            continue;
+        }
+        let key = &rest[..key_end];
+        let after_key = &rest[key_end..];
+        let eq = after_key.len() - after_key.trim_start().len();
+        if !after_key[eq..].starts_with('=') {
+            // Not `key=value` (libpq refuses it): show the word.
+            out.push_str(key);
+            rest = after_key;
+            continue;
+        }
+        out.push_str(key);
+        out.push_str(&after_key[..=eq]);
+        let value_part = &after_key[eq + 1..];
+        let after_value = skip_value(value_part.trim_start());
+        if SHOWN_KEYS.contains(&key) {
+            out.push_str(&value_part[..value_part.len() - after_value.len()]);
+        } else {
+            out.push_str("***");
+        }
+        rest = after_value;
     }
-    None
 }
 
 /// Skips a `key=value` value: quoted with backslash escapes, or up to white space.
@@ -326,7 +378,7 @@ fn redact_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    Some((k, _)) if !SHOWN_KEYS.contains(&k) => format!("{k}=***"),
                     _ => kv.to_string(),
                 })
                 .collect();
@@ -349,6 +401,22 @@ mod tests {
         assert_eq!(redact("password = 'a b\\' c' host=h"), "password =*** host=h");
         assert_eq!(redact("host=h"), "host=h");
         assert_eq!(redact("user=passwordless host=h"), "user=passwordless host=h");
+    }
+
+    #[test]
+    fn values_of_keys_libpq_does_not_know_are_hidden_too() {
+        assert_eq!(
+            redact("host=h passwrd=s3cret dbname=d"),
+            "host=h passwrd=*** dbname=d",
+            "a mistyped password key"
+        );
+        assert_eq!(redact("PASSWORD='x y' port=5"), "PASSWORD=*** port=5");
+        assert_eq!(redact("host = h  sslmode=require"), "host = h  sslmode=require");
+        assert_eq!(redact("host=h junk = =x"), "host=h junk =***", "the value is `=x`");
+        assert_eq!(
+            redact("postgres://u@h/db?passwrd=x&sslmode=require"),
+            "postgres://u@h/db?passwrd=***&sslmode=require"
+        );
     }
 
     #[test]

@@ -99,7 +99,14 @@ async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands
     // server that is not there, a database that is not there (from PGQ_DB).
     let wrong_db = db.replace(PASSWORD, WRONG);
     let wrong_remote = remote.replace(PASSWORD, WRONG);
-    let failing: [Failing<'_>; 6] = [
+    let failing: [Failing<'_>; 7] = [
+        (
+            "a mistyped password key",
+            format!("host=127.0.0.1 port={port} user={USER} passwrd={PASSWORD} dbname=q"),
+            remote.clone(),
+            &["check"],
+            Some(1),
+        ),
         ("wrong password", wrong_db.clone(), remote.clone(), &["check"], Some(3)),
         (
             "wrong password, status",
