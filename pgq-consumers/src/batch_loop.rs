@@ -16,6 +16,7 @@ use crate::consumer::{CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
+use crate::heartbeat::Heartbeat;
 use crate::tracking;
 
 /// What one round of the loop did.
@@ -54,6 +55,9 @@ pub struct BatchLoop<C> {
     queue_db: Client,
     remote_db: Option<Client>,
     poisoned: HashMap<i64, String>,
+    /// Cooperative consumers: marks the sub-consumer as seen while it works
+    /// on a batch, so that only a silent one loses it.
+    heartbeat: Heartbeat,
 }
 
 impl<C: Consumer> BatchLoop<C> {
@@ -85,6 +89,7 @@ impl<C: Consumer> BatchLoop<C> {
             queue_db,
             remote_db,
             poisoned: HashMap::new(),
+            heartbeat: Heartbeat::default(),
         })
     }
 
@@ -170,6 +175,8 @@ impl<C: Consumer> BatchLoop<C> {
         let queue = self.config.queue.clone();
         let consumer = self.config.consumer.clone();
         let subconsumer = self.config.subconsumer.clone();
+        // Beats until this round ends, however it ends.
+        let _beating = self.heartbeat.start(&self.config).await;
 
         let queue_tx = self
             .queue_db

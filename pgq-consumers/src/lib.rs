@@ -46,6 +46,7 @@ mod daemon;
 mod error;
 mod failed;
 mod failpoint;
+mod heartbeat;
 mod libpq;
 mod outcome;
 mod schema;

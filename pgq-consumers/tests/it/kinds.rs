@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use pgq_consumers::{
     applied_outcomes, last_applied_batch, list_failed_events, record_applied_batch, record_applied_outcomes,
-    register_subconsumer, subconsumer_info, AppliedOutcome, BatchLoop, CommitMode, Error, Round,
+    register_subconsumer, subconsumer_info, AppliedOutcome, BatchLoop, BatchReport, CommitMode, Error, Round,
 };
 use pgq_test_support::wait_for;
 use tokio::sync::Notify;
@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use crate::common::{maint_retry_events, tick, Q};
 use crate::scripted::{
     batch_loop, call_ids, config, config_for, counts, done, done_counts, finished, insert_all, position, remote_db,
-    setup, Act, Scripted, CONSUMER,
+    setup, Act, Gate, Scripted, CONSUMER,
 };
 
 #[tokio::test]
@@ -327,8 +327,43 @@ async fn cooperative_sub_consumers_share_the_batches_each_event_exactly_once() -
     Ok(())
 }
 
+/// Runs sub-consumer `sub`'s batch loop on a thread and a current-thread
+/// runtime of its own, as a process of its own: when its handler stalls
+/// ([`Act::Stall`]), everything on that runtime stops, its heartbeat
+/// included. Returns its first two rounds.
+fn own_process(
+    consumer: Scripted,
+    config: pgq_consumers::Config,
+) -> std::thread::JoinHandle<Result<(pgq_consumers::Result<Round>, pgq_consumers::Result<Round>)>> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let mut lp = batch_loop(consumer, config).await?;
+            let first = lp.round().await;
+            let second = lp.round().await;
+            Ok((first, second))
+        })
+    })
+}
+
+/// The calls of `lp`'s rounds until one finishes a batch, every round before
+/// it idle; returns the report and how long that took.
+async fn rounds_until_finished(lp: &mut BatchLoop<Scripted>, timeout: Duration) -> Result<(BatchReport, Duration)> {
+    let started = Instant::now();
+    loop {
+        match lp.round().await? {
+            Round::Finished(report) => return Ok((report, started.elapsed())),
+            Round::Idle => {
+                anyhow::ensure!(started.elapsed() < timeout, "no batch within {timeout:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => anyhow::bail!("unexpected round {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
-async fn dead_sub_consumers_batch_is_taken_over_after_dead_interval_and_its_late_finish_rolls_back() -> Result<()> {
+async fn stalled_sub_consumers_batch_is_taken_over_after_dead_interval_and_its_late_finish_rolls_back() -> Result<()> {
     let (db, mut client) = setup().await?;
     for sub in ["a", "b"] {
         register_subconsumer(&client, Q, GROUP, sub).await?;
@@ -337,24 +372,21 @@ async fn dead_sub_consumers_batch_is_taken_over_after_dead_interval_and_its_late
     tick(&client).await?;
     let extra = |sub: &str| format!("subconsumer = '{sub}'\ndead_interval = 1.0");
 
-    // Sub-consumer a takes the batch and goes silent in the middle of it.
-    let stalled = Arc::new(Notify::new());
-    let hang = Arc::clone(&stalled);
+    // Sub-consumer a takes the batch and its process stalls in the middle
+    // of it: no heartbeat either.
+    let gate = Arc::new(Gate::default());
+    let stall = Arc::clone(&gate);
     let first = ids[0];
     let a = Scripted::new(move |ev, seen| {
         if ev.ev_id == first && seen == 0 {
-            Act::Wait(Arc::clone(&hang))
+            Act::Stall(Arc::clone(&stall))
         } else {
             Act::Ok
         }
     })
     .tag("a");
     let a_calls = a.calls();
-    let mut lp_a = batch_loop(a, config_for(&db, GROUP, &extra("a"))).await?;
-    let a_round = tokio::spawn(async move {
-        let round = lp_a.round().await;
-        (lp_a, round)
-    });
+    let a_process = own_process(a, config_for(&db, GROUP, &extra("a")));
     let held = wait_for("a to hold the batch", Duration::from_secs(10), || async {
         let info = subconsumer_info(&client, Q, GROUP).await.ok()?;
         let a = info.iter().find(|i| i.subconsumer == "a")?;
@@ -366,21 +398,11 @@ async fn dead_sub_consumers_batch_is_taken_over_after_dead_interval_and_its_late
     let b = Scripted::by_type().tag("b");
     let b_calls = b.calls();
     let mut lp_b: BatchLoop<Scripted> = batch_loop(b, config_for(&db, GROUP, &extra("b"))).await?;
-    let started = Instant::now();
     assert_eq!(lp_b.round().await?, Round::Idle, "a is not dead yet");
-    let report = loop {
-        match lp_b.round().await? {
-            Round::Finished(report) => break report,
-            Round::Idle => {
-                assert!(started.elapsed() < Duration::from_secs(10), "b never took over");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => panic!("unexpected round {other:?}"),
-        }
-    };
+    let (report, waited) = rounds_until_finished(&mut lp_b, Duration::from_secs(10)).await?;
     assert!(
-        started.elapsed() >= Duration::from_millis(900),
-        "taken over after the dead interval, not before"
+        waited >= Duration::from_millis(800),
+        "taken over after the dead interval, not before (after {waited:?})"
     );
     assert_ne!(report.batch_id, held, "taken over under a new batch id");
     assert_eq!(counts(&report), (3, 3, 0, 0));
@@ -388,16 +410,112 @@ async fn dead_sub_consumers_batch_is_taken_over_after_dead_interval_and_its_late
 
     // a wakes up and finishes its work: its batch is gone, so its round
     // fails and its writes roll back.
-    stalled.notify_one();
-    let (mut lp_a, a_result) = a_round.await?;
-    match a_result {
+    gate.open();
+    let (a_first, a_second) = tokio::task::spawn_blocking(move || a_process.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("a's thread panicked"))??;
+    match a_first {
         Err(Error::BatchNotActive { batch_id, .. }) => assert_eq!(batch_id, held),
         other => panic!("a's late finish should fail with BatchNotActive, got {other:?}"),
     }
     let rows = client.query("select ev_id, tag from done order by ev_id", &[]).await?;
     let rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     assert_eq!(rows, ids.iter().map(|id| (*id, "b".to_string())).collect::<Vec<_>>());
-    assert_eq!(lp_a.round().await?, Round::Idle, "nothing left for a");
+    assert_eq!(a_second?, Round::Idle, "nothing left for a");
     assert_eq!(lp_b.round().await?, Round::Idle);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sub_consumer_whose_batch_outlasts_the_dead_interval_keeps_it_thanks_to_its_heartbeat() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    for sub in ["a", "b"] {
+        register_subconsumer(&client, Q, GROUP, sub).await?;
+    }
+    let ids = insert_all(&mut client, &["ok", "ok", "ok"]).await?;
+    tick(&client).await?;
+    // The batch takes 1.5 s, three dead intervals.
+    let extra = |sub: &str| format!("subconsumer = '{sub}'\ndead_interval = 0.5");
+    let a = Scripted::new(|_, _| Act::Slow(Duration::from_millis(500))).tag("a");
+    let a_calls = a.calls();
+    let mut lp_a = batch_loop(a, config_for(&db, GROUP, &extra("a"))).await?;
+    let a_round = tokio::spawn(async move { lp_a.round().await });
+    wait_for("a to start its batch", Duration::from_secs(10), || async {
+        (!call_ids(&a_calls).is_empty()).then_some(())
+    })
+    .await;
+
+    // b asks for work all along: a is never taken for dead.
+    let b = Scripted::by_type().tag("b");
+    let b_calls = b.calls();
+    let mut lp_b: BatchLoop<Scripted> = batch_loop(b, config_for(&db, GROUP, &extra("b"))).await?;
+    let mut seen = Vec::new();
+    while !a_round.is_finished() {
+        assert_eq!(
+            lp_b.round().await?,
+            Round::Idle,
+            "b took a's batch while a worked on it"
+        );
+        let info = subconsumer_info(&client, Q, GROUP).await?;
+        if let Some(last_seen) = info.iter().find(|i| i.subconsumer == "a").and_then(|i| i.last_seen) {
+            seen.push(last_seen);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = finished(a_round.await??);
+    assert_eq!(counts(&report), (3, 3, 0, 0));
+    assert_eq!(call_ids(&a_calls), ids, "the work was done once");
+    assert!(call_ids(&b_calls).is_empty());
+    let rows = client.query("select ev_id, tag from done order by ev_id", &[]).await?;
+    let rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, ids.iter().map(|id| (*id, "a".to_string())).collect::<Vec<_>>());
+    seen.dedup();
+    assert!(seen.len() >= 3, "a was seen again and again while it worked: {seen:?}");
+    assert_eq!(lp_b.round().await?, Round::Idle);
+    Ok(())
+}
+
+#[tokio::test]
+async fn killed_sub_consumers_heartbeat_stops_and_its_batch_is_taken_over_after_dead_interval() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    for sub in ["a", "b"] {
+        register_subconsumer(&client, Q, GROUP, sub).await?;
+    }
+    let ids = insert_all(&mut client, &["ok", "ok", "ok"]).await?;
+    tick(&client).await?;
+    let extra = |sub: &str| format!("subconsumer = '{sub}'\ndead_interval = 0.6");
+
+    // a waits in its handler, alive: its heartbeat keeps the batch its own.
+    let wakeup = Arc::new(Notify::new());
+    let wait = Arc::clone(&wakeup);
+    let a = Scripted::new(move |_, _| Act::Wait(Arc::clone(&wait))).tag("a");
+    let a_calls = a.calls();
+    let mut lp_a = batch_loop(a, config_for(&db, GROUP, &extra("a"))).await?;
+    let a_round = tokio::spawn(async move { lp_a.round().await });
+    wait_for("a to start its batch", Duration::from_secs(10), || async {
+        (!call_ids(&a_calls).is_empty()).then_some(())
+    })
+    .await;
+    let b = Scripted::by_type().tag("b");
+    let mut lp_b: BatchLoop<Scripted> = batch_loop(b, config_for(&db, GROUP, &extra("b"))).await?;
+    let alive = Instant::now();
+    while alive.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(lp_b.round().await?, Round::Idle, "a is alive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // a is killed: its round, heartbeat and connections are gone.
+    a_round.abort();
+    assert!(a_round.await.is_err_and(|e| e.is_cancelled()));
+    let (report, waited) = rounds_until_finished(&mut lp_b, Duration::from_secs(10)).await?;
+    assert!(
+        waited >= Duration::from_millis(300),
+        "taken over once a was silent for the dead interval (after {waited:?})"
+    );
+    assert_eq!(counts(&report), (3, 3, 0, 0));
+    let rows = client.query("select ev_id, tag from done order by ev_id", &[]).await?;
+    let rows: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(rows, ids.iter().map(|id| (*id, "b".to_string())).collect::<Vec<_>>());
+    drop(wakeup);
     Ok(())
 }

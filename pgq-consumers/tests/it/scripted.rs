@@ -44,12 +44,46 @@ pub enum Act {
     Wait(Arc<Notify>),
     /// Write the row, then sleep this long, then Ok.
     Slow(Duration),
+    /// Write the row, then block the thread until the gate opens, then Ok: on
+    /// a current-thread runtime, everything on it stops meanwhile (the
+    /// heartbeat too), as in a stopped or wedged process.
+    Stall(Arc<Gate>),
+}
+
+/// A gate a stalled handler waits at, blocking its thread.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Lets the handlers waiting at the gate go on.
+    pub fn open(&self) {
+        if let Ok(mut open) = self.open.lock() {
+            *open = true;
+        }
+        self.opened.notify_all();
+    }
+
+    /// Blocks the thread until the gate is open.
+    fn pass(&self) {
+        let Ok(mut open) = self.open.lock() else {
+            return;
+        };
+        while !*open {
+            match self.opened.wait(open) {
+                Ok(guard) => open = guard,
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 impl Act {
     fn name(&self) -> &'static str {
         match self {
-            Act::Ok | Act::Wait(_) | Act::Slow(_) => "ok",
+            Act::Ok | Act::Wait(_) | Act::Slow(_) | Act::Stall(_) => "ok",
             Act::Fail(_) => "failed",
             Act::Retry(_) => "retry",
             Act::Abort => "abort",
@@ -170,6 +204,10 @@ impl Consumer for Scripted {
             }
             Act::Slow(pause) => {
                 tokio::time::sleep(pause).await;
+                Ok(Outcome::Ok)
+            }
+            Act::Stall(gate) => {
+                gate.pass();
                 Ok(Outcome::Ok)
             }
         }
