@@ -295,17 +295,33 @@ where
     code.code() as u8
 }
 
-/// Registers sub-consumer `sub` in its group, trying again when PostgreSQL
-/// picked the registration as a deadlock victim (it can be, against the
-/// group's other members taking batches at that moment). Returns `false`
-/// when it was registered already.
+/// The `pgq_consumer` version from which registering a sub-consumer takes
+/// the group's locks in the order batch takers take them (`v4.sql`).
+const REGISTRATION_LOCK_ORDER_VERSION: i32 = 4;
+
+/// Registers sub-consumer `sub` in its group. Returns `false` when it was
+/// registered already.
+///
+/// A registration PostgreSQL picks as a deadlock victim was rolled back
+/// whole, and is tried again (a few times). Since `pgq_consumer` version 4
+/// it never deadlocks with the group's batch takers; a deadlock then comes
+/// from a database still on an older version (starting does not upgrade it,
+/// `install` does) or from another session's locks, and is logged as a
+/// warning, not hidden.
 async fn join_group(db: &tokio_postgres::Client, c: &Config, sub: &str) -> Result<bool> {
     let mut tries = 0u32;
     loop {
         match coop::register_subconsumer(db, &c.queue, &c.consumer, sub).await {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) && tries < 5 => {
                 tries += 1;
-                log::debug!("registering sub-consumer {sub:?} met a deadlock; trying again ({tries})");
+                let hint = match crate::schema::installed_version(db).await {
+                    Ok(Some(v)) if v < REGISTRATION_LOCK_ORDER_VERSION => format!(
+                        " (pgq_consumer is at version {v} in the queue database, where registering can deadlock \
+                         with batch takers: run `install` to upgrade it)"
+                    ),
+                    _ => String::new(),
+                };
+                log::warn!("registering sub-consumer {sub:?} met a deadlock{hint}; trying again ({tries})");
                 tokio::time::sleep(Duration::from_millis(50) * tries).await;
             }
             other => return other,
