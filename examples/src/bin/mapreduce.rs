@@ -20,7 +20,9 @@
 //!
 //! A worker killed mid-job loses nothing: its batch is rolled back, and once
 //! it has been silent for `dead_interval` seconds another worker takes the
-//! batch over. `dead_interval` must exceed the longest batch.
+//! batch over. A working worker is never silent (it heartbeats every third
+//! of `dead_interval` while it processes a batch), so a job may take longer
+//! than `dead_interval`.
 //!
 //! Parallelism comes from batches: the group hands each batch to one worker,
 //! and a batch is what the ticker cut between two ticks. So `map` commits its
