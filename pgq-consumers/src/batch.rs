@@ -1,8 +1,10 @@
 //! One batch being processed: reading its events, applying outcomes.
 
 use std::collections::{HashMap, VecDeque};
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::{Stream, TryStreamExt};
 use pgq::Event;
 
 use crate::consumer::{CommitMode, Context};
@@ -42,6 +44,9 @@ pub struct BatchReport {
 }
 
 const CURSOR: &str = "pgq_consumer_batch";
+
+/// A batch's events as they are read from the database.
+pub(crate) type EventStream = Pin<Box<dyn Stream<Item = pgq::Result<Event>> + Send>>;
 const SAVEPOINT: &str = "pgq_consumer_event";
 
 /// A batch being processed: hands out its events, applies their outcomes.
@@ -53,6 +58,11 @@ pub struct Batch<'a> {
     filter: Option<String>,
     max_retries: Option<u32>,
     buffer: VecDeque<Event>,
+    /// The events streamed by the batch query from the reader connection;
+    /// `None` reads them through a cursor in the batch's transaction. (In a
+    /// mutex only to keep `Batch` `Sync`; it is never locked, only reached
+    /// through `&mut self`.)
+    stream: Option<std::sync::Mutex<EventStream>>,
     opened: bool,
     exhausted: bool,
     savepoint_open: bool,
@@ -81,6 +91,7 @@ impl<'a> Batch<'a> {
             filter,
             max_retries,
             buffer: VecDeque::new(),
+            stream: None,
             opened: false,
             exhausted: false,
             savepoint_open: false,
@@ -94,14 +105,22 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// Reads the events from `stream` (the batch query on the reader
+    /// connection) instead of a cursor.
+    pub(crate) fn with_stream(mut self, stream: EventStream) -> Batch<'a> {
+        self.stream = Some(std::sync::Mutex::new(stream));
+        self
+    }
+
     /// What the handler can reach: the transactions and the batch's ids.
     pub fn context(&mut self) -> &mut Context<'a> {
         &mut self.cx
     }
 
     /// The next event of the batch, `None` when all were handed out. Events
-    /// are read `fetch_size` at a time, so memory does not grow with the
-    /// batch. An event that made the handler panic on an earlier try is not
+    /// are streamed from the database as they are handed out (or read
+    /// `fetch_size` at a time from a cursor), so memory does not grow with
+    /// the batch. An event that made the handler panic on an earlier try is not
     /// handed out again: it is stored as failed with the panic's message.
     ///
     /// In [`CommitMode::RemoteEvent`] a savepoint is opened on the remote
@@ -131,6 +150,18 @@ impl<'a> Batch<'a> {
     }
 
     async fn fill(&mut self) -> Result<()> {
+        if let Some(stream) = &mut self.stream {
+            // Streamed: the connection reads ahead no further than this.
+            let stream = stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match stream.try_next().await? {
+                Some(event) => self.buffer.push_back(event),
+                None => {
+                    self.exhausted = true;
+                    self.stream = None;
+                }
+            }
+            return Ok(());
+        }
         let batch_id = self.cx.ticks.batch_id;
         let quick = i32::try_from(self.fetch_size).unwrap_or(i32::MAX);
         let events = if !self.opened {

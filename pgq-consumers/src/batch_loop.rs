@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use pgq::{BatchLimits, BatchTicks, Interval};
+use pgq::{BatchLimits, BatchReader, BatchStatements, BatchTicks, EventFilter, Interval};
 use tokio_postgres::Client;
 
-use crate::batch::{Batch, BatchEnd, BatchReport};
+use crate::batch::{Batch, BatchEnd, BatchReport, EventStream};
 use crate::config::Config;
-use crate::connect::{connect, Database};
+use crate::connect::{connect, connect_listening, Database, Notifications};
 use crate::consumer::{CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
@@ -58,6 +58,98 @@ pub struct BatchLoop<C> {
     /// Cooperative consumers: marks the sub-consumer as seen while it works
     /// on a batch, so that only a silent one loses it.
     heartbeat: Heartbeat,
+    /// `next_batch_custom` and `finish_batch`, prepared on `queue_db`.
+    statements: Option<BatchStatements>,
+    /// The second connection to the queue database: streams batches and
+    /// listens for ticks.
+    reader: Option<Reader>,
+    /// The next batch, opened in the transaction that finished the previous
+    /// one (plain consumers), and its events already streaming.
+    pending: Option<Pending>,
+}
+
+/// A batch opened by the transaction that finished the previous one.
+struct Pending {
+    ticks: BatchTicks,
+    /// Its events, streaming since that transaction committed.
+    stream: Option<EventStream>,
+}
+
+/// The reader connection: a batch's events are streamed from it while the
+/// queue connection carries the batch's transaction, so the handler's own
+/// statements never wait behind unread rows, and the two round trips that
+/// start a batch overlap. It also listens on the queue's tick channel.
+struct Reader {
+    client: Client,
+    notifications: Notifications,
+    /// The batch query, prepared on this connection.
+    batch: Option<BatchReader>,
+    listening: bool,
+}
+
+impl Reader {
+    async fn open(config: &Config, app: &str) -> Result<Reader> {
+        let (client, notifications) = connect_listening(&config.db, app, Database::Queue).await?;
+        // The batch query's best plan does not depend on the batch: without
+        // this, PostgreSQL plans it afresh for every batch, which costs more
+        // than running it.
+        client
+            .batch_execute("set plan_cache_mode = force_generic_plan")
+            .await
+            .map_err(Error::db(&config.queue, &config.consumer))?;
+        let listening = match pgq::listen(&client, &pgq::tick_channel(&config.queue)).await {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn!("cannot listen for ticks (polling every `delay` instead): {e}");
+                false
+            }
+        };
+        Ok(Reader {
+            client,
+            notifications,
+            batch: None,
+            listening,
+        })
+    }
+
+    /// Starts streaming a batch's events; `None` when the batch query cannot
+    /// be used (the caller reads through a cursor instead).
+    async fn stream(&mut self, queue: &str, batch_id: i64, filter: &EventFilter) -> Option<EventStream> {
+        if self.batch.is_none() {
+            match BatchReader::prepare(&self.client, queue).await {
+                Ok(r) => self.batch = Some(r),
+                Err(e) => {
+                    log::warn!("cannot prepare the batch query, reading through a cursor: {e}");
+                    return None;
+                }
+            }
+        }
+        let reader = self.batch.as_ref()?;
+        match reader.stream(&self.client, batch_id, filter).await {
+            Ok(stream) => Some(Box::pin(stream)),
+            Err(e) => {
+                log::warn!("the batch query failed, reading through a cursor: {e}");
+                // Prepared again next time (the queue may have been re-created).
+                self.batch = None;
+                None
+            }
+        }
+    }
+
+    /// Starts streaming the events of the batch `consumer` opened between
+    /// `ticks`, before the transaction that opened it has committed.
+    async fn stream_ticks(&mut self, consumer: &str, ticks: &BatchTicks, filter: &EventFilter) -> Option<EventStream> {
+        let reader = self.batch.as_ref()?;
+        match reader.stream_ticks(&self.client, consumer, ticks, filter).await {
+            Ok(stream) => Some(Box::pin(stream)),
+            Err(e) => {
+                log::warn!("the batch query failed, reading through a cursor: {e}");
+                // Prepared again next time (the queue may have been re-created).
+                self.batch = None;
+                None
+            }
+        }
+    }
 }
 
 impl<C: Consumer> BatchLoop<C> {
@@ -83,6 +175,7 @@ impl<C: Consumer> BatchLoop<C> {
                 Some(connect(dsn, &app, Database::Remote).await?)
             }
         };
+        let reader = Some(Reader::open(&config, &app).await?);
         Ok(BatchLoop {
             consumer,
             config,
@@ -90,6 +183,9 @@ impl<C: Consumer> BatchLoop<C> {
             remote_db,
             poisoned: HashMap::new(),
             heartbeat: Heartbeat::default(),
+            statements: None,
+            reader,
+            pending: None,
         })
     }
 
@@ -119,7 +215,9 @@ impl<C: Consumer> BatchLoop<C> {
         let app = application_name(&self.config);
         if self.queue_db.is_closed() {
             self.queue_db = connect(&self.config.db, &app, Database::Queue).await?;
+            self.statements = None;
         }
+        self.reopen_reader().await;
         if let (Some(remote), Some(dsn)) = (&self.remote_db, &self.config.remote_db) {
             if remote.is_closed() {
                 let fresh = connect(dsn, &app, Database::Remote).await?;
@@ -127,6 +225,50 @@ impl<C: Consumer> BatchLoop<C> {
             }
         }
         Ok(())
+    }
+
+    /// Completes when the ticker notifies a new tick on the consumer's queue
+    /// (see [`pgq::tick_channel`]): the daemon's rest between rounds ends
+    /// then, instead of lasting `delay`. Notifications that came while the
+    /// loop was busy count: a tick is never missed, at most a round finds
+    /// nothing. Never completes when the loop cannot listen.
+    ///
+    /// Cancellation-safe.
+    pub async fn wait_for_tick(&mut self) {
+        let Some(reader) = self.reader.as_mut().filter(|r| r.listening) else {
+            return std::future::pending().await;
+        };
+        match reader.notifications.recv().await {
+            Some(_) => while reader.notifications.try_recv().is_ok() {},
+            // The connection is gone; the next round opens another.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Opens the reader connection again when it was lost (quietly: the
+    /// queue connection's state is what the daemon reports).
+    async fn reopen_reader(&mut self) {
+        if self.reader.as_ref().is_some_and(|r| !r.client.is_closed()) {
+            return;
+        }
+        let app = application_name(&self.config);
+        self.reader = match Reader::open(&self.config, &app).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::debug!("cannot open the reader connection, reading through a cursor: {e}");
+                None
+            }
+        };
+    }
+
+    /// The prepared statements of `queue_db`.
+    async fn statements(&mut self) -> Result<BatchStatements> {
+        if let Some(s) = &self.statements {
+            return Ok(s.clone());
+        }
+        let s = BatchStatements::prepare(&self.queue_db).await?;
+        self.statements = Some(s.clone());
+        Ok(s)
     }
 
     /// Applies a re-read configuration: the consumer's `config` is called
@@ -166,8 +308,13 @@ impl<C: Consumer> BatchLoop<C> {
     /// Cancellation-safe: dropped midway, the transactions roll back and the
     /// batch is delivered again.
     pub async fn round(&mut self) -> Result<Round> {
-        let Some(ticks) = next_batch(&self.queue_db, &self.config).await? else {
-            return Ok(Round::Idle);
+        let statements = self.statements().await?;
+        let (ticks, prefetched) = match self.pending.take() {
+            Some(p) => (p.ticks, p.stream),
+            None => match next_batch(&self.queue_db, &statements, &self.config).await? {
+                Some(ticks) => (ticks, None),
+                None => return Ok(Round::Idle),
+            },
         };
         let batch_id = ticks.batch_id;
         crash_point("batch-read");
@@ -178,11 +325,22 @@ impl<C: Consumer> BatchLoop<C> {
         // Beats until this round ends, however it ends.
         let _beating = self.heartbeat.start(&self.config).await;
 
-        let queue_tx = self
-            .queue_db
-            .transaction()
-            .await
-            .map_err(Error::db(&queue, &consumer))?;
+        // The transaction starts while the reader connection starts
+        // streaming the batch: one round trip for both.
+        self.reopen_reader().await;
+        let event_filter = event_filter(&self.config);
+        let (queue_tx, stream) = match (prefetched, &mut self.reader) {
+            (Some(stream), _) => (self.queue_db.transaction().await, Some(stream)),
+            (None, Some(reader)) => {
+                futures_util::future::join(
+                    self.queue_db.transaction(),
+                    reader.stream(&queue, batch_id, &event_filter),
+                )
+                .await
+            }
+            (None, None) => (self.queue_db.transaction().await, None),
+        };
+        let queue_tx = queue_tx.map_err(Error::db(&queue, &consumer))?;
         let remote_tx = match &mut self.remote_db {
             Some(db) => Some(db.transaction().await.map_err(|source| Error::Remote {
                 queue: queue.clone(),
@@ -232,6 +390,9 @@ impl<C: Consumer> BatchLoop<C> {
             self.config.max_retries,
             &self.poisoned,
         );
+        if let Some(stream) = stream {
+            batch = batch.with_stream(stream);
+        }
         // A panic of the handler is caught here and survived: `catching` makes
         // the daemon's panic hook log it at ERROR, not FATAL.
         let handler = pgq_daemon::catching(self.consumer.process_batch(&mut batch));
@@ -267,8 +428,34 @@ impl<C: Consumer> BatchLoop<C> {
                     })?;
                 }
                 crash_point("after-remote-commit");
-                finish(&queue_tx, batch_id, subconsumer.is_some()).await?;
-                queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
+                let next = if subconsumer.is_some() {
+                    finish(&queue_tx, batch_id, true).await?;
+                    None
+                } else {
+                    // Finishing this batch and opening the next one: one
+                    // round trip, the next batch opened as this one commits.
+                    let limits = limits(&self.config);
+                    let (finished, next) = futures_util::future::join(
+                        statements.finish_batch(&queue_tx, batch_id),
+                        statements.next_batch(&queue_tx, &queue, &consumer, &limits),
+                    )
+                    .await;
+                    if !finished? {
+                        return Err(Error::BatchGone { batch_id });
+                    }
+                    next?
+                };
+                // The next batch's events start streaming on the reader
+                // connection while this transaction commits.
+                let prefetch = async {
+                    match (&next, &mut self.reader) {
+                        (Some(ticks), Some(reader)) => reader.stream_ticks(&consumer, ticks, &event_filter).await,
+                        _ => None,
+                    }
+                };
+                let (committed, stream) = futures_util::future::join(queue_tx.commit(), prefetch).await;
+                committed.map_err(Error::db(&queue, &consumer))?;
+                self.pending = next.map(|ticks| Pending { ticks, stream });
                 crash_point("after-queue-commit");
                 self.poisoned.clear();
                 log::debug!(
@@ -324,16 +511,29 @@ impl<C: Consumer> BatchLoop<C> {
 /// Takes the next batch from where this consumer's batches come from: its
 /// own queue position, or its cooperative group's. A free function, so the
 /// consumer itself need not be `Sync`.
-async fn next_batch(db: &Client, c: &Config) -> Result<Option<BatchTicks>> {
-    let limits = BatchLimits {
+async fn next_batch(db: &Client, statements: &BatchStatements, c: &Config) -> Result<Option<BatchTicks>> {
+    let limits = limits(c);
+    match &c.subconsumer {
+        Some(sub) => coop::next_batch(db, &c.queue, &c.consumer, sub, c.dead_interval(), &limits).await,
+        None => Ok(statements.next_batch(db, &c.queue, &c.consumer, &limits).await?),
+    }
+}
+
+/// The batch size and age limits of the config.
+fn limits(c: &Config) -> BatchLimits {
+    BatchLimits {
         min_lag: c.min_lag.map(seconds),
         min_count: c.min_count,
         min_interval: c.min_interval.map(seconds),
-    };
-    match &c.subconsumer {
-        Some(sub) => coop::next_batch(db, &c.queue, &c.consumer, sub, c.dead_interval(), &limits).await,
-        None if limits == BatchLimits::default() => Ok(pgq::next_batch_info(db, &c.queue, &c.consumer).await?),
-        None => Ok(pgq::next_batch_custom(db, &c.queue, &c.consumer, &limits).await?),
+    }
+}
+
+/// `[filter]` as the batch query's parameters.
+fn event_filter(c: &Config) -> EventFilter {
+    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    EventFilter {
+        ev_type: list(&c.filter.ev_type),
+        ev_extra1: list(&c.filter.ev_extra1),
     }
 }
 

@@ -87,6 +87,11 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
         Ok(settings)
     }
 
+    /// A tick notified by the ticker ends the rest at once.
+    async fn wait_for_work(&mut self) {
+        self.batches.wait_for_tick().await
+    }
+
     async fn shutdown(&mut self) {
         if let Some(ticker) = self.ticker.take() {
             ticker.stop().await;

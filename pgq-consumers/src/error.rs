@@ -279,6 +279,14 @@ pub enum Error {
         #[source]
         source: crate::consumer::BoxError,
     },
+    /// The batch being finished was not open any more: something else
+    /// finished it (another process consuming under the same name). The
+    /// batch's work was rolled back.
+    #[error("batch {batch_id} was not open any more when it was to be finished (another process with the same consumer name?); its work was rolled back")]
+    BatchGone {
+        /// The batch.
+        batch_id: i64,
+    },
     /// The queue or the consumer is not installed.
     #[error("{what} (queue {queue:?}, consumer {consumer:?}): run the `install` command first")]
     NotInstalled {

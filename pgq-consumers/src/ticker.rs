@@ -33,7 +33,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -258,13 +258,14 @@ impl Ticker {
     async fn contend(&self, client: &Client, notifications: &mut Notifications, stop: &CancellationToken) -> Ended {
         let mut said_follow = false;
         let mut said_no_pgq = false;
+        // Prepared once: a follower asks every `leader_check_period`.
+        let lock = match client.prepare(TRY_LOCK).await {
+            Ok(s) => s,
+            Err(e) => return Ended::Lost(e.to_string()),
+        };
         loop {
             let attempt = client
-                .query_one(
-                    "select case when pg_is_in_recovery() or to_regclass('pgq.queue') is null then null \
-                     else pg_try_advisory_lock($1, $2) end",
-                    &[&LOCK_KEY.0, &LOCK_KEY.1],
-                )
+                .query_one(&lock, &[&LOCK_KEY.0, &LOCK_KEY.1])
                 .await
                 .and_then(|row| row.try_get::<_, Option<bool>>(0));
             let wait = match attempt {
@@ -329,6 +330,18 @@ impl Ticker {
                 log::warn!("ticker for {}: cannot listen for producers: {e}", self.label);
             }
         }
+        let statements = match Statements::prepare(client).await {
+            Ok(s) => s,
+            Err(e) if client.is_closed() => return Ended::Lost(e.to_string()),
+            Err(e) => {
+                // PgQ is not what this ticker expects; say so, try again later.
+                log::error!("ticker for {}: cannot prepare its statements: {e}", self.label);
+                return match sleep_or_stop(NO_PGQ_WAIT, stop).await {
+                    true => Ended::Stopped,
+                    false => Ended::Lost("preparing failed".into()),
+                };
+            }
+        };
         let mut state = LeaderState::new(&self.config);
         let mut steps = Steps::default();
         loop {
@@ -354,21 +367,21 @@ impl Ticker {
                 let queues = std::mem::take(&mut state.dirty);
                 state.prompt_at = None;
                 state.last_prompt = now;
-                let r = self.prompt_ticks(client, &queues, &mut steps).await;
+                let r = self.prompt_ticks(client, &statements, &queues, &mut steps).await;
                 if let Some(lost) = self.step_result("prompt tick", r, client, &mut steps.failing_prompt) {
                     return lost;
                 }
             }
             if state.next_tick <= now {
                 state.next_tick = now + TickerConfig::period(self.config.ticker_period);
-                let r = self.periodic_ticks(client).await;
+                let r = self.periodic_ticks(client, &statements).await;
                 if let Some(lost) = self.step_result("pgq.ticker", r, client, &mut steps.failing_tick) {
                     return lost;
                 }
             }
             if state.next_retry <= now {
                 state.next_retry = now + TickerConfig::period(self.config.retry_period);
-                let r = self.retry_events(client).await;
+                let r = self.retry_events(client, &statements).await;
                 match r {
                     Ok(queues) if !queues.is_empty() => {
                         // Retried events are back: tick their queues now.
@@ -429,14 +442,20 @@ impl Ticker {
     /// transaction. The tick is the one `pgq.ticker(queue)` inserts, without
     /// its thresholds; without the rights to insert it (PgQ's `pgq_admin`),
     /// `pgq.force_tick` and `pgq.ticker(queue)` do it instead.
-    async fn prompt_ticks(&self, client: &Client, queues: &BTreeSet<String>, steps: &mut Steps) -> pgq::Result<()> {
+    async fn prompt_ticks(
+        &self,
+        client: &Client,
+        statements: &Statements,
+        queues: &BTreeSet<String>,
+        steps: &mut Steps,
+    ) -> pgq::Result<()> {
         if queues.is_empty() {
             return Ok(());
         }
         let names: Vec<&str> = queues.iter().map(String::as_str).collect();
         let channels: Vec<String> = names.iter().map(|q| pgq::tick_channel(q)).collect();
         if steps.direct_ticks {
-            let r = client.query(PROMPT_TICK, &[&names, &channels]).await;
+            let r = client.query(&statements.prompt, &[&names, &channels]).await;
             match r {
                 Ok(rows) => {
                     log::debug!("ticker for {}: ticked {} queue(s) at once", self.label, rows.len());
@@ -474,7 +493,7 @@ impl Ticker {
 
     /// `pgq.ticker` for every queue, then a notification to the consumers of
     /// those that got a tick.
-    async fn periodic_ticks(&self, client: &Client) -> pgq::Result<()> {
+    async fn periodic_ticks(&self, client: &Client, statements: &Statements) -> pgq::Result<()> {
         let sql_error = |function: &'static str| {
             move |source| pgq::Error::Sql {
                 function,
@@ -483,7 +502,7 @@ impl Ticker {
             }
         };
         let rows = client
-            .query(PERIODIC_TICK, &[])
+            .query(&statements.periodic, &[])
             .await
             .map_err(sql_error("pgq.ticker"))?;
         let ticked = rows
@@ -499,7 +518,7 @@ impl Ticker {
             log::debug!("ticker for {}: ticked {}", self.label, ticked.join(", "));
             let channels: Vec<String> = ticked.iter().map(|q| pgq::tick_channel(q)).collect();
             client
-                .query("select pg_notify(c, '') from unnest($1::text[]) as c", &[&channels])
+                .query(&statements.notify, &[&channels])
                 .await
                 .map_err(sql_error("pg_notify"))?;
         }
@@ -508,13 +527,9 @@ impl Ticker {
 
     /// `pgq.maint_retry_events` until it has nothing left; returns the
     /// queues that got events back.
-    async fn retry_events(&self, client: &Client) -> pgq::Result<Vec<String>> {
+    async fn retry_events(&self, client: &Client, statements: &Statements) -> pgq::Result<Vec<String>> {
         let due = client
-            .query(
-                "select distinct q.queue_name from pgq.retry_queue r join pgq.queue q on q.queue_id = r.ev_queue \
-                 where r.ev_retry_after <= current_timestamp",
-                &[],
-            )
+            .query(&statements.due_retries, &[])
             .await
             .map_err(|source| pgq::Error::Sql {
                 function: "pgq.retry_queue",
@@ -598,6 +613,44 @@ const FORCED_TICK: &str = "select pg_notify($2, '') from (select pgq.ticker($1::
 const PERIODIC_TICK: &str = "select queue_name from (select queue_name, pgq.ticker(queue_name) as tick \
        from pgq.queue where not queue_external_ticker and not queue_ticker_paused order by queue_name) x \
       where tick is not null";
+
+/// Asks for the lead: NULL when the database has no PgQ or is a standby.
+const TRY_LOCK: &str = "select case when pg_is_in_recovery() or to_regclass('pgq.queue') is null then null \
+     else pg_try_advisory_lock($1, $2) end";
+
+/// Notifies each channel in `$1`.
+const NOTIFY: &str = "select pg_notify(c, '') from unnest($1::text[]) as c";
+
+/// The queues with retried events due.
+const DUE_RETRIES: &str = "select distinct q.queue_name from pgq.retry_queue r \
+     join pgq.queue q on q.queue_id = r.ev_queue where r.ev_retry_after <= current_timestamp";
+
+/// The leader's frequent statements, prepared once per connection: each
+/// run is then one statement, one transaction.
+struct Statements {
+    periodic: Statement,
+    prompt: Statement,
+    notify: Statement,
+    due_retries: Statement,
+}
+
+impl Statements {
+    async fn prepare(client: &Client) -> std::result::Result<Statements, tokio_postgres::Error> {
+        let (periodic, prompt, notify, due_retries) = futures_util::future::try_join4(
+            client.prepare(PERIODIC_TICK),
+            client.prepare(PROMPT_TICK),
+            client.prepare(NOTIFY),
+            client.prepare(DUE_RETRIES),
+        )
+        .await?;
+        Ok(Statements {
+            periodic,
+            prompt,
+            notify,
+            due_retries,
+        })
+    }
+}
 
 /// When the leader does what.
 struct LeaderState {

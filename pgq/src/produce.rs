@@ -2,15 +2,13 @@
 
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
-use futures_util::pin_mut;
-use postgres_types::Type;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::{GenericClient, Transaction};
 
 use crate::call::scalar;
 use crate::error::{on_queue, Error, Result};
 use crate::event::NewEvent;
 use crate::ident::quote_qualified;
+use crate::producer::copy_events;
 use crate::queue::current_event_table;
 
 /// Inserts one event (`pgq.insert_event(3)`). Returns its id. The event is
@@ -102,40 +100,7 @@ where
     I: IntoIterator<Item = &'a NewEvent>,
 {
     let table = current_event_table(tx, queue).await?;
-    let sql = format!(
-        "copy {} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) from stdin binary",
-        quote_qualified(&table)?
-    );
-    let fail = || Error::sql("copy", on_queue(queue));
-    let sink = tx.client().copy_in(&sql).await.map_err(fail())?;
-    let types = [
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-    ];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    pin_mut!(writer);
-    let now: DateTime<Utc> = Utc::now();
-    for e in events {
-        writer
-            .as_mut()
-            .write(&[
-                &now,
-                &e.ev_type,
-                &e.ev_data,
-                &e.ev_extra1,
-                &e.ev_extra2,
-                &e.ev_extra3,
-                &e.ev_extra4,
-            ])
-            .await
-            .map_err(fail())?;
-    }
-    writer.finish().await.map_err(fail())
+    copy_events(tx.client(), queue, &quote_qualified(&table)?, events).await
 }
 
 /// An event with every field given, for [`insert_event_raw`] (moving events

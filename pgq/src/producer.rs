@@ -1,6 +1,11 @@
 //! The fast producer: events handed over one at a time, sent in batches, and
 //! the ticker told at commit.
 
+use std::borrow::Borrow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chrono::Utc;
+use futures_util::SinkExt;
 use postgres_types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
@@ -8,7 +13,6 @@ use crate::error::{on_queue, Error, Result};
 use crate::event::NewEvent;
 use crate::ident::quote_qualified;
 use crate::notify::notify_events;
-use crate::produce::insert_events_copy;
 
 /// How many events a [`Producer`] keeps before sending them.
 const DEFAULT_BUFFER_EVENTS: usize = 5000;
@@ -60,11 +64,12 @@ pub struct Producer<'a> {
 }
 
 /// Where the buffered events go, found at the first flush.
-enum Target {
-    /// `INSERT` into the current event table; the statement text.
-    Table(String),
-    /// `pgq.insert_event` per row.
-    Function,
+struct Target {
+    /// The current event table, quoted.
+    table: String,
+    /// The multi-row `INSERT` into it, when this session may insert there
+    /// directly; `None`: `pgq.insert_event` per row.
+    insert: Option<String>,
 }
 
 const INSERT_BY_FUNCTION: &str = "select pgq.insert_event($1, t, d, e1, e2, e3, e4) \
@@ -174,15 +179,15 @@ impl<'a> Producer<'a> {
         ];
         let fail = || Error::sql("pgq event insert", on_queue(&self.queue));
         let insert = async {
-            match &target {
-                Target::Table(sql) => {
+            match &target.insert {
+                Some(sql) => {
                     let params: Vec<(&(dyn ToSql + Sync), Type)> = cols
                         .iter()
                         .map(|c| (c as &(dyn ToSql + Sync), Type::TEXT_ARRAY))
                         .collect();
                     self.tx.execute_typed(sql, &params).await.map_err(fail())
                 }
-                Target::Function => {
+                None => {
                     let queue = self.queue.as_str();
                     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&queue, Type::TEXT)];
                     params.extend(cols.iter().map(|c| (c as &(dyn ToSql + Sync), Type::TEXT_ARRAY)));
@@ -204,19 +209,30 @@ impl<'a> Producer<'a> {
     }
 
     /// Sends the buffered events, then `events` through binary COPY into the
-    /// current event table ([`insert_events_copy`]): the fastest way in for
-    /// events that are all at hand. Needs the rights for direct inserts.
+    /// current event table: the fastest way in for events that are all at
+    /// hand, read from the iterator as they are sent (so it may be lazy and
+    /// long). Needs the rights for direct inserts (PgQ's `pgq_admin`).
     /// Returns how many were copied.
-    pub async fn copy_in<'e, I>(&mut self, events: I) -> Result<u64>
+    pub async fn copy_in<I, E>(&mut self, events: I) -> Result<u64>
     where
-        I: IntoIterator<Item = &'e NewEvent>,
+        I: IntoIterator<Item = E>,
+        E: Borrow<NewEvent>,
     {
         self.flush().await?;
-        if self.notify && !self.notified {
-            notify_events(&self.tx, &self.queue).await?;
+        let target = match self.target.take() {
+            Some(t) => t,
+            None => self.find_target().await?,
+        };
+        let notify = self.notify && !self.notified;
+        let copy = copy_events(self.tx.client(), &self.queue, &target.table, events);
+        let n = if notify {
+            let (_, n) = futures_util::future::try_join(notify_events(&self.tx, &self.queue), copy).await?;
             self.notified = true;
-        }
-        let n = insert_events_copy(&self.tx, &self.queue, events).await?;
+            n
+        } else {
+            copy.await?
+        };
+        self.target = Some(target);
         self.sent += n;
         Ok(n)
     }
@@ -256,17 +272,76 @@ impl<'a> Producer<'a> {
             (Ok(t), Ok(d)) => (t, d),
             (Err(e), _) | (_, Err(e)) => return Err(read(e)),
         };
-        if !direct {
-            return Ok(Target::Function);
-        }
-        Ok(Target::Table(format!(
-            "insert into {} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
-             select now(), t, d, e1, e2, e3, e4 \
-             from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
-             as u(t, d, e1, e2, e3, e4)",
-            quote_qualified(&table)?
-        )))
+        let table = quote_qualified(&table)?;
+        let insert = direct.then(|| {
+            format!(
+                "insert into {table} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
+                 select now(), t, d, e1, e2, e3, e4 \
+                 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+                 as u(t, d, e1, e2, e3, e4)"
+            )
+        });
+        Ok(Target { table, insert })
     }
+}
+
+/// Bytes sent to the server at a time by [`copy_events`].
+const COPY_CHUNK: usize = 256 << 10;
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Writes events into `table` (quoted) with binary COPY, encoding them
+/// straight into large chunks. `ev_time` is now; PgQ's column defaults give
+/// the id and transaction id. Returns how many rows were written.
+pub(crate) async fn copy_events<I, E>(client: &Client, queue: &str, table: &str, events: I) -> Result<u64>
+where
+    I: IntoIterator<Item = E>,
+    E: Borrow<NewEvent>,
+{
+    let sql = format!(
+        "copy {table} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) from stdin (format binary)"
+    );
+    let fail = || Error::sql("copy", on_queue(queue));
+    let sink = client.copy_in::<_, Bytes>(&sql).await.map_err(fail())?;
+    futures_util::pin_mut!(sink);
+    let now = Utc::now().timestamp_micros() - PG_EPOCH_MICROS;
+    let mut buf = BytesMut::with_capacity(COPY_CHUNK + 1024);
+    // Signature, flags, header extension length.
+    buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+    buf.put_i32(0);
+    buf.put_i32(0);
+    for event in events {
+        let e = event.borrow();
+        buf.put_i16(7);
+        buf.put_i32(8);
+        buf.put_i64(now);
+        for field in [
+            &e.ev_type,
+            &e.ev_data,
+            &e.ev_extra1,
+            &e.ev_extra2,
+            &e.ev_extra3,
+            &e.ev_extra4,
+        ] {
+            match field {
+                None => buf.put_i32(-1),
+                Some(text) => {
+                    let len = i32::try_from(text.len()).map_err(|_| Error::InvalidArgument {
+                        what: "event",
+                        problem: "a field is longer than 2 GiB".into(),
+                    })?;
+                    buf.put_i32(len);
+                    buf.put_slice(text.as_bytes());
+                }
+            }
+        }
+        if buf.len() >= COPY_CHUNK {
+            sink.as_mut().send(buf.split().freeze()).await.map_err(fail())?;
+        }
+    }
+    buf.put_i16(-1);
+    sink.as_mut().send(buf.freeze()).await.map_err(fail())?;
+    sink.finish().await.map_err(fail())
 }
 
 fn event_bytes(e: &NewEvent) -> usize {

@@ -2,9 +2,9 @@
 //! batch, and a batch query that is prepared once per queue instead of being
 //! built and planned for every batch.
 
-use futures_util::{Stream, TryStreamExt};
-use postgres_types::Type;
-use tokio_postgres::{GenericClient, Statement};
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use postgres_types::{ToSql, Type};
+use tokio_postgres::{GenericClient, RowStream, Statement};
 
 use crate::batch::{BatchLimits, BatchTicks};
 use crate::error::{on_batch, on_consumer, on_queue, Error, Result};
@@ -30,6 +30,37 @@ use crate::ident::quote_qualified;
 /// builds that as SQL text with literal txids, for every batch; here the
 /// snapshots are read from `pgq.tick` by the statement itself.
 pub fn batch_events_query(table: &str) -> Result<String> {
+    events_query(
+        table,
+        "from pgq.subscription s \
+         join pgq.tick l on l.tick_queue = s.sub_queue and l.tick_id = s.sub_last_tick \
+         join pgq.tick c on c.tick_queue = s.sub_queue and c.tick_id = s.sub_next_tick \
+         where s.sub_batch = $1",
+    )
+}
+
+/// As [`batch_events_query`], for the events between two ticks as one
+/// consumer sees them: `$4` the queue, `$5` the consumer, `$1` the start
+/// tick and `$6` the end tick (the batch's `prev_tick_id` and
+/// `cur_tick_id`), `$2` and `$3` the filters. It reads only what was
+/// committed before the end tick was, so it can run before the transaction
+/// that opens the batch commits, e.g. on another connection while it
+/// commits.
+pub fn tick_events_query(table: &str) -> Result<String> {
+    events_query(
+        table,
+        "from pgq.queue q \
+         join pgq.consumer co on co.co_name = $5::text \
+         join pgq.subscription s on s.sub_queue = q.queue_id and s.sub_consumer = co.co_id \
+         join pgq.tick l on l.tick_queue = q.queue_id and l.tick_id = $1 \
+         join pgq.tick c on c.tick_queue = q.queue_id and c.tick_id = $6::int8 \
+         where q.queue_name = $4::text",
+    )
+}
+
+/// The batch query, with `source` the FROM and WHERE that find the
+/// subscription (`s`) and the start (`l`) and end (`c`) ticks.
+fn events_query(table: &str, source: &str) -> Result<String> {
     let table = quote_qualified(table)?;
     const FIELDS: &str = "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data, \
                           ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4";
@@ -40,10 +71,7 @@ pub fn batch_events_query(table: &str) -> Result<String> {
            select s.sub_id, l.tick_snapshot as ls, c.tick_snapshot as cs, \
                   array(select txid_snapshot_xip(l.tick_snapshot) \
                         except select txid_snapshot_xip(c.tick_snapshot)) as xips \
-             from pgq.subscription s \
-             join pgq.tick l on l.tick_queue = s.sub_queue and l.tick_id = s.sub_last_tick \
-             join pgq.tick c on c.tick_queue = s.sub_queue and c.tick_id = s.sub_next_tick \
-            where s.sub_batch = $1) \
+           {source}) \
          select {FIELDS} from b, {table} ev \
           where ev.ev_txid >= txid_snapshot_xmax(b.ls) and ev.ev_txid <= txid_snapshot_xmax(b.cs) \
             and txid_visible_in_snapshot(ev.ev_txid, b.cs) \
@@ -66,18 +94,24 @@ pub struct EventFilter {
     pub ev_extra1: Option<Vec<String>>,
 }
 
-/// [`batch_events_query`] prepared for one queue on one connection.
+/// [`batch_events_query`] and [`tick_events_query`] prepared for one queue
+/// on one connection.
 ///
 /// A prepared statement belongs to the connection that prepared it: use the
-/// reader with that connection (or a transaction on it) only.
+/// reader with that connection (or a transaction on it) only. The queries'
+/// best plan does not depend on the batch; PostgreSQL may still plan them
+/// afresh for each batch, which costs more than running a small one:
+/// `set plan_cache_mode = force_generic_plan` on a connection of their own
+/// avoids that.
 #[derive(Debug, Clone)]
 pub struct BatchReader {
     queue: String,
-    statement: Statement,
+    by_batch: Statement,
+    by_ticks: Statement,
 }
 
 impl BatchReader {
-    /// Looks up the queue's event tables and prepares the batch query.
+    /// Looks up the queue's event tables and prepares the batch queries.
     pub async fn prepare(client: &impl GenericClient, queue: &str) -> Result<BatchReader> {
         let row = client
             .query_opt("select queue_data_pfx from pgq.queue where queue_name = $1", &[&queue])
@@ -88,14 +122,34 @@ impl BatchReader {
                 problem: format!("there is no queue {queue:?}"),
             })?;
         let table: String = row.try_get(0).map_err(Error::row("pgq.queue", on_queue(queue)))?;
-        let sql = batch_events_query(&table)?;
-        let statement = client
-            .prepare_typed(&sql, &[Type::INT8, Type::TEXT_ARRAY, Type::TEXT_ARRAY])
-            .await
-            .map_err(Error::sql("batch query", on_queue(queue)))?;
+        let prepare = |sql: String, types: &'static [Type]| async move {
+            client
+                .prepare_typed(&sql, types)
+                .await
+                .map_err(Error::sql("batch query", on_queue(queue)))
+        };
+        let (by_batch, by_ticks) = futures_util::future::try_join(
+            prepare(
+                batch_events_query(&table)?,
+                &[Type::INT8, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
+            ),
+            prepare(
+                tick_events_query(&table)?,
+                &[
+                    Type::INT8,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                ],
+            ),
+        )
+        .await?;
         Ok(BatchReader {
             queue: queue.to_string(),
-            statement,
+            by_batch,
+            by_ticks,
         })
     }
 
@@ -119,26 +173,60 @@ impl BatchReader {
         batch_id: i64,
         filter: &EventFilter,
     ) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
-        let params: [&(dyn postgres_types::ToSql + Sync); 3] = [&batch_id, &filter.ev_type, &filter.ev_extra1];
+        let params: [&(dyn ToSql + Sync); 3] = [&batch_id, &filter.ev_type, &filter.ev_extra1];
         let rows = client
-            .query_raw(&self.statement, params)
+            .query_raw(&self.by_batch, params)
             .await
             .map_err(Error::sql("batch query", on_batch(batch_id)))?;
-        Ok(rows
-            .map_err(move |source| Error::Sql {
-                function: "batch query",
-                context: on_batch(batch_id),
-                source,
-            })
-            .and_then(move |row| async move {
-                Event::from_row(&row).map_err(Error::row("batch query", on_batch(batch_id)))
-            }))
+        Ok(decode(rows, batch_id))
+    }
+
+    /// As [`BatchReader::stream`], for the batch `consumer` opened between
+    /// the ticks of `ticks` ([`tick_events_query`]): it needs nothing but
+    /// those ticks, so it may start before the transaction that opened the
+    /// batch has committed.
+    pub async fn stream_ticks(
+        &self,
+        client: &impl GenericClient,
+        consumer: &str,
+        ticks: &BatchTicks,
+        filter: &EventFilter,
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &ticks.prev_tick_id,
+            &filter.ev_type,
+            &filter.ev_extra1,
+            &self.queue,
+            &consumer,
+            &ticks.cur_tick_id,
+        ];
+        let rows = client
+            .query_raw(&self.by_ticks, params)
+            .await
+            .map_err(Error::sql("batch query", on_batch(ticks.batch_id)))?;
+        Ok(decode(rows, ticks.batch_id))
     }
 
     /// All events of an open batch at once.
     pub async fn events(&self, client: &impl GenericClient, batch_id: i64, filter: &EventFilter) -> Result<Vec<Event>> {
         self.stream(client, batch_id, filter).await?.try_collect().await
     }
+}
+
+/// Rows of the batch query as events.
+fn decode(rows: RowStream, batch_id: i64) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    rows.map(move |row| {
+        let row = row.map_err(|source| Error::Sql {
+            function: "batch query",
+            context: on_batch(batch_id),
+            source,
+        })?;
+        Event::from_row(&row).map_err(|source| Error::Row {
+            function: "batch query",
+            context: on_batch(batch_id),
+            source,
+        })
+    })
 }
 
 /// The PgQ calls a consumer makes for every batch, prepared once per

@@ -1,33 +1,49 @@
-//! The fast path's parameterized batch query (`pgq::batch_events_query`)
-//! selects exactly what PgQ's own `pgq.batch_event_sql` does, in the same
+//! The fast path's parameterized batch queries (`pgq::batch_events_query`,
+//! by batch id, and `pgq::tick_events_query`, by the batch's ticks) select
+//! exactly what PgQ's own `pgq.batch_event_sql` does, in the same
 //! order: for plain batches, batches whose start tick saw transactions still
 //! in progress (near and far below the snapshot's xmax, so both the range and
 //! the exact list of PgQ's query are used), retried events owned by one
 //! consumer, batches spread over rotated event tables, and with filters.
 
 use anyhow::{ensure, Context as _, Result};
-use pgq::{BatchReader, EventFilter};
+use futures_util::TryStreamExt;
+use pgq::{BatchReader, BatchTicks, EventFilter};
 use tokio_postgres::Client;
 
 use crate::common::{insert, maint_retry_events, next_batch, queue_db, register, tick, Q};
 
-/// Reads the batch both ways and checks they agree; returns its event ids.
-async fn same_events(client: &Client, reader: &BatchReader, batch_id: i64) -> Result<Vec<i64>> {
+/// Reads the batch three ways (PgQ's own query, ours by batch id, ours by
+/// ticks) and checks they agree; returns its event ids.
+async fn same_events(client: &Client, reader: &BatchReader, consumer: &str, b: &BatchTicks) -> Result<Vec<i64>> {
+    let batch_id = b.batch_id;
     let ours = reader.events(client, batch_id, &EventFilter::default()).await?;
+    let by_ticks: Vec<pgq::Event> = reader
+        .stream_ticks(client, consumer, b, &EventFilter::default())
+        .await?
+        .try_collect()
+        .await?;
     let pgq_own = pgq::get_batch_events(client, batch_id).await?;
+    let ids = |v: &[pgq::Event]| v.iter().map(|e| e.ev_id).collect::<Vec<_>>();
     ensure!(
         ours == pgq_own,
         "batch {batch_id}: the batch query read {:?}, pgq.batch_event_sql {:?}",
-        ours.iter().map(|e| e.ev_id).collect::<Vec<_>>(),
-        pgq_own.iter().map(|e| e.ev_id).collect::<Vec<_>>()
+        ids(&ours),
+        ids(&pgq_own)
     );
-    Ok(ours.iter().map(|e| e.ev_id).collect())
+    ensure!(
+        by_ticks == pgq_own,
+        "batch {batch_id}: the tick query read {:?}, pgq.batch_event_sql {:?}",
+        ids(&by_ticks),
+        ids(&pgq_own)
+    );
+    Ok(ids(&ours))
 }
 
 /// Takes the consumer's next batch, compares both reads, finishes it.
 async fn consume_checked(client: &Client, reader: &BatchReader, consumer: &str) -> Result<Vec<i64>> {
     let b = next_batch(client, consumer).await?.context("a batch")?;
-    let ids = same_events(client, reader, b.batch_id).await?;
+    let ids = same_events(client, reader, consumer, &b).await?;
     pgq::finish_batch(client, b.batch_id).await?;
     Ok(ids)
 }
@@ -80,7 +96,7 @@ async fn the_batch_query_equals_pgq_batch_event_sql() -> Result<()> {
         sql.contains("ev_txid in ("),
         "PgQ's query uses its exact list here: {sql}"
     );
-    assert_eq!(same_events(&client, &reader, b.batch_id).await?, expected);
+    assert_eq!(same_events(&client, &reader, "a", &b).await?, expected);
     pgq::finish_batch(&client, b.batch_id).await?;
 
     // Consumer b reads the same two batches.
@@ -91,7 +107,7 @@ async fn the_batch_query_equals_pgq_batch_event_sql() -> Result<()> {
     let retried = insert(&client, "retry", "x").await?;
     tick(&client).await?;
     let ba = next_batch(&client, "a").await?.context("a batch for a")?;
-    same_events(&client, &reader, ba.batch_id).await?;
+    same_events(&client, &reader, "a", &ba).await?;
     pgq::event_retry(&client, ba.batch_id, retried, 0).await?;
     pgq::finish_batch(&client, ba.batch_id).await?;
     consume_checked(&client, &reader, "b").await?;

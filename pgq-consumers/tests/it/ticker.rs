@@ -203,3 +203,66 @@ async fn maintenance_rotates_the_event_tables() -> Result<()> {
     ticker.stop().await;
     Ok(())
 }
+
+/// A consumer that reports every event it is handed.
+struct Report(tokio::sync::mpsc::UnboundedSender<(i64, std::time::Instant)>);
+
+#[pgq_consumers::async_trait]
+impl pgq_consumers::Consumer for Report {
+    async fn process_event(
+        &mut self,
+        ev: &pgq_consumers::Event,
+        _cx: &mut pgq_consumers::Context<'_>,
+    ) -> Result<pgq_consumers::Outcome, pgq_consumers::BoxError> {
+        let _ = self.0.send((ev.ev_id, std::time::Instant::now()));
+        Ok(pgq_consumers::Outcome::Ok)
+    }
+}
+
+#[tokio::test]
+async fn a_notified_event_reaches_a_listening_consumer_well_under_delay() -> Result<()> {
+    let (db, client) = queue_db().await?;
+    register(&client, "c").await?;
+    // A default ticker, and a consumer that would poll only every 10 s.
+    let ticker = start(&db, "ticker", TickerConfig::enabled());
+    wait_leader(&client, "the ticker to lead").await;
+    let text = format!("db = '{}'\nqueue = '{Q}'\nconsumer = 'c'\ndelay = 10.0\n", db.dsn());
+    let config = pgq_consumers::Config::parse(std::path::Path::new("test.toml"), &text)?;
+    let (sink, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let mut batches = pgq_consumers::BatchLoop::connect(Report(sink), config).await?;
+    let delay = Duration::from_secs(10);
+    let consumer = tokio::spawn(async move {
+        loop {
+            while !matches!(batches.round().await?, pgq_consumers::Round::Idle) {}
+            // What the daemon does between rounds: rest `delay`, or less.
+            tokio::select! {
+                () = batches.wait_for_tick() => {}
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), pgq_consumers::Error>(())
+    });
+    // Let the first idle round pass.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut producer_client = db.connect().await;
+    for round in 0..3 {
+        let mut producer = pgq::Producer::begin(&mut producer_client, Q).await?;
+        producer.send_event("wake", &round.to_string()).await?;
+        let committed = std::time::Instant::now();
+        producer.commit().await?;
+        let (_, at) = tokio::time::timeout(Duration::from_secs(5), handled.recv())
+            .await
+            .context("the event within 5 s")?
+            .context("the consumer is running")?;
+        let latency = at.duration_since(committed);
+        ensure!(
+            latency < Duration::from_secs(1),
+            "round {round}: the event took {latency:?} from commit to the handler"
+        );
+    }
+    consumer.abort();
+    ticker.stop().await;
+    Ok(())
+}
