@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# The benchmark: this framework against Skytools' Python PgQ framework
+# (python3-pgq), on the same queue contents, side by side, in one run.
+#
+#   bash scripts/bench.sh
+#
+# Uses the server in PGQ_TEST_DSN when it is set, otherwise a throwaway cluster
+# (scripts/with-postgres.sh). Installs python3-pgq when it is missing, builds
+# `pgq-bench` in release mode, creates a database of its own and drops it at
+# the end. Prints each measurement, then a table of the ratios.
+#
+#   BENCH_RUNS=3            each timed run is repeated (alternating sides); the best counts
+#   BENCH_SSLMODE=disable   sslmode of every connection, the same for both sides
+#   BENCH_IDLE_SECONDS=60   how long the idle cost is counted
+#   BENCH_SCALE=1           event counts are multiplied by it (0.1 for a quick look)
+#
+# Not a test: nothing here runs under `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${PGQ_TEST_DSN:-}" ]; then
+    exec bash scripts/with-postgres.sh bash scripts/bench.sh "$@"
+fi
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+RUNS=${BENCH_RUNS:-3}
+SSL=${BENCH_SSLMODE:-disable}
+IDLE_SECONDS=${BENCH_IDLE_SECONDS:-60}
+SCALE=${BENCH_SCALE:-1}
+scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; print v }'; }
+
+# Debian's python3 (with python3-pgq), not whatever python3 comes first in PATH.
+PY=/usr/bin/python3
+if ! "$PY" -c 'import pgq, psycopg2' 2>/dev/null; then
+    log "installing python3-pgq (Skytools' PgQ framework for Python)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pgq >/dev/null
+fi
+PSQL=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -n 1)
+
+log "building pgq-bench (release)"
+cargo build --release -q -p pgq-examples --bin pgq-bench
+BENCH=target/release/pgq-bench
+
+# libpq key=value strings: the later of two equal keys wins.
+ADMIN="$PGQ_TEST_DSN sslmode=$SSL"
+NAME="pgq_bench_$$"
+DB="$ADMIN dbname=$NAME"
+sql() { "$PSQL" "$DB" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
+"$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database $NAME"
+cleanup() { "$PSQL" "$ADMIN" -qAtX -c "drop database if exists $NAME with (force)" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+sql "create extension pgq" >/dev/null
+
+# The value of key=VALUE in the last line of a run's output.
+field() { tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+# The larger of two numbers (the first when the second is empty).
+best() { awk -v a="$1" -v b="${2:-}" 'BEGIN { if (b == "" || a + 0 >= b + 0) print a; else print b }'; }
+
+tick() { sql "select pgq.force_tick('$1')" >/dev/null; sql "select pgq.ticker('$1')" >/dev/null; }
+# Puts a consumer back where it was, so that it reads the same batches again.
+rewind() { sql "select pgq.register_consumer_at('$1', '$2', $3)" >/dev/null; }
+last_tick_of() {
+    sql "select s.sub_last_tick from pgq.subscription s join pgq.queue q on q.queue_id = s.sub_queue
+         join pgq.consumer c on c.co_id = s.sub_consumer where q.queue_name = '$1' and c.co_name = '$2'"
+}
+
+# consume QUEUE: both sides read the same batches RUNS times each,
+# alternating; prints "RS PY" (best events per second of each).
+consume_both() {
+    local queue=$1 start rs="" py="" out
+    start=$(last_tick_of "$queue" rs)
+    for run in $(seq "$RUNS"); do
+        rewind "$queue" rs "$start"
+        out=$("$BENCH" consume --db "$DB" --queue "$queue" --consumer rs)
+        log "  pgq-rs  run $run: $(tail -n 1 <<<"$out")"
+        rs=$(best "$(field ev_per_s <<<"$out")" "$rs")
+        rewind "$queue" py "$start"
+        out=$("$PY" scripts/pgq_bench.py consume --db "$DB" --queue "$queue" --consumer py)
+        log "  python  run $run: $(tail -n 1 <<<"$out")"
+        py=$(best "$(field ev_per_s <<<"$out")" "$py")
+    done
+    echo "$rs $py"
+}
+
+# produce MODE COUNT: both sides insert COUNT events RUNS times each,
+# alternating; prints "RS PY".
+produce_both() {
+    local mode=$1 count=$2 rs="" py="" out
+    for run in $(seq "$RUNS"); do
+        out=$("$BENCH" produce --db "$DB" --queue prod --events "$count" --mode "$mode")
+        log "  pgq-rs  run $run: $(tail -n 1 <<<"$out")"
+        rs=$(best "$(field ev_per_s <<<"$out")" "$rs")
+        out=$("$PY" scripts/pgq_bench.py produce --db "$DB" --queue prod --events "$count" --mode "$mode")
+        log "  python  run $run: $(tail -n 1 <<<"$out")"
+        py=$(best "$(field ev_per_s <<<"$out")" "$py")
+    done
+    echo "$rs $py"
+}
+
+BIG=$(scaled 800000)
+BATCHES=$(scaled 1000)
+HUGE=$(scaled 1000000)
+
+log "consume: one batch of $BIG events"
+sql "select pgq.create_queue('big')" >/dev/null
+sql "select pgq.register_consumer('big', 'rs')" >/dev/null
+sql "select pgq.register_consumer('big', 'py')" >/dev/null
+"$BENCH" produce --db "$DB" --queue big --events "$BIG" --mode bulk >/dev/null
+tick big
+read -r BIG_RS BIG_PY < <(consume_both big)
+
+log "consume: $BATCHES batches of 100 events"
+sql "select pgq.create_queue('small')" >/dev/null
+sql "select pgq.register_consumer('small', 'rs')" >/dev/null
+sql "select pgq.register_consumer('small', 'py')" >/dev/null
+sql "do \$\$ begin
+       for i in 1..$BATCHES loop
+         perform pgq.insert_event('small', 'bench', repeat('x', 100)) from generate_series(1, 100);
+         commit;
+         perform pgq.force_tick('small');
+         perform pgq.ticker('small');
+         commit;
+       end loop;
+     end \$\$"
+read -r SMALL_RS SMALL_PY < <(consume_both small)
+
+sql "select pgq.create_queue('prod')" >/dev/null
+PER_EVENT=$(scaled 100000)
+log "produce: $PER_EVENT events, one call each (pgq.Producer::send / pgq.insert_event)"
+read -r SINGLE_RS SINGLE_PY < <(produce_both single "$PER_EVENT")
+log "produce: $HUGE events in bulk (pgq.Producer::copy_in / pgq.bulk_insert_events)"
+read -r BULK_RS BULK_PY < <(produce_both bulk "$HUGE")
+
+log "latency: commit to handler, embedded ticker at its defaults, a fresh database"
+LAT=$("$BENCH" latency --db "$ADMIN" --samples 500)
+log "  $LAT"
+P50=$(field p50_ms <<<"$LAT")
+P99=$(field p99_ms <<<"$LAT")
+
+log "memory: one batch of $HUGE events of 1 KiB"
+sql "select pgq.create_queue('mem')" >/dev/null
+sql "select pgq.register_consumer('mem', 'rs')" >/dev/null
+"$BENCH" produce --db "$DB" --queue mem --events "$HUGE" --mode bulk --size 1024 >/dev/null
+tick mem
+MEM_OUT=$("$BENCH" consume --db "$DB" --queue mem --consumer rs)
+log "  $(tail -n 1 <<<"$MEM_OUT")"
+RSS_MIB=$(grep '^peak_rss_kib=' <<<"$MEM_OUT" | sed 's/peak_rss_kib=//' | awk '{ printf "%.1f", $1 / 1024 }')
+MEM_RATE=$(field ev_per_s <<<"$MEM_OUT")
+
+log "idle cost: no traffic, ${IDLE_SECONDS}s counted (pg_stat_database)"
+IDLE1=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1)
+log "  $IDLE1"
+IDLE2=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 2)
+log "  $IDLE2"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.1fx", a / b; else print "-" }'; }
+row() { printf '| %-42s | %12s | %12s | %7s | %-10s |\n' "$@"; }
+
+echo
+echo "pgq-bench against Skytools' python3-pgq, $(date -u +%Y-%m-%d), $(nproc) cores, $("$PSQL" "$ADMIN" -qAtX -c 'show server_version'), sslmode=$SSL, best of $RUNS"
+echo
+row "benchmark (events per second)" "pgq-rs" "python3-pgq" "ratio" "target"
+row "------------------------------------------" "------------" "------------" "-------" "----------"
+row "consume one batch of $BIG events" "$BIG_RS" "$BIG_PY" "$(ratio "$BIG_RS" "$BIG_PY")" ">= 5x"
+row "consume $BATCHES batches of 100 events" "$SMALL_RS" "$SMALL_PY" "$(ratio "$SMALL_RS" "$SMALL_PY")" ">= 3x"
+row "produce, one call per event" "$SINGLE_RS" "$SINGLE_PY" "$(ratio "$SINGLE_RS" "$SINGLE_PY")" ">= 10x"
+row "produce in bulk (COPY)" "$BULK_RS" "$BULK_PY" "$(ratio "$BULK_RS" "$BULK_PY")" ">= 2x"
+echo
+row "other measurements" "pgq-rs" "" "" "target"
+row "------------------------------------------" "------------" "------------" "-------" "----------"
+row "latency commit to handler, p50 (ms)" "$P50" "" "" "<= 20"
+row "latency commit to handler, p99 (ms)" "$P99" "" "" "<= 100"
+row "peak RSS, batch of $HUGE x 1 KiB (MiB)" "$RSS_MIB" "" "" "<= 64"
+row "  (its rate, events per second)" "$MEM_RATE" "" "" ""
+row "idle, 1 daemon: transactions per second" "$(field per_s <<<"$IDLE1")" "" "" ""
+row "idle, 2 daemons: transactions per second" "$(field per_s <<<"$IDLE2")" "" "" ""

@@ -1,0 +1,125 @@
+#!/usr/bin/python3
+"""The Python side of the benchmark: Skytools' own PgQ framework (python3-pgq).
+
+    pgq_bench.py consume --db DSN --queue Q --consumer C
+    pgq_bench.py produce --db DSN --queue Q --events N --mode single|bulk [--size BYTES]
+
+The same subcommands and last lines as `pgq-bench`, so scripts/bench.sh can run
+both on the same queue contents and compare:
+
+    events=N secs=S ev_per_s=R
+
+`consume` drains every available batch through `pgq.Consumer` (the class Skytools
+consumers derive from) with a no-op `process_event`, calling its `work()` until it
+says there is nothing left. `produce --mode single` calls `pgq.insert_event` once
+per event in one transaction; `--mode bulk` calls `pgq.bulk_insert_events` (COPY
+into the current event table) in chunks of 10,000 rows in one transaction.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import pgq
+import psycopg2
+
+
+class NoopConsumer(pgq.Consumer):
+    """A consumer that does nothing with its events."""
+
+    def process_event(self, db, event):
+        pass
+
+
+def consume(args):
+    tmp = tempfile.mkdtemp(prefix="pgq-bench-py-")
+    conf = os.path.join(tmp, "consumer.ini")
+    with open(conf, "w") as f:
+        f.write(
+            "[pgq_bench]\n"
+            "job_name = pgq_bench_py\n"
+            "db = %s\n"
+            "queue_name = %s\n"
+            "consumer_name = %s\n"
+            "logfile = %s\n"
+            "pidfile = %s\n"
+            % (
+                args.db.replace("%", "%%"),
+                args.queue,
+                args.consumer,
+                os.path.join(tmp, "consumer.log"),
+                os.path.join(tmp, "consumer.pid"),
+            )
+        )
+    consumer = NoopConsumer("pgq_bench", "db", [conf, "-q"])
+    consumer.reload()
+    # Count events by wrapping the batch walk.
+    counted = [0]
+    orig = consumer.process_batch
+
+    def process_batch(db, batch_id, event_list):
+        orig(db, batch_id, event_list)
+        counted[0] += len(event_list)
+
+    consumer.process_batch = process_batch
+    start = time.perf_counter()
+    while consumer.work():
+        pass
+    secs = time.perf_counter() - start
+    consumer.close_database("db")
+    report(counted[0], secs)
+
+
+def produce(args):
+    payload = "x" * args.size
+    db = psycopg2.connect(args.db)
+    curs = db.cursor()
+    start = time.perf_counter()
+    if args.mode == "single":
+        for i in range(args.events):
+            pgq.insert_event(curs, args.queue, "bench", payload)
+    else:
+        chunk = 10000
+        fields = ["time", "type", "data"]
+        left = args.events
+        while left > 0:
+            n = min(chunk, left)
+            now = time.strftime("%Y-%m-%d %H:%M:%S%z")
+            rows = [(now, "bench", payload)] * n
+            pgq.bulk_insert_events(curs, rows, fields, args.queue)
+            left -= n
+    db.commit()
+    secs = time.perf_counter() - start
+    db.close()
+    report(args.events, secs)
+
+
+def report(events, secs):
+    rate = events / secs if secs > 0 else 0.0
+    print("events=%d secs=%.3f ev_per_s=%.0f" % (events, secs, rate))
+    sys.stdout.flush()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("consume")
+    c.add_argument("--db", required=True)
+    c.add_argument("--queue", required=True)
+    c.add_argument("--consumer", required=True)
+    c.set_defaults(func=consume)
+    pr = sub.add_parser("produce")
+    pr.add_argument("--db", required=True)
+    pr.add_argument("--queue", required=True)
+    pr.add_argument("--events", type=int, required=True)
+    pr.add_argument("--mode", choices=["single", "bulk"], required=True)
+    pr.add_argument("--size", type=int, default=100, help="payload bytes per event")
+    pr.set_defaults(func=produce)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
