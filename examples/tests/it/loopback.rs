@@ -13,8 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-/// The longest a test waits for something that should take a moment.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+use crate::support::PATIENCE;
 
 /// Environment variables that would change what a program does.
 const SCRUBBED: [&str; 4] = ["PGQ_DB", "PGQ_REMOTE_DB", "PGQ_CONFIG", "PGQ_CONSUMERS_CRASH_AT"];
@@ -27,8 +26,8 @@ pub struct Ran {
     pub stderr: String,
 }
 
-/// One of the example programs with its config file, in a scratch directory
-/// that is removed when the test passes.
+/// One of the example programs with its config file, in a test's scratch
+/// directory.
 pub struct Program {
     bin: &'static str,
     pub dir: PathBuf,
@@ -41,7 +40,6 @@ impl Program {
     /// `bin` with the config `toml` (written to `NAME.toml`) in the scratch
     /// directory `dir`.
     pub fn new(bin: &'static str, dir: &Path, name: &str, toml: &str) -> Program {
-        std::fs::create_dir_all(dir).expect("create the scratch directory");
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(&config, toml).expect("write the config");
         Program {
@@ -122,9 +120,6 @@ impl Drop for Program {
                 .stderr(Stdio::null())
                 .status();
         }
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 
@@ -153,33 +148,6 @@ impl Running {
             .map(|s| s.code())
             .unwrap_or(None)
     }
-}
-
-/// A scratch directory for one test.
-pub fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("it-seeds")
-        .join(format!("{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Polls `check` every 50 ms until it yields `Some`; panics with `what`
-/// after [`PATIENCE`].
-pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    pgq_test_support::wait_for(what, PATIENCE, check).await
 }
 
 /// A request the HTTP server received.

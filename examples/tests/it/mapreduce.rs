@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use pgq_test_support::{Pgqd, TestDb};
 
-use crate::loopback::{scratch, wait_for, Answer, HttpServer, Program, Running};
+use crate::loopback::{Answer, HttpServer, Program, Running};
+use crate::support::{wait_for, Scratch};
 
 const MAPREDUCE: &str = env!("CARGO_BIN_EXE_mapreduce");
 const WORKERS: usize = 4;
@@ -22,14 +23,14 @@ fn echoed(args: &[String]) -> String {
 async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
     let db = TestDb::create().await;
     let _pgqd = Pgqd::start(&db, 0.1);
-    let dir = scratch("mapreduce");
+    let dir = Scratch::new("mapreduce");
     let config = format!(
         "db = {dsn:?}\nqueue = \"jobs\"\nconsumer = \"workers\"\npidfile = {pid:?}\n\
          delay = 0.1\ndead_interval = 3\n\n[settings]\nsleep_ms = {SLEEP_MS}\nhttp_timeout = 5\n",
         dsn = db.dsn(),
         pid = dir.join("worker.pid").display().to_string(),
     );
-    let mr = Program::new(MAPREDUCE, &dir, "mapreduce", &config);
+    let mr = Program::new(MAPREDUCE, dir.path(), "mapreduce", &config);
     mr.ok(&["install"]).await;
 
     // Workers register themselves, each with a pidfile of its own.

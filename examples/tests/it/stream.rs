@@ -11,7 +11,8 @@ use pgq_test_support::{Pgqd, TestDb};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::loopback::{free_port, scratch, wait_for, Program};
+use crate::loopback::Program;
+use crate::support::{free_port, wait_for, Scratch};
 
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector");
 const SUBSCRIBER: &str = env!("CARGO_BIN_EXE_subscriber");
@@ -43,11 +44,11 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
     let db = TestDb::create().await;
     let remote = TestDb::create_empty().await;
     let _pgqd = Pgqd::start(&db, 0.1);
-    let dir = scratch("stream");
+    let dir = Scratch::new("stream");
     let listen = format!("127.0.0.1:{}", free_port());
     let collector = Program::new(
         COLLECTOR,
-        &dir,
+        dir.path(),
         "collector",
         &format!(
             "db = {dsn:?}\nqueue = \"stream\"\nconsumer = \"collector\"\npidfile = {pid:?}\nlogfile = {log:?}\n\
@@ -59,7 +60,7 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
     );
     let subscriber = Program::new(
         SUBSCRIBER,
-        &dir,
+        dir.path(),
         "subscriber",
         &format!(
             "db = {dsn:?}\nremote_db = {remote:?}\nqueue = \"stream\"\nconsumer = \"subscriber\"\n\

@@ -1,9 +1,14 @@
-//! Runs the real `testq` binary with a config file in a scratch directory,
-//! against a database of its own; ticks by hand unless a test starts pgqd.
+//! Helpers shared by every test of this binary: scratch directories, waiting
+//! for something to happen, processes and their pidfiles (`process`), and
+//! the real `testq` binary with a config file in a scratch directory, against
+//! a database of its own; ticks by hand unless a test starts pgqd.
+
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
@@ -15,7 +20,7 @@ pub const QUEUE: &str = "testq";
 /// The consumer.
 pub const CONSUMER: &str = "testq";
 /// The longest a test waits for something that should take a moment.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// Environment variables that would change what testq does; removed from
 /// every command unless a test sets them.
@@ -34,16 +39,19 @@ pub struct Ran {
     pub stderr: String,
 }
 
-/// A scratch directory, removed when the test passes (kept to look at
-/// when it fails).
+/// A scratch directory of one test, named after it. When it goes, the
+/// daemons still running from it are killed, and the directory is removed
+/// if the test passed (kept to look at when it failed).
 pub struct Scratch(PathBuf);
 
 impl Scratch {
-    /// A fresh directory named after the test.
+    /// A fresh, empty directory named after the test (unique within the run).
     pub fn new(test: &str) -> Scratch {
+        static MADE: AtomicUsize = AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, Ordering::Relaxed);
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("it-testq")
-            .join(format!("{test}-{}", std::process::id()));
+            .join("it")
+            .join(format!("{test}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the scratch directory");
         Scratch(dir)
@@ -53,31 +61,77 @@ impl Scratch {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// A path in it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The daemons running from it: each pidfile (`*.pid`) in it that a live
+    /// process holds locked, with that process's pid.
+    pub fn daemons(&self) -> Vec<(PathBuf, u32)> {
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|e| e == "pid"))
+            .filter_map(|path| process::locked_pid(&path).map(|pid| (path, pid)))
+            .collect()
+    }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        // Daemons a failed test left behind: by the pid in their pidfiles.
-        if let Ok(entries) = std::fs::read_dir(&self.0) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "pid") {
-                    if let Some(pid) = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok())
-                    {
-                        let _ = std::process::Command::new("kill")
-                            .args(["-KILL", &pid.to_string()])
-                            .stderr(Stdio::null())
-                            .status();
-                    }
-                }
-            }
+        // A failed test must not leave a daemon behind (before its database goes).
+        for (_, pid) in self.daemons() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
         }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `check` every 25 ms until it yields `Some`, and returns that; after
+/// [`PATIENCE`], fails the test saying what it waited for, then `detail()`
+/// (a log, say).
+pub async fn poll<T>(what: &str, detail: impl Fn() -> String, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {PATIENCE:?} waiting until {what}{}",
+            detail()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Polls `check` until it yields `Some`, and returns that; fails the test
+/// after [`PATIENCE`].
+pub async fn wait_for<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    poll(what, String::new, check).await
+}
+
+/// Polls `check` until it holds; fails the test after [`PATIENCE`].
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    poll(what, String::new, async || check().await.then_some(())).await
 }
 
 /// testq's database, scratch directory and config file.
@@ -279,17 +333,4 @@ pub async fn done(client: &Client) -> Vec<i64> {
         .iter()
         .map(|r| r.get(0))
         .collect()
-}
-
-/// Waits until `check` holds, polling every 100 ms, for at most [`PATIENCE`].
-pub async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    pgq_test_support::wait_for(what, PATIENCE, || {
-        let fut = check();
-        async move { fut.await.then_some(()) }
-    })
-    .await
 }

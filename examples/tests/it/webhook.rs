@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use pgq_test_support::{Pgqd, TestDb};
 
-use crate::loopback::{free_port, scratch, wait_for, Answer, HttpServer, Program};
+use crate::loopback::{Answer, HttpServer, Program};
+use crate::support::{free_port, wait_for, Scratch};
 
 const WEBHOOK: &str = env!("CARGO_BIN_EXE_webhook");
 
@@ -56,7 +57,7 @@ async fn requests_are_delivered_retried_with_backoff_and_failed_after_max_attemp
 
     let db = TestDb::create().await;
     let _pgqd = Pgqd::start(&db, 0.1);
-    let dir = scratch("webhook");
+    let dir = Scratch::new("webhook");
     let config = format!(
         "db = {dsn:?}\nqueue = \"webhook\"\nconsumer = \"webhook\"\npidfile = {pid:?}\nlogfile = {log:?}\n\
          delay = 0.1\n\n[settings]\nbackoff_base = 1\nmax_attempts = 3\ntimeout = 1\n",
@@ -64,7 +65,7 @@ async fn requests_are_delivered_retried_with_backoff_and_failed_after_max_attemp
         pid = dir.join("webhook.pid").display().to_string(),
         log = dir.join("webhook.log").display().to_string(),
     );
-    let webhook = Program::new(WEBHOOK, &dir, "webhook", &config);
+    let webhook = Program::new(WEBHOOK, dir.path(), "webhook", &config);
     webhook.ok(&["install"]).await;
 
     // A user's mistakes are refused with a message and exit 1.

@@ -2,16 +2,15 @@
 //! its own, with the queue ticked by hand (so a test knows which events make a
 //! batch).
 
-use std::fs::{File, TryLockError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
 
-/// The longest a test waits for something that should take a moment.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+pub use crate::support::process::{alive, locked_pid, signal};
+pub use crate::support::PATIENCE;
+use crate::support::{poll, Scratch};
 
 /// The queue, and the consumer (so the daemon's name in its messages).
 pub const QUEUE: &str = "testq";
@@ -30,7 +29,7 @@ pub struct Ran {
 
 /// testq's config, pidfile and log in a scratch directory, and its database.
 pub struct Testq {
-    pub dir: PathBuf,
+    pub dir: Scratch,
     config: toml::Table,
     db: TestDb,
     client: Client,
@@ -40,11 +39,7 @@ impl Testq {
     /// A fresh database and scratch directory named after the test, and a config
     /// for quick polls. Nothing is installed yet.
     pub async fn new(test: &str) -> Testq {
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("it-daemon")
-            .join(format!("{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        let dir = Scratch::new(test);
         let db = TestDb::create().await;
         let client = db.connect().await;
         let mut testq = Testq {
@@ -119,7 +114,7 @@ impl Testq {
             .arg("-c")
             .arg(self.config_path())
             .args(args)
-            .current_dir(&self.dir)
+            .current_dir(self.dir.path())
             .env_remove("RUST_BACKTRACE")
             .env_remove("PGQ_DB")
             .env_remove("PGQ_CONFIG")
@@ -170,15 +165,8 @@ impl Testq {
     /// Polls `condition` until it holds; fails the test, showing the log, after
     /// [`PATIENCE`].
     pub async fn wait_until(&self, what: &str, mut condition: impl AsyncFnMut() -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !condition().await {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {PATIENCE:?} waiting until {what}\n--- log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let log = || format!("\n--- log:\n{}", self.log());
+        poll(what, log, async || condition().await.then_some(())).await
     }
 
     /// Waits until the log has a line containing `text`.
@@ -248,63 +236,4 @@ impl Testq {
         self.wait_for_log(&format!("done: event {first_event} ")).await;
         self.current_batch().await.expect("a batch is in flight")
     }
-}
-
-impl Drop for Testq {
-    fn drop(&mut self) {
-        // A failed test must not leave a daemon behind (before its database goes).
-        if let Some(pid) = self.pid() {
-            let _ = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(format!("kill -KILL {pid}"))
-                .status();
-        }
-        // Keep a failed test's files to look at; tidy up after a passed one.
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// The pid in a pidfile that a live process holds locked, as `pgq-daemon` does.
-pub fn locked_pid(path: &Path) -> Option<u32> {
-    let file = File::open(path).ok()?;
-    match file.try_lock_shared() {
-        Err(TryLockError::WouldBlock) => {}
-        _ => return None,
-    }
-    // The daemon writes its pid right after it takes the lock.
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Ok(pid) = text.trim().parse() {
-            return Some(pid);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Whether a process with this pid exists and has not yet exited (a zombie,
-/// exited but not yet reaped by whoever adopted the daemon, counts as gone).
-pub fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // `pid (comm) STATE ...`: the state follows the last parenthesis.
-    match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
-        Some('Z') | None => false,
-        Some(_) => true,
-    }
-}
-
-/// Sends a signal with the shell's `kill`, as systemd's `ExecReload=/bin/kill
-/// -HUP $MAINPID` does.
-pub fn signal(pid: u32, name: &str) {
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!("kill -{name} {pid}"))
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{name} {pid}: {status}");
 }

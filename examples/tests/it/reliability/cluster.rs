@@ -12,6 +12,8 @@ use std::process::Command;
 
 use tokio_postgres::Client;
 
+use crate::support::free_port;
+
 pub struct Cluster {
     dir: PathBuf,
     bindir: PathBuf,
@@ -193,10 +195,4 @@ fn is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("its address").port()
 }

@@ -6,14 +6,14 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::{Scratch, TESTQ};
-
-/// The longest a test waits for something that should take a moment.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use crate::support::process::alive;
+use crate::support::process::locked;
+pub use crate::support::PATIENCE;
+use crate::support::{poll, Scratch, TESTQ};
 
 /// Environment variables that would change what testq does; removed from
 /// every command unless a test sets them.
@@ -47,7 +47,7 @@ impl Testq {
     /// NOTICE to `testq.log`, polling every 50 ms.
     pub fn new(test: &str, db: &str, queue: &str, consumer: &str) -> Testq {
         let mut testq = Testq {
-            dir: Scratch::new(&format!("reliability-{test}")),
+            dir: Scratch::new(test),
             config: toml::Table::new(),
         };
         let (pidfile, logfile) = (testq.path("testq.pid"), testq.logfile());
@@ -172,15 +172,8 @@ impl Testq {
     /// Polls `condition` every 25 ms until it holds; fails the test, showing
     /// the log, after [`PATIENCE`].
     pub async fn wait_until(&self, what: &str, mut condition: impl AsyncFnMut() -> bool) {
-        let deadline = Instant::now() + PATIENCE;
-        while !condition().await {
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {PATIENCE:?} waiting until {what}\n--- log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let log = || format!("\n--- log:\n{}", self.log());
+        poll(what, log, async || condition().await.then_some(())).await
     }
 
     /// Waits until the log has `text` at least `n` times.
@@ -205,23 +198,6 @@ pub async fn kill9(testq: &Testq, pid: u32) {
     testq
         .wait_until(&format!("pid {pid} is gone"), async || !alive(pid) && !locked(&pidfile))
         .await;
-}
-
-/// Whether a live process holds this pidfile locked.
-pub fn locked(path: &std::path::Path) -> bool {
-    match std::fs::File::open(path) {
-        Ok(file) => matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}
-
-/// Whether a process with this pid exists and has not exited (a zombie counts as gone).
-pub fn alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    match stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()) {
-        Some('Z') | None => false,
-        Some(_) => true,
-    }
 }
 
 /// Inserts `n` plain events into `queue` in one transaction; returns their ids.
