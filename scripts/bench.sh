@@ -50,7 +50,11 @@ NAME="pgq_bench_$$"
 DB="$ADMIN dbname=$NAME"
 sql() { "$PSQL" "$DB" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 "$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database $NAME"
-cleanup() { "$PSQL" "$ADMIN" -qAtX -c "drop database if exists $NAME with (force)" >/dev/null 2>&1 || true; }
+TMPDIR_BENCH=$(mktemp -d)
+cleanup() {
+    "$PSQL" "$ADMIN" -qAtX -c "drop database if exists $NAME with (force)" >/dev/null 2>&1 || true
+    rm -rf "$TMPDIR_BENCH"
+}
 trap cleanup EXIT
 sql "create extension pgq" >/dev/null
 
@@ -150,11 +154,18 @@ log "  $(tail -n 1 <<<"$MEM_OUT")"
 RSS_MIB=$(grep '^peak_rss_kib=' <<<"$MEM_OUT" | sed 's/peak_rss_kib=//' | awk '{ printf "%.1f", $1 / 1024 }')
 MEM_RATE=$(field ev_per_s <<<"$MEM_OUT")
 
-log "idle cost: no traffic, ${IDLE_SECONDS}s counted (pg_stat_database)"
-IDLE1=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1)
+log "idle cost: no traffic, ${IDLE_SECONDS}s counted after 70s (pg_stat_database)"
+# Each in a database of its own: they can run at once.
+"$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1 >"$TMPDIR_BENCH/idle1" &
+"$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 2 >"$TMPDIR_BENCH/idle2" &
+"$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1 --delay 10 >"$TMPDIR_BENCH/idle3" &
+wait
+IDLE1=$(tail -n 1 "$TMPDIR_BENCH/idle1")
+IDLE2=$(tail -n 1 "$TMPDIR_BENCH/idle2")
+IDLE3=$(tail -n 1 "$TMPDIR_BENCH/idle3")
 log "  $IDLE1"
-IDLE2=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 2)
 log "  $IDLE2"
+log "  $IDLE3"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.1fx", a / b; else print "-" }'; }
 row() { printf '| %-42s | %12s | %12s | %7s | %-10s |\n' "$@"; }
@@ -177,3 +188,4 @@ row "peak RSS, batch of $HUGE x 1 KiB (MiB)" "$RSS_MIB" "" "" "<= 64"
 row "  (its rate, events per second)" "$MEM_RATE" "" "" ""
 row "idle, 1 daemon: transactions per second" "$(field per_s <<<"$IDLE1")" "" "" ""
 row "idle, 2 daemons: transactions per second" "$(field per_s <<<"$IDLE2")" "" "" ""
+row "idle, 1 daemon, delay 10 s: per second" "$(field per_s <<<"$IDLE3")" "" "" ""

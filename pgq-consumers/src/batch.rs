@@ -127,15 +127,34 @@ impl<'a> Batch<'a> {
     /// side for the event handed out; [`Batch::apply`] closes it.
     pub async fn next_event(&mut self) -> Result<Option<Event>> {
         loop {
-            if self.buffer.is_empty() && !self.exhausted {
-                self.fill().await?;
-            }
-            let Some(event) = self.buffer.pop_front() else {
+            let next = match &mut self.stream {
+                // Streamed: taken straight from the connection, which reads
+                // ahead no further than this.
+                Some(stream) => {
+                    let stream = stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let next = stream.try_next().await?;
+                    if next.is_none() {
+                        self.stream = None;
+                        self.exhausted = true;
+                    }
+                    next
+                }
+                None => {
+                    if self.buffer.is_empty() && !self.exhausted {
+                        self.fill().await?;
+                    }
+                    self.buffer.pop_front()
+                }
+            };
+            let Some(event) = next else {
                 self.in_flight = None;
                 return Ok(None);
             };
             self.report.events += 1;
-            if let Some(message) = self.poisoned.get(&event.ev_id) {
+            if let Some(message) = (!self.poisoned.is_empty())
+                .then(|| self.poisoned.get(&event.ev_id))
+                .flatten()
+            {
                 let reason = format!("panic: {message}");
                 self.record_failed(&event, &reason).await?;
                 continue;

@@ -93,8 +93,14 @@ impl Reader {
         // The batch query's best plan does not depend on the batch: without
         // this, PostgreSQL plans it afresh for every batch, which costs more
         // than running it.
+        // And a big batch's sort is what takes longest: let PostgreSQL share
+        // it among parallel workers (only the statement for big batches can
+        // be planned in parallel).
         client
-            .batch_execute("set plan_cache_mode = force_generic_plan")
+            .batch_execute(
+                "set plan_cache_mode = force_generic_plan; \
+                 set parallel_setup_cost = 0; set parallel_tuple_cost = 0",
+            )
             .await
             .map_err(Error::db(&config.queue, &config.consumer))?;
         let listening = match pgq::listen(&client, &pgq::tick_channel(&config.queue)).await {
@@ -113,8 +119,16 @@ impl Reader {
     }
 
     /// Starts streaming a batch's events; `None` when the batch query cannot
-    /// be used (the caller reads through a cursor instead).
-    async fn stream(&mut self, queue: &str, batch_id: i64, filter: &EventFilter) -> Option<EventStream> {
+    /// be used (the caller reads through a cursor instead). `consumer` is
+    /// the plain consumer whose batch it is; `None` (a sub-consumer's
+    /// batch) reads it by its id.
+    async fn stream(
+        &mut self,
+        queue: &str,
+        consumer: Option<&str>,
+        ticks: &BatchTicks,
+        filter: &EventFilter,
+    ) -> Option<EventStream> {
         if self.batch.is_none() {
             match BatchReader::prepare(&self.client, queue).await {
                 Ok(r) => self.batch = Some(r),
@@ -124,24 +138,30 @@ impl Reader {
                 }
             }
         }
-        let reader = self.batch.as_ref()?;
-        match reader.stream(&self.client, batch_id, filter).await {
-            Ok(stream) => Some(Box::pin(stream)),
-            Err(e) => {
-                log::warn!("the batch query failed, reading through a cursor: {e}");
-                // Prepared again next time (the queue may have been re-created).
-                self.batch = None;
-                None
-            }
-        }
+        self.start(consumer, ticks, filter).await
     }
 
-    /// Starts streaming the events of the batch `consumer` opened between
-    /// `ticks`, before the transaction that opened it has committed.
-    async fn stream_ticks(&mut self, consumer: &str, ticks: &BatchTicks, filter: &EventFilter) -> Option<EventStream> {
+    /// Starts the batch query: by the batch's ticks for a plain consumer (so
+    /// it may run before the transaction that opened the batch commits), in
+    /// its parallel form for a big batch; by the batch's id otherwise.
+    async fn start(&mut self, consumer: Option<&str>, ticks: &BatchTicks, filter: &EventFilter) -> Option<EventStream> {
         let reader = self.batch.as_ref()?;
-        match reader.stream_ticks(&self.client, consumer, ticks, filter).await {
-            Ok(stream) => Some(Box::pin(stream)),
+        let started: pgq::Result<EventStream> = match consumer {
+            Some(c) if ticks.event_estimate() >= LARGE_BATCH => reader
+                .stream_ticks_large(&self.client, c, ticks, filter)
+                .await
+                .map(|s| Box::pin(s) as EventStream),
+            Some(c) => reader
+                .stream_ticks(&self.client, c, ticks, filter)
+                .await
+                .map(|s| Box::pin(s) as EventStream),
+            None => reader
+                .stream(&self.client, ticks.batch_id, filter)
+                .await
+                .map(|s| Box::pin(s) as EventStream),
+        };
+        match started {
+            Ok(stream) => Some(stream),
             Err(e) => {
                 log::warn!("the batch query failed, reading through a cursor: {e}");
                 // Prepared again next time (the queue may have been re-created).
@@ -151,6 +171,10 @@ impl Reader {
         }
     }
 }
+
+/// Batches with at least this many events (by the event sequence) are read
+/// with the batch query's parallel form.
+const LARGE_BATCH: i64 = 20_000;
 
 impl<C: Consumer> BatchLoop<C> {
     /// Connects to the queue database (and the remote one for remote
@@ -332,9 +356,10 @@ impl<C: Consumer> BatchLoop<C> {
         let (queue_tx, stream) = match (prefetched, &mut self.reader) {
             (Some(stream), _) => (self.queue_db.transaction().await, Some(stream)),
             (None, Some(reader)) => {
+                let plain = subconsumer.is_none().then_some(consumer.as_str());
                 futures_util::future::join(
                     self.queue_db.transaction(),
-                    reader.stream(&queue, batch_id, &event_filter),
+                    reader.stream(&queue, plain, &ticks, &event_filter),
                 )
                 .await
             }
@@ -449,7 +474,7 @@ impl<C: Consumer> BatchLoop<C> {
                 // connection while this transaction commits.
                 let prefetch = async {
                     match (&next, &mut self.reader) {
-                        (Some(ticks), Some(reader)) => reader.stream_ticks(&consumer, ticks, &event_filter).await,
+                        (Some(ticks), Some(reader)) => reader.start(Some(&consumer), ticks, &event_filter).await,
                         _ => None,
                     }
                 };

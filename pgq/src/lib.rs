@@ -90,6 +90,8 @@ pub use queue::{
     create_queue, current_event_table, drop_queue, drop_queue_forced, get_queue_info, get_queue_info_all, grant_perms,
     set_queue_config, tune_storage, QueueInfo,
 };
-pub use reader::{batch_events_query, tick_events_query, BatchReader, BatchStatements, EventFilter};
+pub use reader::{
+    batch_events_query, large_events_query, tick_events_query, BatchReader, BatchStatements, EventFilter,
+};
 pub use stream::stream_batch_events;
 pub use trigger::{create_trigger, EventField, RowOp, TriggerKind, TriggerOption, TriggerSpec};

@@ -24,9 +24,10 @@ use crate::ident::quote_qualified;
 /// `ev_id`): the events of transactions that committed between the batch's
 /// two ticks, i.e. whose txid is visible in the end tick's snapshot and not
 /// in the start tick's, owned by nobody or by this consumer (retried
-/// events). As there, the txids at or above the start snapshot's xmax are
-/// found by an index range scan and the older ones, in progress at the start
-/// tick and committed by the end tick, by an exact list. PgQ's function
+/// events). As there, the txids at or above the start snapshot's xmax (so
+/// not visible in it) are found by an index range scan and the older ones,
+/// in progress at the start tick and committed by the end tick, by an exact
+/// list. PgQ's function
 /// builds that as SQL text with literal txids, for every batch; here the
 /// snapshots are read from `pgq.tick` by the statement itself.
 pub fn batch_events_query(table: &str) -> Result<String> {
@@ -58,6 +59,48 @@ pub fn tick_events_query(table: &str) -> Result<String> {
     )
 }
 
+/// The bounds of the batch between two ticks as one consumer sees it, for
+/// [`large_events_query`]: the subscription's id, the start snapshot's
+/// xmax, the end snapshot's xmax, the end snapshot, and the txids in
+/// progress at the start tick and not at the end tick. Parameters as
+/// [`tick_events_query`]'s: `$1` start tick, `$2` end tick, `$3` queue,
+/// `$4` consumer.
+const BOUNDS_BY_TICKS: &str = "select s.sub_id, txid_snapshot_xmax(l.tick_snapshot), \
+       txid_snapshot_xmax(c.tick_snapshot), c.tick_snapshot::text, \
+       array(select txid_snapshot_xip(l.tick_snapshot) except select txid_snapshot_xip(c.tick_snapshot)) \
+     from pgq.queue q \
+     join pgq.consumer co on co.co_name = $4 \
+     join pgq.subscription s on s.sub_queue = q.queue_id and s.sub_consumer = co.co_id \
+     join pgq.tick l on l.tick_queue = q.queue_id and l.tick_id = $1 \
+     join pgq.tick c on c.tick_queue = q.queue_id and c.tick_id = $2 \
+     where q.queue_name = $3";
+
+/// The batch query for big batches: as [`batch_events_query`], with the
+/// bounds computed beforehand ([`BatchReader::stream_ticks_large`]) and
+/// passed in: `$1` the start snapshot's xmax, `$2` the end snapshot's xmax,
+/// `$3` the end snapshot, `$4` the subscription id, `$5` the exact list of
+/// older txids, `$6` and `$7` the filters. Without the statement-level
+/// join it can be planned in parallel, which halves the sort a big batch
+/// needs.
+pub fn large_events_query(table: &str) -> Result<String> {
+    let table = quote_qualified(table)?;
+    const FIELDS: &str = "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data, \
+                          ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4";
+    const FILTER: &str = "and ($6::text[] is null or ev.ev_type = any($6::text[])) \
+                          and ($7::text[] is null or ev.ev_extra1 = any($7::text[]))";
+    Ok(format!(
+        "select {FIELDS} from {table} ev \
+          where ev.ev_txid >= $1 and ev.ev_txid <= $2 \
+            and txid_visible_in_snapshot(ev.ev_txid, $3::txid_snapshot) \
+            and (ev.ev_owner is null or ev.ev_owner = $4) {FILTER} \
+         union all \
+         select {FIELDS} from {table} ev \
+          where ev.ev_txid = any($5::int8[]) \
+            and (ev.ev_owner is null or ev.ev_owner = $4) {FILTER} \
+         order by 1"
+    ))
+}
+
 /// The batch query, with `source` the FROM and WHERE that find the
 /// subscription (`s`) and the start (`l`) and end (`c`) ticks.
 fn events_query(table: &str, source: &str) -> Result<String> {
@@ -75,7 +118,6 @@ fn events_query(table: &str, source: &str) -> Result<String> {
          select {FIELDS} from b, {table} ev \
           where ev.ev_txid >= txid_snapshot_xmax(b.ls) and ev.ev_txid <= txid_snapshot_xmax(b.cs) \
             and txid_visible_in_snapshot(ev.ev_txid, b.cs) \
-            and not txid_visible_in_snapshot(ev.ev_txid, b.ls) \
             and (ev.ev_owner is null or ev.ev_owner = b.sub_id) {FILTER} \
          union all \
          select {FIELDS} from b, {table} ev \
@@ -108,6 +150,8 @@ pub struct BatchReader {
     queue: String,
     by_batch: Statement,
     by_ticks: Statement,
+    bounds: Statement,
+    large: Statement,
 }
 
 impl BatchReader {
@@ -128,6 +172,25 @@ impl BatchReader {
                 .await
                 .map_err(Error::sql("batch query", on_queue(queue)))
         };
+        let (bounds, large) = futures_util::future::try_join(
+            prepare(
+                BOUNDS_BY_TICKS.to_string(),
+                &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT],
+            ),
+            prepare(
+                large_events_query(&table)?,
+                &[
+                    Type::INT8,
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::INT4,
+                    Type::INT8_ARRAY,
+                    Type::TEXT_ARRAY,
+                    Type::TEXT_ARRAY,
+                ],
+            ),
+        )
+        .await?;
         let (by_batch, by_ticks) = futures_util::future::try_join(
             prepare(
                 batch_events_query(&table)?,
@@ -150,6 +213,8 @@ impl BatchReader {
             queue: queue.to_string(),
             by_batch,
             by_ticks,
+            bounds,
+            large,
         })
     }
 
@@ -204,6 +269,54 @@ impl BatchReader {
             .query_raw(&self.by_ticks, params)
             .await
             .map_err(Error::sql("batch query", on_batch(ticks.batch_id)))?;
+        Ok(decode(rows, ticks.batch_id))
+    }
+
+    /// As [`BatchReader::stream_ticks`], for big batches
+    /// ([`large_events_query`]): one round trip more to read the batch's
+    /// bounds, then a statement PostgreSQL can run in parallel, if the
+    /// connection's settings let it (`parallel_setup_cost` and
+    /// `parallel_tuple_cost` set to 0, as the batch loop's reader connection
+    /// does). No events when the ticks or the consumer are not found.
+    pub async fn stream_ticks_large(
+        &self,
+        client: &impl GenericClient,
+        consumer: &str,
+        ticks: &BatchTicks,
+        filter: &EventFilter,
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + 'static> {
+        let fail = || Error::sql("batch query", on_batch(ticks.batch_id));
+        let bounds = client
+            .query_opt(
+                &self.bounds,
+                &[&ticks.prev_tick_id, &ticks.cur_tick_id, &self.queue, &consumer],
+            )
+            .await
+            .map_err(fail())?;
+        let read = |row: &tokio_postgres::Row| -> std::result::Result<_, tokio_postgres::Error> {
+            Ok((
+                row.try_get::<_, i32>(0)?,
+                row.try_get::<_, i64>(1)?,
+                row.try_get::<_, i64>(2)?,
+                row.try_get::<_, String>(3)?,
+                row.try_get::<_, Vec<i64>>(4)?,
+            ))
+        };
+        let (sub_id, start_xmax, end_xmax, end_snapshot, xips) = match &bounds {
+            Some(row) => read(row).map_err(Error::row("batch query", on_batch(ticks.batch_id)))?,
+            // Nothing to read: a range that selects nothing.
+            None => (0, 1, 0, "1:1:".to_string(), Vec::new()),
+        };
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &start_xmax,
+            &end_xmax,
+            &end_snapshot,
+            &sub_id,
+            &xips,
+            &filter.ev_type,
+            &filter.ev_extra1,
+        ];
+        let rows = client.query_raw(&self.large, params).await.map_err(fail())?;
         Ok(decode(rows, ticks.batch_id))
     }
 

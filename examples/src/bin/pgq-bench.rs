@@ -92,6 +92,9 @@ enum Command {
         /// How many daemons (each with a ticker; one leads).
         #[arg(long, default_value_t = 1)]
         daemons: usize,
+        /// The consumers' `delay` (seconds between polls when idle).
+        #[arg(long, default_value_t = 1.0)]
+        delay: f64,
     },
     /// Commit-to-handler latency with the embedded ticker at its defaults.
     Latency {
@@ -263,11 +266,12 @@ const BENCH_CONSUMER: &str = "bench";
 async fn daemon_like<C: Consumer>(
     dsn: &str,
     name: &str,
+    delay: f64,
     consumer: C,
 ) -> Result<(TickerTask, tokio::task::JoinHandle<()>)> {
     let ticker = TickerTask::spawn(Ticker::new(ConnString::new(dsn), TickerConfig::enabled()).label("bench"));
     let config = config(dsn, BENCH_QUEUE, name)?;
-    let delay = config.delay();
+    let delay = Duration::try_from_secs_f64(delay).unwrap_or(config.delay());
     let mut batches = BatchLoop::connect(consumer, config).await?;
     let task = tokio::spawn(async move {
         loop {
@@ -312,7 +316,7 @@ async fn latency(db: &str, samples: usize, gap_ms: u64) -> Result<()> {
 async fn latency_in(dsn: &str, samples: usize, gap_ms: u64) -> Result<Vec<Duration>> {
     let mut client = connect(&ConnString::new(dsn), "pgq-bench", Database::Queue).await?;
     let (sink, mut handled) = mpsc::unbounded_channel();
-    let (ticker, consumer) = daemon_like(dsn, BENCH_CONSUMER, Clock(sink)).await?;
+    let (ticker, consumer) = daemon_like(dsn, BENCH_CONSUMER, 1.0, Clock(sink)).await?;
     // Let the ticker lead and the first idle round pass.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
@@ -345,30 +349,32 @@ async fn latency_in(dsn: &str, samples: usize, gap_ms: u64) -> Result<Vec<Durati
     Ok(times)
 }
 
-async fn idle(db: &str, seconds: u64, daemons: usize) -> Result<()> {
+async fn idle(db: &str, seconds: u64, daemons: usize, delay: f64) -> Result<()> {
     let fresh = Fresh::create(db, "idle").await?;
-    let result = idle_in(&fresh, seconds, daemons).await;
+    let result = idle_in(&fresh, seconds, daemons, delay).await;
     fresh.drop_db().await?;
     let (secs, n) = result?;
     println!(
-        "daemons={daemons} seconds={secs:.1} transactions={n} per_s={:.2}",
+        "daemons={daemons} delay={delay} seconds={secs:.1} transactions={n} per_s={:.2}",
         n as f64 / secs
     );
     Ok(())
 }
 
-async fn idle_in(fresh: &Fresh, seconds: u64, daemons: usize) -> Result<(f64, i64)> {
+async fn idle_in(fresh: &Fresh, seconds: u64, daemons: usize, delay: f64) -> Result<(f64, i64)> {
     let mut running = Vec::new();
     let client = connect(&ConnString::new(&fresh.dsn), "pgq-bench", Database::Queue).await?;
     for i in 0..daemons.max(1) {
         // A consumer of its own for each daemon, all on the one queue.
         let name = format!("{BENCH_CONSUMER}{i}");
         pgq::register_consumer(&client, BENCH_QUEUE, &name).await?;
-        running.push(daemon_like(&fresh.dsn, &name, Noop::default()).await?);
+        running.push(daemon_like(&fresh.dsn, &name, delay, Noop::default()).await?);
     }
     drop(client);
-    // Past the start (first ticks, first maintenance), into the steady state.
-    tokio::time::sleep(Duration::from_secs(15)).await;
+    // Past the start (first ticks, first maintenance, and the autovacuum
+    // pass a new database gets within its first minute, which counts in its
+    // statistics too), into the steady state.
+    tokio::time::sleep(Duration::from_secs(70)).await;
     let (before, start) = (fresh.transactions().await?, Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let (after, secs) = (fresh.transactions().await?, start.elapsed().as_secs_f64());
@@ -424,7 +430,12 @@ fn main() -> ExitCode {
                 size,
             } => produce(&db, &queue, events, mode, size).await,
             Command::Latency { db, samples, gap_ms } => latency(&db, samples, gap_ms).await,
-            Command::Idle { db, seconds, daemons } => idle(&db, seconds, daemons).await,
+            Command::Idle {
+                db,
+                seconds,
+                daemons,
+                delay,
+            } => idle(&db, seconds, daemons, delay).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! The fast path's parameterized batch queries (`pgq::batch_events_query`,
-//! by batch id, and `pgq::tick_events_query`, by the batch's ticks) select
+//! by batch id, `pgq::tick_events_query`, by the batch's ticks, and
+//! `pgq::large_events_query`, its parallel form for big batches) select
 //! exactly what PgQ's own `pgq.batch_event_sql` does, in the same
 //! order: for plain batches, batches whose start tick saw transactions still
 //! in progress (near and far below the snapshot's xmax, so both the range and
@@ -13,8 +14,8 @@ use tokio_postgres::Client;
 
 use crate::common::{insert, maint_retry_events, next_batch, queue_db, register, tick, Q};
 
-/// Reads the batch three ways (PgQ's own query, ours by batch id, ours by
-/// ticks) and checks they agree; returns its event ids.
+/// Reads the batch four ways (PgQ's own query, ours by batch id, by ticks,
+/// and the large form) and checks they agree; returns its event ids.
 async fn same_events(client: &Client, reader: &BatchReader, consumer: &str, b: &BatchTicks) -> Result<Vec<i64>> {
     let batch_id = b.batch_id;
     let ours = reader.events(client, batch_id, &EventFilter::default()).await?;
@@ -23,8 +24,19 @@ async fn same_events(client: &Client, reader: &BatchReader, consumer: &str, b: &
         .await?
         .try_collect()
         .await?;
+    let large: Vec<pgq::Event> = reader
+        .stream_ticks_large(client, consumer, b, &EventFilter::default())
+        .await?
+        .try_collect()
+        .await?;
     let pgq_own = pgq::get_batch_events(client, batch_id).await?;
     let ids = |v: &[pgq::Event]| v.iter().map(|e| e.ev_id).collect::<Vec<_>>();
+    ensure!(
+        large == pgq_own,
+        "batch {batch_id}: the large query read {:?}, pgq.batch_event_sql {:?}",
+        ids(&large),
+        ids(&pgq_own)
+    );
     ensure!(
         ours == pgq_own,
         "batch {batch_id}: the batch query read {:?}, pgq.batch_event_sql {:?}",
@@ -177,6 +189,12 @@ async fn the_batch_query_filters_as_pgq_s_cursor_where_does() -> Result<()> {
         ev_extra1: Some(vec!["t1".into()]),
     };
     let ours = reader.events(&client, b.batch_id, &filter).await?;
+    let large: Vec<pgq::Event> = reader
+        .stream_ticks_large(&client, "a", &b, &filter)
+        .await?
+        .try_collect()
+        .await?;
+    assert_eq!(large, ours);
     let tx_client = &client;
     tx_client.batch_execute("begin").await?;
     let theirs = pgq::get_batch_cursor_where(
