@@ -205,28 +205,13 @@ async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
     assert!(once.stderr.contains("testq_done"), "the cause is told: {once:?}");
 
     // As a daemon it keeps trying, resting longer each time.
-    let mut daemon = testq.command(&["run"], &[]).spawn().expect("spawn testq run");
-    let stderr = daemon.stderr.take().expect("stderr");
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let reader = {
-        let log = std::sync::Arc::clone(&log);
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut lines = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(mut log) = log.lock() {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-        })
-    };
-    let text = || log.lock().map(|l| l.clone()).unwrap_or_default();
+    let mut daemon = testq.spawn(&["run"], "testq-run.out", &[]);
     crate::support::wait_until("three failed tries", || async {
-        text().matches("trying again in").count() >= 3
+        daemon.output().matches("trying again in").count() >= 3
     })
     .await;
-    let waits: Vec<f64> = text()
+    let waits: Vec<f64> = daemon
+        .output()
         .lines()
         .filter_map(|l| l.split("trying again in ").nth(1))
         .filter_map(|w| w.trim_end_matches('s').parse().ok())
@@ -234,7 +219,7 @@ async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
     assert!(
         waits.windows(2).all(|w| w[1] > w[0]),
         "growing back-off: {waits:?}\n{}",
-        text()
+        daemon.output()
     );
 
     // Once the table is back, the batch comes again and is done, once.
@@ -246,9 +231,7 @@ async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
     crate::support::wait_until("the batch to be done", || async { testq.done().await.len() == 2 }).await;
     assert_eq!(testq.done().await, ids);
     testq.ok(&["stop"]).await;
-    let status = daemon.wait().await.expect("wait for testq run");
-    assert_eq!(status.code(), Some(0));
-    reader.await.expect("stderr reader");
+    assert_eq!(daemon.wait().await, Some(0), "{}", daemon.output());
 }
 
 #[tokio::test]
@@ -464,7 +447,7 @@ async fn config_problems_exit_1_naming_the_file_the_key_or_the_line() {
 async fn an_unreachable_database_exits_3() {
     let testq = Testq::new("unreachable", "").await;
     std::fs::write(
-        &testq.config,
+        testq.config_path(),
         "db = \"host=127.0.0.1 port=1 user=postgres dbname=nowhere connect_timeout=2\"\n\
          queue = \"testq\"\nconsumer = \"testq\"\n",
     )

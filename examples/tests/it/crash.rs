@@ -7,7 +7,8 @@
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
 
-use crate::support::{done, Ran, Testq, CONSUMER, QUEUE};
+use crate::support::program::Ran;
+use crate::support::{done, Testq, CONSUMER, QUEUE};
 
 const SIGABRT: i32 = 6;
 

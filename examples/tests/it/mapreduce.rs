@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use pgq_test_support::{Pgqd, TestDb};
 
-use crate::loopback::{Answer, HttpServer, Program, Running};
+use crate::loopback::{Answer, HttpServer};
+use crate::support::program::{Program, Running};
 use crate::support::{wait_for, Scratch};
 
 const MAPREDUCE: &str = env!("CARGO_BIN_EXE_mapreduce");

@@ -11,7 +11,7 @@ use pgq_test_support::{Pgqd, TestDb};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::loopback::Program;
+use crate::support::program::Program;
 use crate::support::{free_port, wait_for, Scratch};
 
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector");

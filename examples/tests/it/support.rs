@@ -1,9 +1,10 @@
 //! Helpers shared by every test of this binary: scratch directories, waiting
-//! for something to happen, processes and their pidfiles (`process`), and
-//! the real `testq` binary with a config file in a scratch directory, against
+//! for something to happen, processes and their pidfiles (`process`), the
+//! example binaries run with a config file (`program`), and the real `testq` binary with a config file in a scratch directory, against
 //! a database of its own; ticks by hand unless a test starts pgqd.
 
 pub mod process;
+pub mod program;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,6 +14,8 @@ use std::time::{Duration, Instant};
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
 
+use program::Program;
+
 /// The `testq` binary Cargo built for these tests.
 pub const TESTQ: &str = env!("CARGO_BIN_EXE_testq");
 /// The queue and consumer of every config written here.
@@ -21,23 +24,6 @@ pub const QUEUE: &str = "testq";
 pub const CONSUMER: &str = "testq";
 /// The longest a test waits for something that should take a moment.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Environment variables that would change what testq does; removed from
-/// every command unless a test sets them.
-const SCRUBBED: [&str; 4] = ["PGQ_DB", "PGQ_REMOTE_DB", "PGQ_CONFIG", "PGQ_CONSUMERS_CRASH_AT"];
-
-/// What a command printed, and how it ended.
-#[derive(Debug)]
-pub struct Ran {
-    /// The exit code; `None` when a signal ended it.
-    pub code: Option<i32>,
-    /// The signal that ended it, if one did.
-    pub signal: Option<i32>,
-    /// Its standard output.
-    pub stdout: String,
-    /// Its standard error.
-    pub stderr: String,
-}
 
 /// A scratch directory of one test, named after it. When it goes, the
 /// daemons still running from it are killed, and the directory is removed
@@ -136,14 +122,23 @@ pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 /// testq's database, scratch directory and config file.
 pub struct Testq {
+    /// The scratch directory holding the config, pidfiles and logs (first, so
+    /// that its daemons are killed before the database goes).
+    pub dir: Scratch,
+    /// testq with its config file.
+    program: Program,
     /// The queue database.
     pub db: TestDb,
     /// A connection to it.
     pub client: Client,
-    /// The scratch directory holding the config, pidfiles and logs.
-    pub dir: Scratch,
-    /// The config file.
-    pub config: PathBuf,
+}
+
+impl std::ops::Deref for Testq {
+    type Target = Program;
+
+    fn deref(&self) -> &Program {
+        &self.program
+    }
 }
 
 impl Testq {
@@ -153,12 +148,12 @@ impl Testq {
         let db = TestDb::create().await;
         let client = db.connect().await;
         let dir = Scratch::new(test);
-        let config = dir.path().join("testq.toml");
+        let program = Program::new(TESTQ, dir.path(), "testq", "");
         let testq = Testq {
+            dir,
+            program,
             db,
             client,
-            dir,
-            config,
         };
         testq.write_config(extra);
         testq
@@ -178,59 +173,12 @@ impl Testq {
             self.db.dsn(),
             self.path("testq.pid").display()
         );
-        std::fs::write(&self.config, text).expect("write the config");
+        self.program.write_config(&text);
     }
 
     /// A path in the scratch directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    /// Runs `testq -c CONFIG args...`.
-    pub async fn run(&self, args: &[&str]) -> Ran {
-        self.run_with(args, &[]).await
-    }
-
-    /// Runs `testq -c CONFIG args...` with environment variables set.
-    pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
-        let mut cmd = self.command(args, env);
-        let out = tokio::time::timeout(PATIENCE, cmd.output())
-            .await
-            .unwrap_or_else(|_| panic!("testq {args:?} did not end within {PATIENCE:?}"))
-            .unwrap_or_else(|e| panic!("cannot run testq {args:?}: {e}"));
-        Ran {
-            code: out.status.code(),
-            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// The command `testq -c CONFIG args...`, killed if dropped.
-    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(TESTQ);
-        cmd.arg("-c")
-            .arg(&self.config)
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for var in SCRUBBED {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    /// Runs a command that must exit 0; returns what it printed.
-    pub async fn ok(&self, args: &[&str]) -> Ran {
-        let ran = self.run(args).await;
-        assert_eq!(ran.code, Some(0), "testq {args:?} should succeed: {ran:?}");
-        ran
     }
 
     /// Inserts events of these types, in one transaction; returns their ids.

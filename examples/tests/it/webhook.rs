@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use pgq_test_support::{Pgqd, TestDb};
 
-use crate::loopback::{Answer, HttpServer, Program};
+use crate::loopback::{Answer, HttpServer};
+use crate::support::program::Program;
 use crate::support::{free_port, wait_for, Scratch};
 
 const WEBHOOK: &str = env!("CARGO_BIN_EXE_webhook");

@@ -3,36 +3,35 @@
 //! batch).
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
 
 pub use crate::support::process::{alive, locked_pid, signal};
+use crate::support::program::Program;
 pub use crate::support::PATIENCE;
+pub use crate::support::TESTQ;
 use crate::support::{poll, Scratch};
 
 /// The queue, and the consumer (so the daemon's name in its messages).
 pub const QUEUE: &str = "testq";
 pub const CONSUMER: &str = "testq";
 
-/// The `testq` binary built by Cargo for these tests.
-pub const TESTQ: &str = env!("CARGO_BIN_EXE_testq");
-
-/// What a command printed, and its exit code.
-#[derive(Debug)]
-pub struct Ran {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 /// testq's config, pidfile and log in a scratch directory, and its database.
 pub struct Testq {
     pub dir: Scratch,
+    program: Program,
     config: toml::Table,
     db: TestDb,
     client: Client,
+}
+
+impl std::ops::Deref for Testq {
+    type Target = Program;
+
+    fn deref(&self) -> &Program {
+        &self.program
+    }
 }
 
 impl Testq {
@@ -42,8 +41,10 @@ impl Testq {
         let dir = Scratch::new(test);
         let db = TestDb::create().await;
         let client = db.connect().await;
+        let program = Program::new(TESTQ, dir.path(), "testq", "");
         let mut testq = Testq {
             dir,
+            program,
             config: toml::Table::new(),
             db,
             client,
@@ -90,56 +91,11 @@ impl Testq {
 
     fn write_config(&self) {
         let text = toml::to_string(&self.config).expect("serialize the config");
-        // Write then rename, so a reload never reads half a file.
-        let tmp = self.dir.join("testq.toml.tmp");
-        std::fs::write(&tmp, text).expect("write the config");
-        std::fs::rename(&tmp, self.config_path()).expect("install the config");
-    }
-
-    pub fn config_path(&self) -> PathBuf {
-        self.dir.join("testq.toml")
+        self.program.write_config(&text);
     }
 
     pub fn pidfile(&self) -> PathBuf {
         self.dir.join("testq.pid")
-    }
-
-    pub fn logfile(&self) -> PathBuf {
-        self.dir.join("testq.log")
-    }
-
-    /// Runs `testq -c CONFIG ARGS...` to its end.
-    pub async fn run(&self, args: &[&str]) -> Ran {
-        let output = tokio::process::Command::new(TESTQ)
-            .arg("-c")
-            .arg(self.config_path())
-            .args(args)
-            .current_dir(self.dir.path())
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("PGQ_DB")
-            .env_remove("PGQ_CONFIG")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .expect("run testq");
-        Ran {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
-    /// Runs a command that must exit 0.
-    pub async fn ok(&self, args: &[&str]) -> Ran {
-        let ran = self.run(args).await;
-        assert_eq!(
-            ran.code,
-            Some(0),
-            "`testq {}` failed: {ran:?}\n--- log:\n{}",
-            args.join(" "),
-            self.log()
-        );
-        ran
     }
 
     /// `testq start`, which must say `testq started, pid N` with the pid now
@@ -155,11 +111,6 @@ impl Testq {
     /// The pid of the daemon holding (locking) the pidfile, if any.
     pub fn pid(&self) -> Option<u32> {
         locked_pid(&self.pidfile())
-    }
-
-    /// The log file's text (empty when there is none).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.logfile()).unwrap_or_default()
     }
 
     /// Polls `condition` until it holds; fails the test, showing the log, after

@@ -410,17 +410,10 @@ async fn run_once_whose_connection_is_terminated_mid_batch_exits_1_and_the_next_
     let ids = produce(&client, QUEUE, 20).await;
     tick(&client, QUEUE).await;
 
-    let run = testq
-        .command(&["run", "--once"], &[])
-        .spawn()
-        .expect("spawn run --once");
+    let mut run = testq.spawn(&["run", "--once"], "run-once.out", &[]);
     testq.wait_for_log_n("done: event", 1).await;
     assert!(terminate(&admin, &[db.name()]).await >= 1);
-    let out = tokio::time::timeout(super::harness::PATIENCE, run.wait_with_output())
-        .await
-        .expect("run --once ends")
-        .expect("run --once output");
-    assert_eq!(out.status.code(), Some(1), "cron hears of it: {}", testq.log());
+    assert_eq!(run.wait().await, Some(1), "cron hears of it: {}", testq.log());
     assert!(
         testq.log().contains("connection closed"),
         "it says why: {}",

@@ -3,7 +3,6 @@
 //! produces events into its queue.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,42 +11,34 @@ use tokio_postgres::Client;
 
 pub use crate::support::process::alive;
 use crate::support::process::locked;
-pub use crate::support::PATIENCE;
+use crate::support::program::Program;
+pub use crate::support::program::Ran;
 use crate::support::{poll, Scratch, TESTQ};
-
-/// Environment variables that would change what testq does; removed from
-/// every command unless a test sets them.
-const SCRUBBED: [&str; 5] = [
-    "PGQ_DB",
-    "PGQ_REMOTE_DB",
-    "PGQ_CONFIG",
-    "PGQ_CONSUMERS_CRASH_AT",
-    "RUST_BACKTRACE",
-];
-
-/// What a command printed, and how it ended.
-#[derive(Debug)]
-pub struct Ran {
-    /// The exit code; `None` when a signal ended it.
-    pub code: Option<i32>,
-    /// The signal that ended it, if one did.
-    pub signal: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
 
 /// testq's config, pidfile and log in a scratch directory.
 pub struct Testq {
     pub dir: Scratch,
+    program: Program,
     config: toml::Table,
+}
+
+impl std::ops::Deref for Testq {
+    type Target = Program;
+
+    fn deref(&self) -> &Program {
+        &self.program
+    }
 }
 
 impl Testq {
     /// A config for `queue` and `consumer` in database `db`, logging at
     /// NOTICE to `testq.log`, polling every 50 ms.
     pub fn new(test: &str, db: &str, queue: &str, consumer: &str) -> Testq {
+        let dir = Scratch::new(test);
+        let program = Program::new(TESTQ, dir.path(), "testq", "");
         let mut testq = Testq {
-            dir: Scratch::new(test),
+            dir,
+            program,
             config: toml::Table::new(),
         };
         let (pidfile, logfile) = (testq.path("testq.pid"), testq.logfile());
@@ -84,79 +75,12 @@ impl Testq {
 
     fn write_config(&self) {
         let text = toml::to_string(&self.config).expect("serialize the config");
-        let tmp = self.path("testq.toml.tmp");
-        std::fs::write(&tmp, text).expect("write the config");
-        std::fs::rename(&tmp, self.config_path()).expect("install the config");
+        self.program.write_config(&text);
     }
 
     /// A path in the scratch directory.
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
-    }
-
-    pub fn config_path(&self) -> PathBuf {
-        self.path("testq.toml")
-    }
-
-    pub fn logfile(&self) -> PathBuf {
-        self.path("testq.log")
-    }
-
-    /// The log's text (empty when there is none).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.logfile()).unwrap_or_default()
-    }
-
-    /// `testq -c CONFIG args...`, killed if dropped.
-    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(TESTQ);
-        cmd.arg("-c")
-            .arg(self.config_path())
-            .args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for var in SCRUBBED {
-            cmd.env_remove(var);
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    /// Runs `testq -c CONFIG args...` to its end.
-    pub async fn run(&self, args: &[&str]) -> Ran {
-        self.run_with(args, &[]).await
-    }
-
-    /// Runs `testq -c CONFIG args...` with environment variables set.
-    pub async fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Ran {
-        let out = tokio::time::timeout(PATIENCE, self.command(args, env).output())
-            .await
-            .unwrap_or_else(|_| panic!("testq {args:?} did not end within {PATIENCE:?}"))
-            .unwrap_or_else(|e| panic!("cannot run testq {args:?}: {e}"));
-        Ran {
-            code: out.status.code(),
-            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// Runs a command that must exit 0.
-    pub async fn ok(&self, args: &[&str]) -> Ran {
-        let ran = self.run(args).await;
-        assert_eq!(
-            ran.code,
-            Some(0),
-            "`testq {}` failed: {ran:?}\n--- log:\n{}",
-            args.join(" "),
-            self.log()
-        );
-        ran
     }
 
     /// `testq start`; returns the daemon's pid.
