@@ -8,7 +8,8 @@ use pgq_test_support::TestDb;
 use tokio_postgres::Client;
 
 use crate::support::program::Ran;
-use crate::support::{done, Testq, CONSUMER, QUEUE};
+use crate::support::queue::done;
+use crate::support::Testq;
 
 const SIGABRT: i32 = 6;
 
@@ -40,19 +41,6 @@ async fn crash_at(testq: &Testq, point: &str) -> Ran {
     ran
 }
 
-/// The batch the consumer holds, if any.
-async fn current_batch(testq: &Testq) -> Option<i64> {
-    let row = testq
-        .client
-        .query_one(
-            "select current_batch from pgq.get_consumer_info($1, $2)",
-            &[&QUEUE, &CONSUMER],
-        )
-        .await
-        .expect("get_consumer_info");
-    row.get(0)
-}
-
 #[tokio::test]
 async fn remote_crash_between_the_two_commits_never_applies_a_batch_twice() {
     for mode in ["remote", "remote_event"] {
@@ -65,7 +53,7 @@ async fn remote_crash_between_the_two_commits_never_applies_a_batch_twice() {
             first,
             "{mode}: the remote side of the first batch committed"
         );
-        assert!(current_batch(&testq).await.is_some(), "{mode}: the queue side did not");
+        assert!(testq.current_batch().await.is_some(), "{mode}: the queue side did not");
 
         let rerun = testq.ok(&["run", "--once"]).await;
         assert!(rerun.stderr.contains("already applied"), "{mode}: {rerun:?}");
@@ -78,7 +66,7 @@ async fn remote_crash_between_the_two_commits_never_applies_a_batch_twice() {
             testq.done().await.is_empty(),
             "{mode}: nothing written in the queue database"
         );
-        assert_eq!(current_batch(&testq).await, None);
+        assert_eq!(testq.current_batch().await, None);
     }
 }
 
@@ -90,7 +78,7 @@ async fn remote_crash_before_the_remote_commit_or_after_reading_the_batch_applie
 
         crash_at(&testq, point).await;
         assert!(done(&rclient).await.is_empty(), "{point}: nothing committed");
-        assert!(current_batch(&testq).await.is_some(), "{point}: the batch stays open");
+        assert!(testq.current_batch().await.is_some(), "{point}: the batch stays open");
 
         let rerun = testq.ok(&["run", "--once"]).await;
         assert!(!rerun.stderr.contains("already applied"), "{point}: {rerun:?}");

@@ -5,6 +5,7 @@
 
 pub mod process;
 pub mod program;
+pub mod queue;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -183,40 +184,33 @@ impl Testq {
 
     /// Inserts events of these types, in one transaction; returns their ids.
     pub async fn produce(&self, types: &[&str]) -> Vec<i64> {
-        produce(&self.client, types).await
+        queue::produce(&self.client, QUEUE, types).await
     }
 
     /// Makes the queue tick now (no pgqd).
     pub async fn tick(&self) {
-        tick(&self.client).await
+        queue::tick(&self.client, QUEUE).await
     }
 
     /// Puts due retried events back into the queue, as pgqd's maintenance does.
     pub async fn maint_retry_events(&self) -> i32 {
-        let mut total = 0;
-        loop {
-            let n = pgq::maint_retry_events(&self.client).await.expect("maint_retry_events");
-            if n == 0 {
-                return total;
-            }
-            total += n;
-        }
+        queue::maint_retry_events(&self.client).await
     }
 
     /// The ids in `testq_done` of the queue database, in id order (a
     /// duplicate shows twice).
     pub async fn done(&self) -> Vec<i64> {
-        done(&self.client).await
+        queue::done(&self.client).await
     }
 
     /// The ids of the consumer's failed events, with their reasons.
     pub async fn failed(&self) -> Vec<(i64, String)> {
-        pgq_consumers::list_failed_events(&self.client, QUEUE, CONSUMER)
-            .await
-            .expect("list failed events")
-            .into_iter()
-            .map(|f| (f.event.ev_id, f.reason))
-            .collect()
+        queue::failed(&self.client, QUEUE, CONSUMER).await
+    }
+
+    /// The consumer's batch in flight, if any.
+    pub async fn current_batch(&self) -> Option<i64> {
+        queue::current_batch(&self.client, QUEUE, CONSUMER).await
     }
 
     /// Whether the queue exists and the consumer is registered on it.
@@ -246,39 +240,4 @@ impl Testq {
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
-}
-
-/// Inserts events of these types into the queue, in one transaction.
-pub async fn produce(client: &Client, types: &[&str]) -> Vec<i64> {
-    let mut ids = Vec::new();
-    client.batch_execute("begin").await.expect("begin");
-    for (i, t) in types.iter().enumerate() {
-        ids.push(
-            pgq::insert_event(client, QUEUE, t, &format!("payload {i}"))
-                .await
-                .expect("insert_event"),
-        );
-    }
-    client.batch_execute("commit").await.expect("commit");
-    ids
-}
-
-/// Makes the queue tick now.
-pub async fn tick(client: &Client) {
-    pgq::force_tick(client, QUEUE).await.expect("force_tick");
-    client
-        .execute("select pgq.ticker($1)", &[&QUEUE])
-        .await
-        .expect("ticker");
-}
-
-/// The ids in `testq_done`, in id order.
-pub async fn done(client: &Client) -> Vec<i64> {
-    client
-        .query("select ev_id from testq_done order by ev_id", &[])
-        .await
-        .expect("read testq_done")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }

@@ -11,7 +11,7 @@ pub use crate::support::process::{alive, locked_pid, signal};
 use crate::support::program::Program;
 pub use crate::support::PATIENCE;
 pub use crate::support::TESTQ;
-use crate::support::{poll, Scratch};
+use crate::support::{poll, queue, Scratch};
 
 /// The queue, and the consumer (so the daemon's name in its messages).
 pub const QUEUE: &str = "testq";
@@ -129,18 +129,8 @@ impl Testq {
     /// Inserts events of the given types (data `payload N`), then ticks, so
     /// that they make one batch. Returns their ids.
     pub async fn produce(&self, types: &[&str]) -> Vec<i64> {
-        let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
-        let rows = self
-            .client
-            .query(
-                "select pgq.insert_event($1, t, 'payload ' || n) as id
-                   from unnest($2::text[]) with ordinality as e(t, n) order by n",
-                &[&QUEUE, &types],
-            )
-            .await
-            .expect("insert the events");
-        let ids = rows.iter().map(|r| r.get::<_, i64>("id")).collect();
-        self.tick().await;
+        let ids = queue::produce(&self.client, QUEUE, types).await;
+        queue::tick(&self.client, QUEUE).await;
         ids
     }
 
@@ -149,36 +139,14 @@ impl Testq {
         self.produce(&vec!["plain"; n]).await
     }
 
-    /// Makes the queue tick now.
-    pub async fn tick(&self) {
-        self.client
-            .batch_execute(&format!(
-                "select pgq.force_tick('{QUEUE}'); select pgq.ticker('{QUEUE}');"
-            ))
-            .await
-            .expect("tick the queue");
-    }
-
     /// The event ids in `testq_done`, in order, repeats included.
     pub async fn done(&self) -> Vec<i64> {
-        let rows = self
-            .client
-            .query("select ev_id from testq_done order by ev_id", &[])
-            .await
-            .expect("read testq_done");
-        rows.iter().map(|r| r.get(0)).collect()
+        queue::done(&self.client).await
     }
 
     /// The consumer's batch in flight (`pgq.get_consumer_info`'s `current_batch`).
     pub async fn current_batch(&self) -> Option<i64> {
-        self.client
-            .query_one(
-                "select current_batch from pgq.get_consumer_info($1, $2)",
-                &[&QUEUE, &CONSUMER],
-            )
-            .await
-            .expect("read the consumer's info")
-            .get(0)
+        queue::current_batch(&self.client, QUEUE, CONSUMER).await
     }
 
     /// Waits until testq has processed at least one event of the batch in

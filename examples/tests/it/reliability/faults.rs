@@ -13,7 +13,9 @@ use pgq_test_support::{Pgqd, TestDb};
 use tokio_postgres::Client;
 
 use super::cluster::Cluster;
-use super::harness::{alive, current_batch, done, done_count, kill9, produce, tick, Producer, Testq};
+use super::harness::{kill9, Testq};
+use crate::support::process::alive;
+use crate::support::queue::{current_batch, done, done_count, produce_plain, tick, Producer};
 
 const QUEUE: &str = "testq";
 const CONSUMER: &str = "testq";
@@ -174,7 +176,7 @@ async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_
     let mut produced = Vec::new();
     for (_, db, _, _, _) in &daemons {
         let client = cluster.connect(db).await;
-        let ids = produce(&client, QUEUE, 20).await;
+        let ids = produce_plain(&client, QUEUE, 20).await;
         tick(&client, QUEUE).await;
         produced.push(ids);
     }
@@ -195,7 +197,7 @@ async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_
     for (kind, db, target, testq, pid) in &daemons {
         testq.wait_for_log_n(BACK, 1).await;
         let client = cluster.connect(db).await;
-        let more = produce(&client, QUEUE, 10).await;
+        let more = produce_plain(&client, QUEUE, 10).await;
         tick(&client, QUEUE).await;
         let ids: Vec<i64> = produced.remove(0).into_iter().chain(more).collect();
         let target = cluster.connect(target).await;
@@ -268,7 +270,7 @@ async fn backends_terminated_by_application_name_are_reconnected_once_each_time_
     }
     for round in 1..=3 {
         for (kind, _, _, dbs, testq, _, client, target, ids) in &mut running {
-            ids.extend(produce(client, QUEUE, 10).await);
+            ids.extend(produce_plain(client, QUEUE, 10).await);
             tick(client, QUEUE).await;
             let before = done_count(target).await;
             testq
@@ -340,7 +342,7 @@ async fn remote_down_for_a_while(mode: &str) {
     .await;
     testq.set("loglevel", "debug");
     let pid = testq.start().await;
-    let first = produce(&client, QUEUE, 5).await;
+    let first = produce_plain(&client, QUEUE, 5).await;
     tick(&client, QUEUE).await;
     testq
         .wait_until("the first batch is done", async || done_count(&rclient).await == 5)
@@ -353,7 +355,7 @@ async fn remote_down_for_a_while(mode: &str) {
         .await
         .expect("alter database");
     assert!(terminate(&admin, &[name]).await >= 1);
-    let second = produce(&client, QUEUE, 5).await;
+    let second = produce_plain(&client, QUEUE, 5).await;
     tick(&client, QUEUE).await;
     testq
         .wait_until("the outage is logged and retried three times", async || {
@@ -407,7 +409,7 @@ async fn run_once_whose_connection_is_terminated_mid_batch_exits_1_and_the_next_
     let client = db.connect().await;
     let mut testq = installed("once_terminated", db.dsn(), "local", None).await;
     testq.setting("sleep_ms", 100);
-    let ids = produce(&client, QUEUE, 20).await;
+    let ids = produce_plain(&client, QUEUE, 20).await;
     tick(&client, QUEUE).await;
 
     let mut run = testq.spawn(&["run", "--once"], "run-once.out", &[]);
@@ -467,9 +469,9 @@ async fn a_crash_at_any_point_of_a_local_remote_event_or_cooperative_consumer_lo
         }
         testq.ok(&["install"]).await;
         let target = &rclient;
-        let first = produce(&client, QUEUE, 3).await;
+        let first = produce_plain(&client, QUEUE, 3).await;
         tick(&client, QUEUE).await;
-        let second = produce(&client, QUEUE, 2).await;
+        let second = produce_plain(&client, QUEUE, 2).await;
         tick(&client, QUEUE).await;
 
         let crashed = testq
@@ -538,7 +540,7 @@ async fn a_handler_panic_or_error_in_every_kind_fails_that_event_only_or_rolls_t
             .batch_execute("alter table testq_done rename to gone")
             .await
             .expect("rename");
-        let more = produce(&client, QUEUE, 2).await;
+        let more = produce_plain(&client, QUEUE, 2).await;
         tick(&client, QUEUE).await;
         let failing = testq.run(&["run", "--once"]).await;
         assert_eq!(failing.code, Some(1), "{kind}: {failing:?}");
@@ -562,7 +564,7 @@ async fn run_once_with_the_remote_database_down_exits_3_and_the_next_run_carries
     let remote = TestDb::create_empty().await;
     let (client, rclient) = (db.connect().await, remote.connect().await);
     let testq = installed("once_remote_down", db.dsn(), "remote", Some(remote.dsn())).await;
-    let ids = produce(&client, QUEUE, 3).await;
+    let ids = produce_plain(&client, QUEUE, 3).await;
     tick(&client, QUEUE).await;
     admin
         .batch_execute(&format!("alter database {} allow_connections false", remote.name()))

@@ -3,16 +3,10 @@
 //! produces events into its queue.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio_postgres::Client;
 
 pub use crate::support::process::alive;
 use crate::support::process::locked;
 use crate::support::program::Program;
-pub use crate::support::program::Ran;
 use crate::support::{poll, Scratch, TESTQ};
 
 /// testq's config, pidfile and log in a scratch directory.
@@ -122,100 +116,4 @@ pub async fn kill9(testq: &Testq, pid: u32) {
     testq
         .wait_until(&format!("pid {pid} is gone"), async || !alive(pid) && !locked(&pidfile))
         .await;
-}
-
-/// Inserts `n` plain events into `queue` in one transaction; returns their ids.
-pub async fn produce(client: &Client, queue: &str, n: usize) -> Vec<i64> {
-    let types = vec!["plain".to_string(); n];
-    client
-        .query(
-            "select pgq.insert_event($1, t, 'payload ' || n) as id
-               from unnest($2::text[]) with ordinality as e(t, n) order by n",
-            &[&queue, &types],
-        )
-        .await
-        .expect("insert events")
-        .iter()
-        .map(|r| r.get::<_, i64>("id"))
-        .collect()
-}
-
-/// Makes `queue` tick now.
-pub async fn tick(client: &Client, queue: &str) {
-    client
-        .execute("select pgq.force_tick($1)", &[&queue])
-        .await
-        .expect("force_tick");
-    client
-        .execute("select pgq.ticker($1)", &[&queue])
-        .await
-        .expect("ticker");
-}
-
-/// The ids in `testq_done`, sorted (a duplicate shows twice).
-pub async fn done(client: &Client) -> Vec<i64> {
-    client
-        .query("select ev_id from testq_done order by ev_id", &[])
-        .await
-        .expect("read testq_done")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-/// How many rows `testq_done` has.
-pub async fn done_count(client: &Client) -> usize {
-    let n: i64 = client
-        .query_one("select count(*) from testq_done", &[])
-        .await
-        .expect("count testq_done")
-        .get(0);
-    usize::try_from(n).unwrap_or(0)
-}
-
-/// The batch a consumer holds, if any.
-pub async fn current_batch(client: &Client, queue: &str, consumer: &str) -> Option<i64> {
-    client
-        .query_one(
-            "select current_batch from pgq.get_consumer_info($1, $2)",
-            &[&queue, &consumer],
-        )
-        .await
-        .expect("get_consumer_info")
-        .get(0)
-}
-
-/// A producer on a task of its own: `per_round` plain events in one
-/// transaction every 20 ms until stopped (the ticker is someone else's job).
-pub struct Producer {
-    stop: Arc<AtomicBool>,
-    ids: Arc<Mutex<Vec<i64>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Producer {
-    pub fn start(client: Client, queue: &str, per_round: usize) -> Producer {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ids = Arc::new(Mutex::new(Vec::new()));
-        let task = {
-            let (stop, ids, queue) = (Arc::clone(&stop), Arc::clone(&ids), queue.to_string());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    let new = produce(&client, &queue, per_round).await;
-                    ids.lock().expect("producer ids").extend(new);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-        };
-        Producer { stop, ids, task }
-    }
-
-    /// Stops producing; returns the ids of every event produced, sorted.
-    pub async fn stop(self) -> Vec<i64> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.task.await.expect("the producer task");
-        let mut ids = self.ids.lock().expect("producer ids").clone();
-        ids.sort_unstable();
-        ids
-    }
 }

@@ -6,7 +6,8 @@
 
 use pgq_test_support::TestDb;
 
-use super::harness::{produce, tick, Testq};
+use super::harness::Testq;
+use crate::support::queue::{produce_plain, tick};
 
 #[tokio::test]
 async fn config_values_of_the_wrong_type_exit_1_naming_the_key_and_the_line() {
@@ -117,7 +118,7 @@ async fn hostile_queue_consumer_subconsumer_and_filter_names_are_plain_names_end
     );
     testq.ok(&["check"]).await;
 
-    let ids = produce(&client, queue, 2).await;
+    let ids = produce_plain(&client, queue, 2).await;
     let row = client
         .query_one(
             "select pgq.insert_event($1, 'fail', 'f') as fail, pgq.insert_event($1, $2, 'h') as hostile,

@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pgq_test_support::{server_dsn, TestDb};
 use tokio_postgres::Client;
 
-use super::harness::{done, produce, tick, Testq};
+use super::harness::Testq;
+use crate::support::queue::{done, produce_plain, tick};
 
 /// A connection string for `db` as `role`: the test server's, with user and
 /// database replaced.
@@ -88,7 +89,7 @@ async fn a_consumer_runs_as_a_role_holding_only_pgq_reader_and_its_own_tables_an
         .set("db", dsn_as(&runner, qname))
         .set("remote_db", dsn_as(&runner, rname));
     let client = queue_db.connect().await;
-    let ids = produce(&client, "testq", 3).await;
+    let ids = produce_plain(&client, "testq", 3).await;
     let fail = client
         .query_one("select pgq.insert_event('testq', 'fail', 'f')", &[])
         .await

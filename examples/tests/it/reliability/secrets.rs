@@ -7,7 +7,9 @@
 //! appears in any output or log.
 
 use super::cluster::Cluster;
-use super::harness::{done_count, produce, tick, Ran, Testq};
+use super::harness::Testq;
+use crate::support::program::Ran;
+use crate::support::queue::{done_count, produce_plain, tick};
 
 const USER: &str = "pgq_secret_user";
 const PASSWORD: &str = "S3cr3t-Pa55w0rd-x9";
@@ -55,7 +57,7 @@ async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands
     let client = cluster.connect("q").await;
     let rclient = cluster.connect("r").await;
     testq.start().await;
-    let ids = produce(&client, "testq", 3).await;
+    let ids = produce_plain(&client, "testq", 3).await;
     client
         .query(
             "select pgq.insert_event('testq', t, 'x') from unnest(array['fail', 'panic']) t",
@@ -84,7 +86,7 @@ async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands
         )
         .await
         .expect("terminate");
-    produce(&client, "testq", 1).await;
+    produce_plain(&client, "testq", 1).await;
     tick(&client, "testq").await;
     testq.wait_for_log_n("reconnect attempt 1 failed", 1).await;
     admin
