@@ -3,6 +3,7 @@
 //! the way the consumer's work commits (local, remote, savepoint per event).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -71,16 +72,20 @@ pub struct BatchLoop<C> {
 /// A batch opened by the transaction that finished the previous one.
 struct Pending {
     ticks: BatchTicks,
-    /// Its events, streaming since that transaction committed.
-    stream: Option<EventStream>,
+    /// Its batch query, started (on a task of its own, so that nobody waits
+    /// for its first rows) while that transaction committed.
+    stream: Option<Prefetch>,
 }
+
+/// A batch query started on a task of its own.
+type Prefetch = tokio::task::JoinHandle<Option<EventStream>>;
 
 /// The reader connection: a batch's events are streamed from it while the
 /// queue connection carries the batch's transaction, so the handler's own
 /// statements never wait behind unread rows, and the two round trips that
 /// start a batch overlap. It also listens on the queue's tick channel.
 struct Reader {
-    client: Client,
+    client: Arc<Client>,
     notifications: Notifications,
     /// The batch query, prepared on this connection.
     batch: Option<BatchReader>,
@@ -111,7 +116,7 @@ impl Reader {
             }
         };
         Ok(Reader {
-            client,
+            client: Arc::new(client),
             notifications,
             batch: None,
             listening,
@@ -130,7 +135,7 @@ impl Reader {
         filter: &EventFilter,
     ) -> Option<EventStream> {
         if self.batch.is_none() {
-            match BatchReader::prepare(&self.client, queue).await {
+            match BatchReader::prepare(&*self.client, queue).await {
                 Ok(r) => self.batch = Some(r),
                 Err(e) => {
                     log::warn!("cannot prepare the batch query, reading through a cursor: {e}");
@@ -146,21 +151,7 @@ impl Reader {
     /// its parallel form for a big batch; by the batch's id otherwise.
     async fn start(&mut self, consumer: Option<&str>, ticks: &BatchTicks, filter: &EventFilter) -> Option<EventStream> {
         let reader = self.batch.as_ref()?;
-        let started: pgq::Result<EventStream> = match consumer {
-            Some(c) if ticks.event_estimate() >= LARGE_BATCH => reader
-                .stream_ticks_large(&self.client, c, ticks, filter)
-                .await
-                .map(|s| Box::pin(s) as EventStream),
-            Some(c) => reader
-                .stream_ticks(&self.client, c, ticks, filter)
-                .await
-                .map(|s| Box::pin(s) as EventStream),
-            None => reader
-                .stream(&self.client, ticks.batch_id, filter)
-                .await
-                .map(|s| Box::pin(s) as EventStream),
-        };
-        match started {
+        match start(reader, &self.client, consumer, ticks, filter).await {
             Ok(stream) => Some(stream),
             Err(e) => {
                 log::warn!("the batch query failed, reading through a cursor: {e}");
@@ -170,6 +161,40 @@ impl Reader {
             }
         }
     }
+
+    /// As [`Reader::start`] for a plain consumer's batch, on a task of its
+    /// own: the caller goes on while the first rows come.
+    fn spawn_start(&self, consumer: &str, ticks: &BatchTicks, filter: &EventFilter) -> Option<Prefetch> {
+        let reader = self.batch.clone()?;
+        let client = Arc::clone(&self.client);
+        let (consumer, ticks, filter) = (consumer.to_string(), ticks.clone(), filter.clone());
+        Some(tokio::spawn(async move {
+            match start(&reader, &client, Some(&consumer), &ticks, &filter).await {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    log::warn!("the batch query failed, reading through a cursor: {e}");
+                    None
+                }
+            }
+        }))
+    }
+}
+
+/// Starts the batch query of `reader` on `client`: see [`Reader::start`].
+async fn start(
+    reader: &BatchReader,
+    client: &Client,
+    consumer: Option<&str>,
+    ticks: &BatchTicks,
+    filter: &EventFilter,
+) -> pgq::Result<EventStream> {
+    Ok(match consumer {
+        Some(c) if ticks.event_estimate() >= LARGE_BATCH => {
+            Box::pin(reader.stream_ticks_large(client, c, ticks, filter).await?)
+        }
+        Some(c) => Box::pin(reader.stream_ticks(client, c, ticks, filter).await?),
+        None => Box::pin(reader.stream(client, ticks.batch_id, filter).await?),
+    })
 }
 
 /// Batches with at least this many events (by the event sequence) are read
@@ -354,7 +379,9 @@ impl<C: Consumer> BatchLoop<C> {
         self.reopen_reader().await;
         let event_filter = event_filter(&self.config);
         let (queue_tx, stream) = match (prefetched, &mut self.reader) {
-            (Some(stream), _) => (self.queue_db.transaction().await, Some(stream)),
+            (Some(prefetch), _) => {
+                futures_util::future::join(self.queue_db.transaction(), async { prefetch.await.ok().flatten() }).await
+            }
             (None, Some(reader)) => {
                 let plain = subconsumer.is_none().then_some(consumer.as_str());
                 futures_util::future::join(
@@ -455,32 +482,39 @@ impl<C: Consumer> BatchLoop<C> {
                 crash_point("after-remote-commit");
                 let next = if subconsumer.is_some() {
                     finish(&queue_tx, batch_id, true).await?;
+                    queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
                     None
                 } else {
-                    // Finishing this batch and opening the next one: one
-                    // round trip, the next batch opened as this one commits.
+                    // Finishing this batch, opening the next one and
+                    // committing: one round trip. The COMMIT goes without
+                    // waiting for the finish: if the finish failed (or found
+                    // the batch not open, which it makes an error), the
+                    // transaction is aborted and the COMMIT rolls it back.
                     let limits = limits(&self.config);
-                    let (finished, next) = futures_util::future::join(
-                        statements.finish_batch(&queue_tx, batch_id),
-                        statements.next_batch(&queue_tx, &queue, &consumer, &limits),
+                    let (next, committed) = futures_util::future::join(
+                        statements.finish_and_next(&queue_tx, batch_id, &queue, &consumer, &limits),
+                        queue_tx.client().batch_execute("commit"),
                     )
                     .await;
-                    if !finished? {
-                        return Err(Error::BatchGone { batch_id });
-                    }
-                    next?
+                    // The transaction has ended on the server, committed or
+                    // rolled back: its guard must not send a ROLLBACK.
+                    std::mem::forget(queue_tx);
+                    let next = next.map_err(|e| match e {
+                        pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
+                        e => Error::Pgq(e),
+                    })?;
+                    committed.map_err(Error::db(&queue, &consumer))?;
+                    next
                 };
                 // The next batch's events start streaming on the reader
-                // connection while this transaction commits.
-                let prefetch = async {
-                    match (&next, &mut self.reader) {
-                        (Some(ticks), Some(reader)) => reader.start(Some(&consumer), ticks, &event_filter).await,
-                        _ => None,
-                    }
-                };
-                let (committed, stream) = futures_util::future::join(queue_tx.commit(), prefetch).await;
-                committed.map_err(Error::db(&queue, &consumer))?;
-                self.pending = next.map(|ticks| Pending { ticks, stream });
+                // connection at once.
+                self.pending = next.map(|ticks| {
+                    let stream = match &self.reader {
+                        Some(reader) => reader.spawn_start(&consumer, &ticks, &event_filter),
+                        None => None,
+                    };
+                    Pending { ticks, stream }
+                });
                 crash_point("after-queue-commit");
                 self.poisoned.clear();
                 log::debug!(

@@ -41,6 +41,18 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A batch was to be finished that is not open (finished already, by
+    /// this process or another one consuming under the same name). From
+    /// [`BatchStatements::finish_and_next`](crate::BatchStatements::finish_and_next),
+    /// which makes that an error so the caller's transaction rolls back.
+    #[error("batch {batch_id} was not open when it was to be finished")]
+    BatchNotOpen {
+        /// The batch.
+        batch_id: i64,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// An argument was refused before anything was sent to the database.
     #[error("invalid {what}: {problem}")]
     InvalidArgument {
@@ -63,7 +75,7 @@ impl Error {
     /// The SQLSTATE of the PostgreSQL error behind this one, if any.
     pub fn code(&self) -> Option<&SqlState> {
         match self {
-            Error::Sql { source, .. } | Error::Row { source, .. } => source.code(),
+            Error::Sql { source, .. } | Error::Row { source, .. } | Error::BatchNotOpen { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -71,7 +83,9 @@ impl Error {
     /// The PostgreSQL error behind this one, if any.
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
-            Error::Sql { source, .. } | Error::Row { source, .. } => source.as_db_error(),
+            Error::Sql { source, .. } | Error::Row { source, .. } | Error::BatchNotOpen { source, .. } => {
+                source.as_db_error()
+            }
             _ => None,
         }
     }

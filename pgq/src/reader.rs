@@ -351,7 +351,21 @@ fn decode(rows: RowStream, batch_id: i64) -> impl Stream<Item = Result<Event>> +
 pub struct BatchStatements {
     next_batch: Statement,
     finish_batch: Statement,
+    finish_and_next: Statement,
 }
+
+/// `pgq.finish_batch($1)`, then `pgq.next_batch_custom($2 ... $6)`, in one
+/// statement: the lateral reference makes the second run after the first.
+/// When the batch was not open, the queue name given to
+/// `next_batch_custom` is one no queue has, so that PgQ raises an error
+/// (naming it) and the transaction cannot commit.
+const FINISH_AND_NEXT: &str = "select n.* \
+     from (select pgq.finish_batch($1) as finished) f, \
+     lateral pgq.next_batch_custom(case when f.finished = 1 then $2 \
+                                        else $1::text || ' was not open' end, $3, $4, $5, $6) n";
+
+/// What [`FINISH_AND_NEXT`]'s error says when the batch was not open.
+const NOT_OPEN: &str = "was not open";
 
 impl BatchStatements {
     /// Prepares the statements.
@@ -367,10 +381,70 @@ impl BatchStatements {
             .prepare_typed("select pgq.finish_batch($1)", &[Type::INT8])
             .await
             .map_err(Error::sql("pgq.finish_batch", String::new()))?;
+        let finish_and_next = client
+            .prepare_typed(
+                FINISH_AND_NEXT,
+                &[
+                    Type::INT8,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INTERVAL,
+                    Type::INT4,
+                    Type::INTERVAL,
+                ],
+            )
+            .await
+            .map_err(Error::sql("pgq.finish_batch", String::new()))?;
         Ok(BatchStatements {
             next_batch,
             finish_batch,
+            finish_and_next,
         })
+    }
+
+    /// Finishes a batch and opens the consumer's next one, in one statement
+    /// (one round trip), in the caller's transaction: `pgq.finish_batch`,
+    /// then `pgq.next_batch_custom`. Returns the next batch, if any; both
+    /// take effect when the transaction commits. A batch that is not open
+    /// is an error ([`Error::BatchNotOpen`]) raised in the database, so the
+    /// transaction is aborted and cannot commit the work that was to finish
+    /// it (a COMMIT sent after it without waiting rolls back).
+    pub async fn finish_and_next(
+        &self,
+        client: &impl GenericClient,
+        batch_id: i64,
+        queue: &str,
+        consumer: &str,
+        limits: &BatchLimits,
+    ) -> Result<Option<BatchTicks>> {
+        let row = client
+            .query_one(
+                &self.finish_and_next,
+                &[
+                    &batch_id,
+                    &queue,
+                    &consumer,
+                    &limits.min_lag,
+                    &limits.min_count,
+                    &limits.min_interval,
+                ],
+            )
+            .await
+            .map_err(|source| {
+                let not_open = source
+                    .as_db_error()
+                    .is_some_and(|e| e.message().contains(NOT_OPEN) && e.message().contains(&batch_id.to_string()));
+                if not_open {
+                    Error::BatchNotOpen { batch_id, source }
+                } else {
+                    Error::Sql {
+                        function: "pgq.finish_batch",
+                        context: on_batch(batch_id),
+                        source,
+                    }
+                }
+            })?;
+        BatchTicks::from_row(&row).map_err(Error::row("pgq.next_batch_custom", on_batch(batch_id)))
     }
 
     /// [`next_batch_custom`](crate::next_batch_custom), prepared; with

@@ -221,3 +221,48 @@ async fn a_batch_that_is_not_open_reads_as_empty() -> Result<()> {
         .is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn finish_and_next_opens_the_next_batch_and_refuses_one_that_is_not_open() -> Result<()> {
+    let (_db, mut client) = queue_db().await?;
+    register(&client, "a").await?;
+    let statements = pgq::BatchStatements::prepare(&client).await?;
+    let first = insert(&client, "e", "1").await?;
+    tick(&client).await?;
+    let second = insert(&client, "e", "2").await?;
+    tick(&client).await?;
+
+    // Finishing the first batch opens the second, both at commit.
+    let b1 = next_batch(&client, "a").await?.context("the first batch")?;
+    let tx = client.transaction().await?;
+    let b2 = statements
+        .finish_and_next(&tx, b1.batch_id, Q, "a", &pgq::BatchLimits::default())
+        .await?
+        .context("the next batch")?;
+    tx.commit().await?;
+    assert_eq!(b2.prev_tick_id, b1.cur_tick_id);
+    let open = pgq::get_batch_events(&client, b2.batch_id).await?;
+    assert_eq!(open.iter().map(|e| e.ev_id).collect::<Vec<_>>(), vec![second]);
+    ensure!(first < second);
+
+    // The batch is finished behind the transaction's back: the work that
+    // was to finish it cannot commit.
+    pgq::finish_batch(&client, b2.batch_id).await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute("create table work_done (x int)").await?;
+    let refused = statements
+        .finish_and_next(&tx, b2.batch_id, Q, "a", &pgq::BatchLimits::default())
+        .await;
+    assert!(
+        matches!(refused, Err(pgq::Error::BatchNotOpen { batch_id, .. }) if batch_id == b2.batch_id),
+        "{refused:?}"
+    );
+    // The transaction is aborted: its COMMIT rolls back.
+    let _ = tx.commit().await;
+    let kept: Option<String> = client
+        .query_one("select to_regclass('work_done')::text", &[])
+        .await?
+        .try_get(0)?;
+    assert_eq!(kept, None);
+    Ok(())
+}
