@@ -4,11 +4,11 @@
 
 use serde_json::Value;
 
-use crate::support::{Testq, CONSUMER, QUEUE};
+use crate::support::testq::{TestqDb, CONSUMER, QUEUE, TESTQ};
 
 #[tokio::test]
 async fn check_exits_1_saying_to_install_until_install_creates_queue_registration_and_tables() {
-    let testq = Testq::new("install_check", "").await;
+    let testq = TestqDb::new("install_check").await.logging_to_stderr();
     let before = testq.run(&["check"]).await;
     assert_eq!(before.code, Some(1), "{before:?}");
     assert!(before.stderr.contains("the queue does not exist"), "{before:?}");
@@ -57,10 +57,9 @@ async fn check_exits_1_saying_to_install_until_install_creates_queue_registratio
 
 #[tokio::test]
 async fn install_drop_queue_unregister_and_uninstall_are_refused_with_4_while_the_daemon_runs() {
-    let testq = Testq::installed("refused_while_running", "").await;
-    testq.write_config(&format!("logfile = \"{}\"", testq.path("testq.log").display()));
+    let testq = TestqDb::installed("refused_while_running").await;
     testq.ok(&["start"]).await;
-    let pid = testq.pid("testq.pid").expect("the daemon's pidfile");
+    let pid = testq.pid().expect("the daemon's pidfile");
     for command in [
         &["install"][..],
         &["drop-queue"],
@@ -88,7 +87,7 @@ async fn install_drop_queue_unregister_and_uninstall_are_refused_with_4_while_th
 
 #[tokio::test]
 async fn create_queue_drop_queue_and_their_underscore_aliases() {
-    let testq = Testq::new("queue_commands", "").await;
+    let testq = TestqDb::new("queue_commands").await.logging_to_stderr();
     let created = testq.ok(&["create-queue"]).await;
     assert_eq!(created.stdout.trim(), "queue \"testq\" created");
     assert!(testq.queue_exists().await);
@@ -109,7 +108,7 @@ async fn create_queue_drop_queue_and_their_underscore_aliases() {
 
 #[tokio::test]
 async fn register_and_unregister_which_refuses_the_only_consumer_without_force() {
-    let testq = Testq::new("register", "").await;
+    let testq = TestqDb::new("register").await.logging_to_stderr();
     testq.ok(&["create-queue"]).await;
     let registered = testq.ok(&["register"]).await;
     assert_eq!(
@@ -150,7 +149,7 @@ async fn register_and_unregister_which_refuses_the_only_consumer_without_force()
 
 #[tokio::test]
 async fn uninstall_unregisters_and_drops_the_queue_when_no_other_consumer_is_left() {
-    let testq = Testq::installed("uninstall", "").await;
+    let testq = TestqDb::installed("uninstall").await.logging_to_stderr();
     let out = testq.ok(&["uninstall"]).await;
     assert!(out.stdout.contains("unregistered"), "{out:?}");
     assert!(out.stdout.contains("dropped"), "{out:?}");
@@ -161,11 +160,9 @@ async fn uninstall_unregisters_and_drops_the_queue_when_no_other_consumer_is_lef
 
 #[tokio::test]
 async fn run_once_processes_what_is_there_and_exits_0() {
-    let testq = Testq::installed("run_once", "").await;
-    let ids = testq.produce(&["plain", "plain", "retry", "plain"]).await;
-    testq.tick().await;
-    let more = testq.produce(&["plain", "fail", "panic"]).await;
-    testq.tick().await;
+    let testq = TestqDb::installed("run_once").await.logging_to_stderr();
+    let ids = testq.produce_batch(&["plain", "plain", "retry", "plain"]).await;
+    let more = testq.produce_batch(&["plain", "fail", "panic"]).await;
 
     let ran = testq.ok(&["run", "--once"]).await;
     assert!(ran.stderr.contains("done: event"), "it logs each event: {ran:?}");
@@ -179,10 +176,9 @@ async fn run_once_processes_what_is_there_and_exits_0() {
     assert!(!idle.stderr.contains("done: event"), "nothing left: {idle:?}");
 
     // The retried event, once due and ticked, is done by the next run.
-    crate::support::wait_until("the retry to be due", || async {
-        testq.maint_retry_events().await == 1
-    })
-    .await;
+    testq
+        .wait_until("the retry is due", async || testq.maint_retry_events().await == 1)
+        .await;
     testq.tick().await;
     testq.ok(&["run", "--once"]).await;
     assert_eq!(testq.done().await, [ids[0], ids[1], ids[2], ids[3], more[0]]);
@@ -190,9 +186,8 @@ async fn run_once_processes_what_is_there_and_exits_0() {
 
 #[tokio::test]
 async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
-    let testq = Testq::installed("failing_round", "").await;
-    let ids = testq.produce(&["plain", "plain"]).await;
-    testq.tick().await;
+    let testq = TestqDb::installed("failing_round").await.logging_to_stderr();
+    let ids = testq.produce_batch(&["plain", "plain"]).await;
     // The handler's table is gone: every try of the batch fails.
     testq
         .client
@@ -206,10 +201,11 @@ async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
 
     // As a daemon it keeps trying, resting longer each time.
     let mut daemon = testq.spawn(&["run"], "testq-run.out", &[]);
-    crate::support::wait_until("three failed tries", || async {
-        daemon.output().matches("trying again in").count() >= 3
-    })
-    .await;
+    testq
+        .wait_until("three failed tries", async || {
+            daemon.output().matches("trying again in").count() >= 3
+        })
+        .await;
     let waits: Vec<f64> = daemon
         .output()
         .lines()
@@ -228,7 +224,9 @@ async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
         .batch_execute("alter table gone rename to testq_done")
         .await
         .expect("rename");
-    crate::support::wait_until("the batch to be done", || async { testq.done().await.len() == 2 }).await;
+    testq
+        .wait_until("the batch is done", async || testq.done().await.len() == 2)
+        .await;
     assert_eq!(testq.done().await, ids);
     testq.ok(&["stop"]).await;
     assert_eq!(daemon.wait().await, Some(0), "{}", daemon.output());
@@ -236,7 +234,7 @@ async fn a_failing_round_backs_off_more_each_time_and_makes_run_once_exit_1() {
 
 #[tokio::test]
 async fn failed_lists_each_failed_event_and_json_gives_one_object_per_line() {
-    let testq = Testq::installed("failed_list", "").await;
+    let testq = TestqDb::installed("failed_list").await.logging_to_stderr();
     let empty = testq.ok(&["failed"]).await;
     assert_eq!(
         empty.stdout.trim(),
@@ -244,8 +242,7 @@ async fn failed_lists_each_failed_event_and_json_gives_one_object_per_line() {
     );
     assert_eq!(testq.ok(&["failed", "--json"]).await.stdout, "", "no lines in JSON");
 
-    let ids = testq.produce(&["fail", "plain", "panic"]).await;
-    testq.tick().await;
+    let ids = testq.produce_batch(&["fail", "plain", "panic"]).await;
     testq.ok(&["run", "--once"]).await;
 
     let listed = testq.ok(&["failed"]).await;
@@ -291,9 +288,8 @@ async fn failed_lists_each_failed_event_and_json_gives_one_object_per_line() {
 
 #[tokio::test]
 async fn delete_drops_failed_events_by_id_or_all_and_an_unknown_id_exits_1() {
-    let testq = Testq::installed("delete", "").await;
-    let ids = testq.produce(&["fail", "fail", "fail", "plain"]).await;
-    testq.tick().await;
+    let testq = TestqDb::installed("delete").await.logging_to_stderr();
+    let ids = testq.produce_batch(&["fail", "fail", "fail", "plain"]).await;
     testq.ok(&["run", "--once"]).await;
     assert_eq!(testq.failed().await.len(), 3);
 
@@ -315,21 +311,19 @@ async fn delete_drops_failed_events_by_id_or_all_and_an_unknown_id_exits_1() {
 
 #[tokio::test]
 async fn retry_puts_failed_events_back_for_this_consumer_and_they_are_processed_again() {
-    let testq = Testq::installed("retry", "").await;
+    let testq = TestqDb::installed("retry").await.logging_to_stderr();
     testq
         .client
         .execute("select pgq.register_consumer($1, 'other')", &[&QUEUE])
         .await
         .expect("register other");
-    let ids = testq.produce(&["fail", "fail", "plain"]).await;
-    testq.tick().await;
+    let ids = testq.produce_batch(&["fail", "fail", "plain"]).await;
     testq.ok(&["run", "--once"]).await;
     assert_eq!(testq.done().await, [ids[2]]);
 
     // An event stored as failed whose cause is gone (here, a plain event
     // failed by hand): retried, testq does it this time.
-    let plain = testq.produce(&["plain"]).await[0];
-    testq.tick().await;
+    let plain = testq.produce_batch(&["plain"]).await[0];
     let batch = pgq::next_batch_info(&testq.client, QUEUE, CONSUMER)
         .await
         .expect("next_batch_info")
@@ -389,7 +383,7 @@ async fn retry_puts_failed_events_back_for_this_consumer_and_they_are_processed_
 
 #[tokio::test]
 async fn usage_errors_exit_1_with_a_clear_message() {
-    let testq = Testq::installed("usage", "").await;
+    let testq = TestqDb::installed("usage").await.logging_to_stderr();
     let bad_id = testq.run(&["delete", "abc"]).await;
     assert_eq!(bad_id.code, Some(1), "{bad_id:?}");
     assert!(
@@ -413,9 +407,9 @@ async fn usage_errors_exit_1_with_a_clear_message() {
 
 #[tokio::test]
 async fn config_problems_exit_1_naming_the_file_the_key_or_the_line() {
-    let testq = Testq::new("config_errors", "").await;
+    let mut testq = TestqDb::new("config_errors").await.logging_to_stderr();
     let missing = testq.path("nowhere.toml");
-    let ran = tokio::process::Command::new(crate::support::TESTQ)
+    let ran = tokio::process::Command::new(TESTQ)
         .arg("-c")
         .arg(&missing)
         .arg("check")
@@ -426,18 +420,23 @@ async fn config_problems_exit_1_naming_the_file_the_key_or_the_line() {
     let stderr = String::from_utf8_lossy(&ran.stderr);
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
 
-    testq.write_config("batch_size = 10");
+    testq.set("batch_size", 10);
     let unknown = testq.run(&["check"]).await;
     assert_eq!(unknown.code, Some(1), "{unknown:?}");
     assert!(unknown.stderr.contains("batch_size"), "{unknown:?}");
     assert!(unknown.stderr.contains("testq.toml"), "{unknown:?}");
+    testq.unset("batch_size");
 
-    testq.write_config("delay = = 3");
+    // A syntax error in the config's last line.
+    let config = std::fs::read_to_string(testq.config_path()).expect("read the config");
+    let broken = format!("{config}delay = = 3\n");
+    testq.write_config(&broken);
     let syntax = testq.run(&["check"]).await;
     assert_eq!(syntax.code, Some(1), "{syntax:?}");
-    assert!(syntax.stderr.contains("line 6"), "{syntax:?}");
+    let line = broken.lines().count();
+    assert!(syntax.stderr.contains(&format!("line {line}")), "{syntax:?}");
 
-    testq.write_config("[settings]\nmode = \"sideways\"");
+    testq.setting("mode", "sideways");
     let settings = testq.run(&["run", "--once"]).await;
     assert_eq!(settings.code, Some(1), "{settings:?}");
     assert!(settings.stderr.contains("sideways"), "{settings:?}");
@@ -445,13 +444,11 @@ async fn config_problems_exit_1_naming_the_file_the_key_or_the_line() {
 
 #[tokio::test]
 async fn an_unreachable_database_exits_3() {
-    let testq = Testq::new("unreachable", "").await;
-    std::fs::write(
-        testq.config_path(),
-        "db = \"host=127.0.0.1 port=1 user=postgres dbname=nowhere connect_timeout=2\"\n\
-         queue = \"testq\"\nconsumer = \"testq\"\n",
-    )
-    .expect("write config");
+    let mut testq = TestqDb::new("unreachable").await.logging_to_stderr();
+    testq.set(
+        "db",
+        "host=127.0.0.1 port=1 user=postgres dbname=nowhere connect_timeout=2",
+    );
     for command in [&["check"][..], &["install"], &["failed"], &["run", "--once"]] {
         let ran = testq.run(command).await;
         assert_eq!(ran.code, Some(3), "{command:?}: {ran:?}");

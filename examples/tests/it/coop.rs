@@ -5,10 +5,11 @@
 //! the take-over is tested in pgq-consumers' `kinds` tests). Every event is
 //! done exactly once.
 
-use crate::support::{wait_until, Testq, CONSUMER, QUEUE};
+use crate::support::process::locked_pid;
+use crate::support::testq::{TestqDb, CONSUMER, QUEUE};
 
 /// The sub-consumers of the group and the batch each holds.
-async fn holders(testq: &Testq) -> Vec<(String, Option<i64>)> {
+async fn holders(testq: &TestqDb) -> Vec<(String, Option<i64>)> {
     pgq_consumers::subconsumer_info(&testq.client, QUEUE, CONSUMER)
         .await
         .expect("subconsumer_info")
@@ -19,15 +20,9 @@ async fn holders(testq: &Testq) -> Vec<(String, Option<i64>)> {
 
 #[tokio::test]
 async fn sub_consumers_share_the_batches_and_a_killed_ones_batch_is_taken_over_after_the_dead_interval() {
-    let testq = Testq::new("coop", "").await;
-    let config = |sleep_ms: u64| {
-        format!(
-            "logfile = \"{}\"\ndead_interval = 1.0\n[settings]\nsleep_ms = {sleep_ms}",
-            testq.path("testq.log").display()
-        )
-    };
+    let mut testq = TestqDb::new("coop").await;
     // a is slow: it will be killed in the middle of its first batch.
-    testq.write_config(&config(60_000));
+    testq.set("dead_interval", 1.0).setting("sleep_ms", 60_000);
     let install = testq.ok(&["install", "--subconsumer", "a"]).await;
     assert!(install.stdout.contains("sub-consumer \"a\""), "{install:?}");
     for sub in ["b", "c"] {
@@ -38,27 +33,18 @@ async fn sub_consumers_share_the_batches_and_a_killed_ones_batch_is_taken_over_a
 
     let mut ids = Vec::new();
     for _ in 0..8 {
-        ids.extend(testq.produce(&["plain"; 5]).await);
-        testq.tick().await;
+        ids.extend(testq.produce_batch(&["plain"; 5]).await);
     }
 
     testq.ok(&["start", "--subconsumer", "a"]).await;
-    let a_pid = testq.pid("testq.a.pid").expect("a's own pidfile");
-    assert!(testq.pid("testq.pid").is_none(), "not the group's pidfile");
-    wait_until("a to hold a batch", || async {
-        holders(&testq).await.iter().any(|(s, b)| s == "a" && b.is_some())
-    })
-    .await;
-    let killed = tokio::process::Command::new("kill")
-        .args(["-KILL", &a_pid.to_string()])
-        .status()
-        .await
-        .expect("kill");
-    assert!(killed.success());
-    wait_until("a to be gone", || async {
-        !std::path::Path::new(&format!("/proc/{a_pid}")).exists()
-    })
-    .await;
+    let a_pid = locked_pid(&testq.path("testq.a.pid")).expect("a's own pidfile");
+    assert!(!testq.pidfile().exists(), "not the group's pidfile");
+    testq
+        .wait_until("a holds a batch", async || {
+            holders(&testq).await.iter().any(|(s, b)| s == "a" && b.is_some())
+        })
+        .await;
+    testq.kill9(a_pid).await;
     let a_batch = holders(&testq)
         .await
         .into_iter()
@@ -68,15 +54,14 @@ async fn sub_consumers_share_the_batches_and_a_killed_ones_batch_is_taken_over_a
     assert!(testq.done().await.is_empty(), "a committed nothing");
 
     // b and c, quick ones, from the same config file.
-    testq.write_config(&config(0));
+    testq.setting("sleep_ms", 0);
     for sub in ["b", "c"] {
         testq.ok(&["start", "--subconsumer", sub]).await;
     }
-    assert!(testq.pid("testq.b.pid").is_some() && testq.pid("testq.c.pid").is_some());
-    wait_until("every event to be done", || async {
-        testq.done().await.len() >= ids.len()
-    })
-    .await;
+    assert!(locked_pid(&testq.path("testq.b.pid")).is_some() && locked_pid(&testq.path("testq.c.pid")).is_some());
+    testq
+        .wait_until("every event is done", async || testq.done().await.len() >= ids.len())
+        .await;
     assert_eq!(testq.done().await, ids, "every event exactly once");
     assert!(
         holders(&testq).await.iter().all(|(_, b)| b.is_none()),

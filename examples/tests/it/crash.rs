@@ -9,30 +9,29 @@ use tokio_postgres::Client;
 
 use crate::support::program::Ran;
 use crate::support::queue::done;
-use crate::support::Testq;
+use crate::support::testq::TestqDb;
 
 const SIGABRT: i32 = 6;
 
 /// testq installed as a remote consumer of the given mode, and its remote database.
-async fn remote_testq(test: &str, mode: &str) -> (Testq, TestDb, Client) {
+async fn remote_testq(test: &str, mode: &str) -> (TestqDb, TestDb, Client) {
     let remote = TestDb::create_empty().await;
     let client = remote.connect().await;
-    let extra = format!("remote_db = \"{}\"\n[settings]\nmode = \"{mode}\"", remote.dsn());
-    let testq = Testq::installed(test, &extra).await;
+    let mut testq = TestqDb::new(test).await.logging_to_stderr();
+    testq.set("remote_db", remote.dsn()).setting("mode", mode);
+    testq.ok(&["install"]).await;
     (testq, remote, client)
 }
 
 /// Two batches of plain events; returns the ids of each.
-async fn two_batches(testq: &Testq) -> (Vec<i64>, Vec<i64>) {
-    let first = testq.produce(&["plain", "plain", "plain"]).await;
-    testq.tick().await;
-    let second = testq.produce(&["plain", "plain"]).await;
-    testq.tick().await;
+async fn two_batches(testq: &TestqDb) -> (Vec<i64>, Vec<i64>) {
+    let first = testq.produce_batch(&["plain", "plain", "plain"]).await;
+    let second = testq.produce_batch(&["plain", "plain"]).await;
     (first, second)
 }
 
 /// `run --once` with the crash point set: it must die at it.
-async fn crash_at(testq: &Testq, point: &str) -> Ran {
+async fn crash_at(testq: &TestqDb, point: &str) -> Ran {
     let ran = testq
         .run_with(&["run", "--once"], &[("PGQ_CONSUMERS_CRASH_AT", point)])
         .await;
@@ -88,7 +87,7 @@ async fn remote_crash_before_the_remote_commit_or_after_reading_the_batch_applie
 
 #[tokio::test]
 async fn local_crash_before_the_commit_applies_the_batch_once_later() {
-    let testq = Testq::installed("crash_local", "").await;
+    let testq = TestqDb::installed("crash_local").await.logging_to_stderr();
     let (first, second) = two_batches(&testq).await;
     crash_at(&testq, "before-remote-commit").await;
     assert!(testq.done().await.is_empty());
@@ -96,8 +95,7 @@ async fn local_crash_before_the_commit_applies_the_batch_once_later() {
     assert_eq!(testq.done().await, [&first[..], &second[..]].concat());
 
     // After the commit, a crash loses nothing and repeats nothing.
-    let third = testq.produce(&["plain"]).await;
-    testq.tick().await;
+    let third = testq.produce_batch(&["plain"]).await;
     crash_at(&testq, "after-queue-commit").await;
     testq.ok(&["run", "--once"]).await;
     assert_eq!(testq.done().await, [&first[..], &second[..], &third[..]].concat());
@@ -107,8 +105,7 @@ async fn local_crash_before_the_commit_applies_the_batch_once_later() {
 async fn remote_crash_between_the_two_commits_loses_no_failed_or_retried_event() {
     for mode in ["remote", "remote_event"] {
         let (testq, _remote, rclient) = remote_testq(&format!("crash_outcomes_{mode}"), mode).await;
-        let ids = testq.produce(&["plain", "fail", "retry", "panic", "plain"]).await;
-        testq.tick().await;
+        let ids = testq.produce_batch(&["plain", "fail", "retry", "panic", "plain"]).await;
 
         crash_at(&testq, "after-remote-commit").await;
         assert_eq!(done(&rclient).await, [ids[0], ids[4]], "{mode}");
@@ -125,10 +122,9 @@ async fn remote_crash_between_the_two_commits_loses_no_failed_or_retried_event()
             "{mode}: the failed events of the batch are kept"
         );
         // The retried event comes back once due, and is applied once.
-        crate::support::wait_until("the retry to be due", || async {
-            testq.maint_retry_events().await == 1
-        })
-        .await;
+        testq
+            .wait_until("the retry is due", async || testq.maint_retry_events().await == 1)
+            .await;
         testq.tick().await;
         testq.ok(&["run", "--once"]).await;
         assert_eq!(done(&rclient).await, [ids[0], ids[2], ids[4]], "{mode}");

@@ -4,15 +4,15 @@
 //! tested in `daemon/dist.rs`.
 
 mod dist;
-mod harness;
 
 use std::time::Duration;
 
-use harness::{alive, signal, Testq, CONSUMER};
+use crate::support::process::{alive, signal};
+use crate::support::testq::{TestqDb, CONSUMER};
 
 #[tokio::test]
 async fn start_returns_once_the_daemon_is_up_and_a_second_start_exits_4() {
-    let testq = Testq::installed("start_twice").await;
+    let testq = TestqDb::installed("start_twice").await;
     let pid = testq.start().await;
     // Up means started and logged so before `start` returned.
     let log = testq.log();
@@ -34,9 +34,9 @@ async fn start_returns_once_the_daemon_is_up_and_a_second_start_exits_4() {
 
 #[tokio::test]
 async fn status_shows_the_queue_position_and_failed_count_and_exits_0_running_4_stopped() {
-    let testq = Testq::installed("status").await;
+    let testq = TestqDb::installed("status").await;
     let pid = testq.start().await;
-    let ids = testq.produce(&["plain", "fail", "plain"]).await;
+    let ids = testq.produce_batch(&["plain", "fail", "plain"]).await;
     testq
         .wait_until("the batch is finished", async || {
             testq.done().await.len() == 2 && testq.current_batch().await.is_none()
@@ -68,7 +68,7 @@ async fn status_shows_the_queue_position_and_failed_count_and_exits_0_running_4_
 
 #[tokio::test]
 async fn reload_applies_a_changed_loglevel_and_hands_changed_settings_to_the_consumer() {
-    let mut testq = Testq::installed("reload").await;
+    let mut testq = TestqDb::installed("reload").await;
     testq.start().await;
     testq.wait_for_log("NOTICE settings: mode local, sleep_ms 0").await;
     assert!(!testq.log().contains(" DEBUG "), "{}", testq.log());
@@ -84,7 +84,7 @@ async fn reload_applies_a_changed_loglevel_and_hands_changed_settings_to_the_con
     testq.wait_for_log(" DEBUG resting for").await;
 
     // The consumer works on with the new settings.
-    let ids = testq.produce_plain(2).await;
+    let ids = testq.produce_plain_batch(2).await;
     testq
         .wait_until("the events are done", async || testq.done().await == ids)
         .await;
@@ -93,16 +93,16 @@ async fn reload_applies_a_changed_loglevel_and_hands_changed_settings_to_the_con
 
 #[tokio::test]
 async fn reload_after_the_log_was_renamed_makes_the_daemon_write_a_new_log_file() {
-    let testq = Testq::installed("log_reopen").await;
+    let testq = TestqDb::installed("log_reopen").await;
     testq.start().await;
     // What logrotate does first: rename the log. The daemon still writes there.
-    let rotated = testq.dir.join("testq.log.1");
+    let rotated = testq.path("testq.log.1");
     std::fs::rename(testq.logfile(), &rotated).expect("rotate the log");
     assert!(!testq.logfile().exists());
 
     testq.ok(&["reload"]).await;
     testq.wait_for_log("NOTICE reloaded: log level NOTICE").await;
-    let ids = testq.produce_plain(1).await;
+    let ids = testq.produce_plain_batch(1).await;
     testq.wait_for_log(&format!("NOTICE done: event {} ", ids[0])).await;
 
     let old = std::fs::read_to_string(&rotated).expect("the rotated log");
@@ -116,7 +116,7 @@ async fn reload_after_the_log_was_renamed_makes_the_daemon_write_a_new_log_file(
 /// Sends `logmore` or `logless`, then waits until the daemon announces
 /// `announcement` once more than before (one step at a time: two signals sent
 /// at once may be received as one).
-async fn step_level(testq: &Testq, command: &str, announcement: &str) {
+async fn step_level(testq: &TestqDb, command: &str, announcement: &str) {
     let before = testq.log().matches(announcement).count();
     testq.ok(&[command]).await;
     testq
@@ -128,7 +128,7 @@ async fn step_level(testq: &Testq, command: &str, announcement: &str) {
 
 #[tokio::test]
 async fn logmore_and_logless_step_the_level_visibly_in_the_log() {
-    let testq = Testq::installed("logmore_logless").await;
+    let testq = TestqDb::installed("logmore_logless").await;
     testq.start().await;
 
     step_level(&testq, "logmore", "NOTICE log level is now VERBOSE").await;
@@ -141,7 +141,7 @@ async fn logmore_and_logless_step_the_level_visibly_in_the_log() {
     step_level(&testq, "logless", "NOTICE log level is now WARNING").await;
 
     // At WARNING, testq's NOTICE lines are gone, its work is not.
-    let ids = testq.produce_plain(1).await;
+    let ids = testq.produce_plain_batch(1).await;
     testq
         .wait_until("the event is done", async || testq.done().await == ids)
         .await;
@@ -152,10 +152,10 @@ async fn logmore_and_logless_step_the_level_visibly_in_the_log() {
 
 #[tokio::test]
 async fn stop_finishes_the_batch_in_flight_before_the_daemon_exits() {
-    let mut testq = Testq::installed("stop_in_flight").await;
+    let mut testq = TestqDb::installed("stop_in_flight").await;
     testq.setting("sleep_ms", 100);
     let pid = testq.start().await;
-    let ids = testq.produce_plain(20).await;
+    let ids = testq.produce_plain_batch(20).await;
     let batch = testq.batch_in_flight(ids[0]).await;
     assert!(testq.done().await.is_empty(), "nothing is committed yet");
     let status = testq.ok(&["status"]).await;
@@ -182,10 +182,10 @@ async fn stop_finishes_the_batch_in_flight_before_the_daemon_exits() {
 
 #[tokio::test]
 async fn sigint_stops_the_daemon_like_term_after_the_batch_in_flight() {
-    let mut testq = Testq::installed("sigint").await;
+    let mut testq = TestqDb::installed("sigint").await;
     testq.setting("sleep_ms", 50);
     let pid = testq.start().await;
-    let ids = testq.produce_plain(10).await;
+    let ids = testq.produce_plain_batch(10).await;
     testq.batch_in_flight(ids[0]).await;
     signal(pid, "INT");
     testq
@@ -203,10 +203,10 @@ async fn sigint_stops_the_daemon_like_term_after_the_batch_in_flight() {
 
 #[tokio::test]
 async fn kill_rolls_back_the_batch_in_flight_and_the_next_start_processes_it_exactly_once() {
-    let mut testq = Testq::installed("kill_in_flight").await;
+    let mut testq = TestqDb::installed("kill_in_flight").await;
     testq.setting("sleep_ms", 100);
     let pid = testq.start().await;
-    let ids = testq.produce_plain(20).await;
+    let ids = testq.produce_plain_batch(20).await;
     let batch = testq.batch_in_flight(ids[0]).await;
 
     let killed = testq.ok(&["kill"]).await;
@@ -238,7 +238,7 @@ async fn kill_rolls_back_the_batch_in_flight_and_the_next_start_processes_it_exa
 
 #[tokio::test]
 async fn restart_replaces_the_daemon_with_a_new_pid_that_goes_on_consuming() {
-    let testq = Testq::installed("restart").await;
+    let testq = TestqDb::installed("restart").await;
     let old = testq.start().await;
     let restarted = testq.ok(&["restart"]).await;
     let new = testq.pid().expect("a daemon after restart");
@@ -252,7 +252,7 @@ async fn restart_replaces_the_daemon_with_a_new_pid_that_goes_on_consuming() {
         "{restarted:?}"
     );
     assert!(!alive(old));
-    let ids = testq.produce_plain(2).await;
+    let ids = testq.produce_plain_batch(2).await;
     testq
         .wait_until("the new daemon consumes", async || testq.done().await == ids)
         .await;
@@ -266,7 +266,7 @@ async fn restart_replaces_the_daemon_with_a_new_pid_that_goes_on_consuming() {
 
 #[tokio::test]
 async fn a_stale_pidfile_naming_a_dead_or_foreign_pid_does_not_block_start() {
-    let testq = Testq::installed("stale_pidfile").await;
+    let testq = TestqDb::installed("stale_pidfile").await;
     let mut gone = std::process::Command::new("true").spawn().expect("run true");
     let dead = gone.id();
     gone.wait().expect("wait for true");
@@ -286,7 +286,7 @@ async fn a_stale_pidfile_naming_a_dead_or_foreign_pid_does_not_block_start() {
 
 #[tokio::test]
 async fn every_control_command_against_a_stopped_daemon_exits_4() {
-    let testq = Testq::installed("stopped").await;
+    let testq = TestqDb::installed("stopped").await;
     for command in ["stop", "kill", "reload", "restart", "status", "logmore", "logless"] {
         let ran = testq.run(&[command]).await;
         assert_eq!(ran.code, Some(4), "`{command}`: {ran:?}");
@@ -302,7 +302,7 @@ async fn every_control_command_against_a_stopped_daemon_exits_4() {
 
 #[tokio::test]
 async fn an_unreachable_database_at_start_is_reported_on_the_terminal_with_exit_3() {
-    let mut testq = Testq::new("unreachable").await;
+    let mut testq = TestqDb::new("unreachable").await;
     // Port 1: nothing listens there, the connection is refused at once.
     testq.set(
         "db",
@@ -329,7 +329,7 @@ async fn an_unreachable_database_at_start_is_reported_on_the_terminal_with_exit_
 
 #[tokio::test]
 async fn a_queue_not_installed_at_start_exits_1_saying_to_run_install() {
-    let testq = Testq::new("not_installed").await;
+    let testq = TestqDb::new("not_installed").await;
     let ran = testq.run(&["start"]).await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert_eq!(
@@ -345,9 +345,9 @@ async fn a_queue_not_installed_at_start_exits_1_saying_to_run_install() {
 
 #[tokio::test]
 async fn a_handler_panic_is_logged_at_error_not_fatal_and_the_daemon_goes_on() {
-    let testq = Testq::installed("panic").await;
+    let testq = TestqDb::installed("panic").await;
     let pid = testq.start().await;
-    let ids = testq.produce(&["plain", "panic", "plain"]).await;
+    let ids = testq.produce_batch(&["plain", "panic", "plain"]).await;
     testq
         .wait_until("the batch is finished", async || {
             testq.current_batch().await.is_none() && testq.done().await.len() == 2

@@ -8,13 +8,13 @@ use std::collections::BTreeSet;
 use pgq_test_support::Pgqd;
 use serde_json::Value;
 
-use crate::support::{wait_until, Testq, QUEUE};
+use crate::support::testq::{TestqDb, CONSUMER, QUEUE};
 
 /// One producer transaction's worth of events.
 const MIX: [&str; 8] = ["plain", "fail", "plain", "retry", "abort", "plain", "panic", "plain"];
 
 /// The failed events as `failed --json` lists them: (ev_id, ev_retry, reason).
-async fn failed_json(testq: &Testq) -> Vec<(i64, Option<i64>, String)> {
+async fn failed_json(testq: &TestqDb) -> Vec<(i64, Option<i64>, String)> {
     let out = testq.ok(&["failed", "--json"]).await;
     out.stdout
         .lines()
@@ -30,7 +30,7 @@ async fn failed_json(testq: &Testq) -> Vec<(i64, Option<i64>, String)> {
 }
 
 /// The newest tick of the queue.
-async fn last_tick(testq: &Testq) -> i64 {
+async fn last_tick(testq: &TestqDb) -> i64 {
     testq
         .client
         .query_one(
@@ -45,31 +45,31 @@ async fn last_tick(testq: &Testq) -> i64 {
 
 /// Waits for pgqd to tick the queue and opens testq's batches (the daemon
 /// being stopped) until one holds event `ev_id`; returns that batch's id.
-async fn wait_for_batch_with(testq: &Testq, ev_id: i64) -> i64 {
+async fn wait_for_batch_with(testq: &TestqDb, ev_id: i64) -> i64 {
     let found = std::cell::Cell::new(None);
-    wait_until("a batch with the event", || async {
-        let Some(batch) = pgq::next_batch(&testq.client, QUEUE, crate::support::CONSUMER)
-            .await
-            .expect("next_batch")
-        else {
-            return false;
-        };
-        let events = pgq::get_batch_events(&testq.client, batch).await.expect("events");
-        if events.iter().any(|e| e.ev_id == ev_id) {
-            found.set(Some(batch));
-            return true;
-        }
-        pgq::finish_batch(&testq.client, batch).await.expect("finish");
-        false
-    })
-    .await;
+    testq
+        .wait_until("a batch has the event", async || {
+            let Some(batch) = pgq::next_batch(&testq.client, QUEUE, CONSUMER)
+                .await
+                .expect("next_batch")
+            else {
+                return false;
+            };
+            let events = pgq::get_batch_events(&testq.client, batch).await.expect("events");
+            if events.iter().any(|e| e.ev_id == ev_id) {
+                found.set(Some(batch));
+                return true;
+            }
+            pgq::finish_batch(&testq.client, batch).await.expect("finish");
+            false
+        })
+        .await;
     found.get().unwrap_or_default()
 }
 
 #[tokio::test]
 async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_failed_retry_delete_work() {
-    let testq = Testq::installed("mixed_stream", "").await;
-    testq.write_config(&format!("logfile = \"{}\"", testq.path("testq.log").display()));
+    let testq = TestqDb::installed("mixed_stream").await;
     pgq::set_queue_config(&testq.client, QUEUE, "ticker_max_lag", "0.2 seconds")
         .await
         .expect("ticker_max_lag");
@@ -83,7 +83,9 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
     for _ in 0..5 {
         let before = last_tick(&testq).await;
         ids.extend(MIX.iter().copied().zip(testq.produce(&MIX).await));
-        wait_until("pgqd to tick", || async { last_tick(&testq).await > before }).await;
+        testq
+            .wait_until("pgqd has ticked", async || last_tick(&testq).await > before)
+            .await;
     }
     let of = |kinds: &[&str]| -> Vec<i64> {
         ids.iter()
@@ -95,10 +97,11 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
     let failed_expected = of(&["fail", "panic"]);
     assert_eq!((done_expected.len(), failed_expected.len()), (30, 10));
 
-    wait_until("every event to be done or failed", || async {
-        testq.done().await.len() >= done_expected.len() && testq.failed().await.len() >= failed_expected.len()
-    })
-    .await;
+    testq
+        .wait_until("every event is done or failed", async || {
+            testq.done().await.len() >= done_expected.len() && testq.failed().await.len() >= failed_expected.len()
+        })
+        .await;
     assert_eq!(
         testq.done().await,
         done_expected,
@@ -129,11 +132,12 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
         retried.stdout.trim(),
         "10 failed event(s) put back into queue \"testq\" for consumer \"testq\""
     );
-    wait_until("the retried events to fail again", || async {
-        let failed = failed_json(&testq).await;
-        failed.len() == 10 && failed.iter().all(|(_, retry, _)| *retry == Some(1))
-    })
-    .await;
+    testq
+        .wait_until("the retried events have failed again", async || {
+            let failed = failed_json(&testq).await;
+            failed.len() == 10 && failed.iter().all(|(_, retry, _)| *retry == Some(1))
+        })
+        .await;
     let again = failed_json(&testq).await;
     assert_eq!(
         again.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
@@ -148,13 +152,14 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
     // retry of one event, then delete all.
     let one = failed_expected[0];
     testq.ok(&["retry", &one.to_string()]).await;
-    wait_until("the one retried event to fail again", || async {
-        failed_json(&testq)
-            .await
-            .iter()
-            .any(|(id, retry, _)| *id == one && *retry == Some(2))
-    })
-    .await;
+    testq
+        .wait_until("the one retried event has failed again", async || {
+            failed_json(&testq)
+                .await
+                .iter()
+                .any(|(id, retry, _)| *id == one && *retry == Some(2))
+        })
+        .await;
     let deleted = testq.ok(&["delete", "all"]).await;
     assert_eq!(deleted.stdout.trim(), "10 failed event(s) deleted");
     let empty = testq.ok(&["failed"]).await;
@@ -176,10 +181,9 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
     testq.ok(&["start"]).await;
     assert_eq!(testq.failed().await, [(late, "the disk was full".to_string())]);
     testq.ok(&["retry", &late.to_string()]).await;
-    wait_until("the retried event to be done", || async {
-        testq.done().await.contains(&late)
-    })
-    .await;
+    testq
+        .wait_until("the retried event is done", async || testq.done().await.contains(&late))
+        .await;
     assert!(testq.failed().await.is_empty());
     let mut all_done = done_expected.clone();
     all_done.push(late);

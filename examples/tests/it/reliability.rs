@@ -9,7 +9,6 @@
 
 mod cluster;
 mod faults;
-mod harness;
 mod input;
 mod privileges;
 mod secrets;

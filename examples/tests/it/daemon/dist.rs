@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use super::harness::{alive, signal, Testq, CONSUMER, PATIENCE, TESTQ};
+use crate::support::process::{alive, signal};
+use crate::support::testq::{Testq, TestqDb, CONSUMER, TESTQ};
+use crate::support::PATIENCE;
 
 /// The paths the shipped files name, replaced by a test's own.
 const SHIPPED_BINARY: &str = "/usr/local/bin/testq";
@@ -68,16 +70,16 @@ async fn the_shipped_logrotate_file_rotates_the_log_and_the_daemon_writes_a_new_
              when missing)"
         )
     });
-    let testq = Testq::installed("logrotate").await;
+    let testq = TestqDb::installed("logrotate").await;
     let pid = testq.start().await;
-    let conf = testq.dir.join("logrotate.conf");
+    let conf = testq.path("logrotate.conf");
     std::fs::write(&conf, localized(&repo_file("dist/testq.logrotate"), &testq)).expect("write logrotate.conf");
 
     let ran = std::process::Command::new(&logrotate)
         .arg("-v")
         .arg("-f")
         .arg("-s")
-        .arg(testq.dir.join("logrotate.state"))
+        .arg(testq.path("logrotate.state"))
         .arg(&conf)
         .stdin(Stdio::null())
         .output()
@@ -86,12 +88,12 @@ async fn the_shipped_logrotate_file_rotates_the_log_and_the_daemon_writes_a_new_
     assert!(ran.status.success(), "logrotate failed: {said}");
 
     // delaycompress: the first rotation stays plain text.
-    let rotated = std::fs::read_to_string(testq.dir.join("testq.log.1")).expect("the rotated log");
+    let rotated = std::fs::read_to_string(testq.path("testq.log.1")).expect("the rotated log");
     assert!(rotated.contains(&format!("{CONSUMER} started, pid {pid}")), "{rotated}");
     // nocreate: the new file is the daemon's, created when postrotate's reload
     // made it reopen its log.
     testq.wait_for_log("NOTICE reloaded: log level NOTICE").await;
-    let ids = testq.produce_plain(1).await;
+    let ids = testq.produce_plain_batch(1).await;
     testq
         .wait_for_log(&format!("[{pid}] NOTICE done: event {} ", ids[0]))
         .await;
@@ -120,9 +122,9 @@ async fn the_shipped_systemd_unit_verifies_and_runs_the_command_line_the_readme_
         eprintln!("systemd-analyze is not installed: testq.service is checked without it");
         return;
     };
-    let testq = Testq::new("systemd_verify").await;
+    let testq = TestqDb::new("systemd_verify").await;
     // The unit as installed for this test (verify wants ExecStart's binary to exist).
-    let path = testq.dir.join("testq.service");
+    let path = testq.path("testq.service");
     std::fs::write(&path, localized(&unit, &testq)).expect("write testq.service");
     let ran = std::process::Command::new(analyze)
         .arg("verify")
@@ -138,7 +140,7 @@ async fn the_shipped_systemd_unit_verifies_and_runs_the_command_line_the_readme_
 #[tokio::test]
 async fn the_units_command_lines_run_testq_in_the_foreground_reload_it_and_stop_it_with_exit_0() {
     let keys = unit_keys(&repo_file("dist/testq.service"));
-    let testq = Testq::installed("systemd_run").await;
+    let testq = TestqDb::installed("systemd_run").await;
     let exec_start = localized(service_key(&keys, "ExecStart"), &testq);
     let argv: Vec<&str> = exec_start.split_whitespace().collect();
     let mut child = tokio::process::Command::new(argv[0])

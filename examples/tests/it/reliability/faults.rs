@@ -13,12 +13,10 @@ use pgq_test_support::{Pgqd, TestDb};
 use tokio_postgres::Client;
 
 use super::cluster::Cluster;
-use super::harness::{kill9, Testq};
 use crate::support::process::alive;
 use crate::support::queue::{current_batch, done, done_count, produce_plain, tick, Producer};
+use crate::support::testq::{Testq, CONSUMER, QUEUE};
 
-const QUEUE: &str = "testq";
-const CONSUMER: &str = "testq";
 /// The ERROR line that starts an outage, and the WARNING line that ends it.
 const LOST: &str = "ERROR lost the connection to the ";
 const BACK: &str = "WARNING reconnected after ";
@@ -94,7 +92,7 @@ async fn sigkill_while_events_flow(mode: &str) {
                 current_batch(&client, QUEUE, CONSUMER).await.is_some()
             })
             .await;
-        kill9(&testq, pid).await;
+        testq.kill9(pid).await;
         if current_batch(&client, QUEUE, CONSUMER).await.is_some() {
             killed_in_flight += 1;
         }

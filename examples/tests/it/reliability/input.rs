@@ -6,8 +6,8 @@
 
 use pgq_test_support::TestDb;
 
-use super::harness::Testq;
 use crate::support::queue::{produce_plain, tick};
+use crate::support::testq::Testq;
 
 #[tokio::test]
 async fn config_values_of_the_wrong_type_exit_1_naming_the_key_and_the_line() {

@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use pgq_test_support::{server_dsn, TestDb};
 use tokio_postgres::Client;
 
-use super::harness::Testq;
 use crate::support::queue::{done, produce_plain, tick};
+use crate::support::testq::Testq;
 
 /// A connection string for `db` as `role`: the test server's, with user and
 /// database replaced.

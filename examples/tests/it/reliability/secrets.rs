@@ -7,9 +7,9 @@
 //! appears in any output or log.
 
 use super::cluster::Cluster;
-use super::harness::Testq;
 use crate::support::program::Ran;
 use crate::support::queue::{done_count, produce_plain, tick};
+use crate::support::testq::Testq;
 
 const USER: &str = "pgq_secret_user";
 const PASSWORD: &str = "S3cr3t-Pa55w0rd-x9";
