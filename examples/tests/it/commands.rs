@@ -176,10 +176,7 @@ async fn run_once_processes_what_is_there_and_exits_0() {
     assert!(!idle.stderr.contains("done: event"), "nothing left: {idle:?}");
 
     // The retried event, once due and ticked, is done by the next run.
-    testq
-        .wait_until("the retry is due", async || testq.maint_retry_events().await == 1)
-        .await;
-    testq.tick().await;
+    testq.requeue_due_retries(1).await;
     testq.ok(&["run", "--once"]).await;
     assert_eq!(testq.done().await, [ids[0], ids[1], ids[2], ids[3], more[0]]);
 }

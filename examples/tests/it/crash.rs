@@ -122,10 +122,7 @@ async fn remote_crash_between_the_two_commits_loses_no_failed_or_retried_event()
             "{mode}: the failed events of the batch are kept"
         );
         // The retried event comes back once due, and is applied once.
-        testq
-            .wait_until("the retry is due", async || testq.maint_retry_events().await == 1)
-            .await;
-        testq.tick().await;
+        testq.requeue_due_retries(1).await;
         testq.ok(&["run", "--once"]).await;
         assert_eq!(done(&rclient).await, [ids[0], ids[2], ids[4]], "{mode}");
     }

@@ -8,6 +8,7 @@ use pgq_test_support::{Pgqd, TestDb};
 
 use crate::loopback::{Answer, HttpServer};
 use crate::support::program::{Program, Running};
+use crate::support::queue::count;
 use crate::support::{wait_for, Scratch};
 
 const MAPREDUCE: &str = env!("CARGO_BIN_EXE_mapreduce");
@@ -123,17 +124,9 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
     assert_eq!(bad.code, Some(1), "{bad:?}");
     assert!(bad.stderr.contains("unknown function \"nope\""), "{bad:?}");
 
-    let left: i64 = client
-        .query_one("select count(*) from mapreduce_results", &[])
-        .await
-        .and_then(|r| r.try_get(0))
-        .unwrap_or(-1);
+    let left = count(&client, "mapreduce_results").await;
     assert_eq!(left, 0, "map deletes the results it printed");
-    let maps: i64 = client
-        .query_one("select count(*) from mapreduce_maps", &[])
-        .await
-        .and_then(|r| r.try_get(0))
-        .unwrap_or(-1);
+    let maps = count(&client, "mapreduce_maps").await;
     assert_eq!(maps, 0, "a map is registered only while it waits");
     drop(workers);
 }

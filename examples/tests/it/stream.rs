@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::program::Program;
+use crate::support::queue::count;
 use crate::support::{free_port, wait_for, Scratch};
 
 const COLLECTOR: &str = env!("CARGO_BIN_EXE_collector");
@@ -82,13 +83,7 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
     assert!(status.stdout.contains(&format!("listen: {listen}")), "{status:?}");
 
     let store = remote.connect().await;
-    let stored = async || -> i64 {
-        store
-            .query_one("select count(*) from stream_items", &[])
-            .await
-            .and_then(|r| r.try_get(0))
-            .unwrap_or(-1)
-    };
+    let stored = async || count(&store, "stream_items").await;
 
     let senders: Vec<_> = (0..CLIENTS).map(|c| tokio::spawn(send(listen.clone(), c))).collect();
 

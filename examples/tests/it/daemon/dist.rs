@@ -3,6 +3,7 @@
 //! `systemd-analyze verify`, and its command lines drive testq as systemd would.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -34,6 +35,19 @@ fn system_tool(name: &str) -> Option<PathBuf> {
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+/// Runs a system tool to its end; it must succeed. Returns what it said on
+/// its standard error.
+fn run_tool(tool: &Path, args: &[&OsStr]) -> String {
+    let ran = std::process::Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", tool.display()));
+    let said = String::from_utf8_lossy(&ran.stderr).into_owned();
+    assert!(ran.status.success(), "{} {args:?} failed: {said}", tool.display());
+    said
 }
 
 /// The unit's `[Section] Key=value` lines (the last of a repeated key wins).
@@ -75,17 +89,17 @@ async fn the_shipped_logrotate_file_rotates_the_log_and_the_daemon_writes_a_new_
     let conf = testq.path("logrotate.conf");
     std::fs::write(&conf, localized(&repo_file("dist/testq.logrotate"), &testq)).expect("write logrotate.conf");
 
-    let ran = std::process::Command::new(&logrotate)
-        .arg("-v")
-        .arg("-f")
-        .arg("-s")
-        .arg(testq.path("logrotate.state"))
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run logrotate");
-    let said = String::from_utf8_lossy(&ran.stderr);
-    assert!(ran.status.success(), "logrotate failed: {said}");
+    let state = testq.path("logrotate.state");
+    run_tool(
+        &logrotate,
+        &[
+            "-v".as_ref(),
+            "-f".as_ref(),
+            "-s".as_ref(),
+            state.as_ref(),
+            conf.as_ref(),
+        ],
+    );
 
     // delaycompress: the first rotation stays plain text.
     let rotated = std::fs::read_to_string(testq.path("testq.log.1")).expect("the rotated log");
@@ -126,14 +140,7 @@ async fn the_shipped_systemd_unit_verifies_and_runs_the_command_line_the_readme_
     // The unit as installed for this test (verify wants ExecStart's binary to exist).
     let path = testq.path("testq.service");
     std::fs::write(&path, localized(&unit, &testq)).expect("write testq.service");
-    let ran = std::process::Command::new(analyze)
-        .arg("verify")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run systemd-analyze");
-    let said = String::from_utf8_lossy(&ran.stderr);
-    assert!(ran.status.success(), "systemd-analyze verify: {said}");
+    let said = run_tool(&analyze, &["verify".as_ref(), path.as_ref()]);
     assert!(!said.contains("testq.service"), "systemd-analyze verify: {said}");
 }
 

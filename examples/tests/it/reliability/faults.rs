@@ -14,7 +14,7 @@ use tokio_postgres::Client;
 
 use super::cluster::Cluster;
 use crate::support::process::alive;
-use crate::support::queue::{current_batch, done, done_count, produce_plain, tick, Producer};
+use crate::support::queue::{current_batch, done, done_count, produce_plain_batch, tick, Producer};
 use crate::support::testq::{Testq, CONSUMER, QUEUE};
 
 /// The ERROR line that starts an outage, and the WARNING line that ends it.
@@ -23,31 +23,77 @@ const BACK: &str = "WARNING reconnected after ";
 /// The VERBOSE line of the third failed reconnect.
 const THIRD_TRY: &str = "VERBOSE reconnect attempt 3 failed";
 
-/// testq in `mode` (local, remote, remote_event) on `db`, with `remote` as
-/// its remote database in the remote modes; installed.
-async fn installed(test: &str, db: &str, mode: &str, remote: Option<&str>) -> Testq {
-    let mut testq = Testq::new(test, db, QUEUE, CONSUMER);
-    testq.setting("mode", mode);
-    if let Some(remote) = remote {
-        testq.set("remote_db", remote);
-    }
-    testq.ok(&["install"]).await;
-    testq
-}
-
 /// The consumer kinds testq can be.
 const KINDS: [&str; 4] = ["local", "remote", "remote_event", "cooperative"];
 
-/// Configures testq as a consumer of `kind` (one of [`KINDS`]); `remote` is
-/// the remote database of the remote kinds.
-fn configure(testq: &mut Testq, kind: &str, remote: Option<&str>) {
+/// testq as a consumer of `kind` (one of [`KINDS`]) on database `db`, with
+/// `remote` as its remote database for the remote kinds; a cooperative one
+/// is sub-consumer `w1`. Not installed.
+fn consumer(test: &str, db: &str, kind: &str, remote: Option<&str>) -> Testq {
+    let mut testq = Testq::new(test, db, QUEUE, CONSUMER);
     let mode = if kind.starts_with("remote") { kind } else { "local" };
     testq.setting("mode", mode);
     if let Some(remote) = remote {
         testq.set("remote_db", remote);
     }
     if kind == "cooperative" {
-        testq.set("subconsumer", "w1").set("dead_interval", 30);
+        testq.set("subconsumer", "w1");
+    }
+    testq
+}
+
+/// As [`consumer`], to run as a daemon: a cooperative one also heartbeats
+/// (`dead_interval`), as the members of a group do.
+fn daemon(test: &str, db: &str, kind: &str, remote: Option<&str>) -> Testq {
+    let mut testq = consumer(test, db, kind, remote);
+    if kind == "cooperative" {
+        testq.set("dead_interval", 30);
+    }
+    testq
+}
+
+/// As [`consumer`], installed.
+async fn installed(test: &str, db: &str, kind: &str, remote: Option<&str>) -> Testq {
+    let testq = consumer(test, db, kind, remote);
+    testq.ok(&["install"]).await;
+    testq
+}
+
+/// Fresh databases for a consumer of `kind`: the queue database and, for the
+/// remote kinds, an empty remote database.
+struct Databases {
+    queue: TestDb,
+    remote: Option<TestDb>,
+}
+
+impl Databases {
+    async fn for_kind(kind: &str) -> Databases {
+        let queue = TestDb::create().await;
+        let remote = if kind.starts_with("remote") {
+            Some(TestDb::create_empty().await)
+        } else {
+            None
+        };
+        Databases { queue, remote }
+    }
+
+    /// The remote database's connection string, for the remote kinds.
+    fn remote_dsn(&self) -> Option<&str> {
+        self.remote.as_ref().map(TestDb::dsn)
+    }
+
+    /// A connection to the database the consumer writes `testq_done` in: the
+    /// remote one, if there is one.
+    async fn target(&self) -> Client {
+        self.remote.as_ref().unwrap_or(&self.queue).connect().await
+    }
+
+    /// The names of the databases.
+    fn names(&self) -> Vec<String> {
+        std::iter::once(&self.queue)
+            .chain(&self.remote)
+            .map(|db| db.name().to_string())
+            .collect()
     }
 }
 
@@ -164,8 +210,7 @@ async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_
         ("remote_event", "req", "rer"),
     ] {
         let remote = (db != target).then(|| cluster.dsn(target));
-        let mut testq = Testq::new(&format!("restart_{kind}"), &cluster.dsn(db), QUEUE, CONSUMER);
-        configure(&mut testq, kind, remote.as_deref());
+        let mut testq = daemon(&format!("restart_{kind}"), &cluster.dsn(db), kind, remote.as_deref());
         testq.setting("sleep_ms", 20).set("loglevel", "debug");
         testq.ok(&["install"]).await;
         let pid = testq.start().await;
@@ -174,8 +219,7 @@ async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_
     let mut produced = Vec::new();
     for (_, db, _, _, _) in &daemons {
         let client = cluster.connect(db).await;
-        let ids = produce_plain(&client, QUEUE, 20).await;
-        tick(&client, QUEUE).await;
+        let ids = produce_plain_batch(&client, QUEUE, 20).await;
         produced.push(ids);
     }
     // Down in the middle of a batch (20 events of 20 ms each).
@@ -195,8 +239,7 @@ async fn postgresql_restarted_under_running_daemons_they_stay_up_log_the_outage_
     for (kind, db, target, testq, pid) in &daemons {
         testq.wait_for_log_n(BACK, 1).await;
         let client = cluster.connect(db).await;
-        let more = produce_plain(&client, QUEUE, 10).await;
-        tick(&client, QUEUE).await;
+        let more = produce_plain_batch(&client, QUEUE, 10).await;
         let ids: Vec<i64> = produced.remove(0).into_iter().chain(more).collect();
         let target = cluster.connect(target).await;
         testq
@@ -247,29 +290,18 @@ async fn backends_terminated_by_application_name_are_reconnected_once_each_time_
     let admin = pgq_test_support::connect(&pgq_test_support::server_dsn()).await;
     let mut running = Vec::new();
     for kind in KINDS {
-        let db = TestDb::create().await;
-        let remote = if kind.starts_with("remote") {
-            Some(TestDb::create_empty().await)
-        } else {
-            None
-        };
-        let mut testq = Testq::new(&format!("terminate_{kind}"), db.dsn(), QUEUE, CONSUMER);
-        configure(&mut testq, kind, remote.as_ref().map(TestDb::dsn));
+        let dbs = Databases::for_kind(kind).await;
+        let testq = daemon(&format!("terminate_{kind}"), dbs.queue.dsn(), kind, dbs.remote_dsn());
         testq.ok(&["install"]).await;
         let pid = testq.start().await;
-        let client = db.connect().await;
-        let target = match &remote {
-            Some(remote) => remote.connect().await,
-            None => db.connect().await,
-        };
-        let mut dbs = vec![db.name().to_string()];
-        dbs.extend(remote.as_ref().map(|r| r.name().to_string()));
-        running.push((kind, db, remote, dbs, testq, pid, client, target, Vec::new()));
+        let client = dbs.queue.connect().await;
+        let target = dbs.target().await;
+        let names = dbs.names();
+        running.push((kind, dbs, names, testq, pid, client, target, Vec::new()));
     }
     for round in 1..=3 {
-        for (kind, _, _, dbs, testq, _, client, target, ids) in &mut running {
-            ids.extend(produce_plain(client, QUEUE, 10).await);
-            tick(client, QUEUE).await;
+        for (kind, _, dbs, testq, _, client, target, ids) in &mut running {
+            ids.extend(produce_plain_batch(client, QUEUE, 10).await);
             let before = done_count(target).await;
             testq
                 .wait_until(&format!("{kind}: the daemon has done more events"), async || {
@@ -284,11 +316,11 @@ async fn backends_terminated_by_application_name_are_reconnected_once_each_time_
                 "{kind}: the consumer's connections, by application_name"
             );
         }
-        for (_, _, _, _, testq, ..) in &running {
+        for (_, _, _, testq, ..) in &running {
             testq.wait_for_log_n(BACK, round).await;
         }
     }
-    for (kind, _, _, _, testq, pid, _, target, ids) in &running {
+    for (kind, _, _, testq, pid, _, target, ids) in &running {
         testq
             .wait_until(&format!("{kind}: every event is done"), async || {
                 done_count(target).await >= ids.len()
@@ -340,8 +372,7 @@ async fn remote_down_for_a_while(mode: &str) {
     .await;
     testq.set("loglevel", "debug");
     let pid = testq.start().await;
-    let first = produce_plain(&client, QUEUE, 5).await;
-    tick(&client, QUEUE).await;
+    let first = produce_plain_batch(&client, QUEUE, 5).await;
     testq
         .wait_until("the first batch is done", async || done_count(&rclient).await == 5)
         .await;
@@ -353,8 +384,7 @@ async fn remote_down_for_a_while(mode: &str) {
         .await
         .expect("alter database");
     assert!(terminate(&admin, &[name]).await >= 1);
-    let second = produce_plain(&client, QUEUE, 5).await;
-    tick(&client, QUEUE).await;
+    let second = produce_plain_batch(&client, QUEUE, 5).await;
     testq
         .wait_until("the outage is logged and retried three times", async || {
             log_from(&testq, LOST).contains(THIRD_TRY)
@@ -407,8 +437,7 @@ async fn run_once_whose_connection_is_terminated_mid_batch_exits_1_and_the_next_
     let client = db.connect().await;
     let mut testq = installed("once_terminated", db.dsn(), "local", None).await;
     testq.setting("sleep_ms", 100);
-    let ids = produce_plain(&client, QUEUE, 20).await;
-    tick(&client, QUEUE).await;
+    let ids = produce_plain_batch(&client, QUEUE, 20).await;
 
     let mut run = testq.spawn(&["run", "--once"], "run-once.out", &[]);
     testq.wait_for_log_n("done: event", 1).await;
@@ -444,44 +473,23 @@ async fn a_crash_at_any_point_of_a_local_remote_event_or_cooperative_consumer_lo
         ("cooperative", "after-queue-commit", true),
     ];
     for (kind, point, committed) in cases {
-        let remote_kind = kind.starts_with("remote");
-        let db = TestDb::create().await;
-        let client = db.connect().await;
-        let remote = if remote_kind {
-            Some(TestDb::create_empty().await)
-        } else {
-            None
-        };
-        let rclient = match &remote {
-            Some(remote) => remote.connect().await,
-            None => db.connect().await,
-        };
-        let mode = if remote_kind { kind } else { "local" };
-        let mut testq = Testq::new(&format!("crash_{kind}_{point}"), db.dsn(), QUEUE, CONSUMER);
-        testq.setting("mode", mode);
-        if let Some(remote) = &remote {
-            testq.set("remote_db", remote.dsn());
-        }
-        if kind == "cooperative" {
-            testq.set("subconsumer", "w1");
-        }
-        testq.ok(&["install"]).await;
-        let target = &rclient;
-        let first = produce_plain(&client, QUEUE, 3).await;
-        tick(&client, QUEUE).await;
-        let second = produce_plain(&client, QUEUE, 2).await;
-        tick(&client, QUEUE).await;
+        let dbs = Databases::for_kind(kind).await;
+        let (client, target) = (dbs.queue.connect().await, dbs.target().await);
+        let test = format!("crash_{kind}_{point}");
+        let testq = installed(&test, dbs.queue.dsn(), kind, dbs.remote_dsn()).await;
+        let first = produce_plain_batch(&client, QUEUE, 3).await;
+        let second = produce_plain_batch(&client, QUEUE, 2).await;
 
         let crashed = testq
             .run_with(&["run", "--once"], &[("PGQ_CONSUMERS_CRASH_AT", point)])
             .await;
         assert_eq!(crashed.signal, Some(6), "{kind} {point}: aborts: {crashed:?}");
         let expected = if committed { first.clone() } else { Vec::new() };
-        assert_eq!(done(target).await, expected, "{kind} {point}: committed at the crash");
+        assert_eq!(done(&target).await, expected, "{kind} {point}: committed at the crash");
 
         testq.ok(&["run", "--once"]).await;
         assert_eq!(
-            done(target).await,
+            done(&target).await,
             [first, second].concat(),
             "{kind} {point}: every event exactly once"
         );
@@ -490,28 +498,10 @@ async fn a_crash_at_any_point_of_a_local_remote_event_or_cooperative_consumer_lo
 
 #[tokio::test]
 async fn a_handler_panic_or_error_in_every_kind_fails_that_event_only_or_rolls_the_batch_back_and_run_once_goes_on() {
-    for kind in ["local", "remote", "remote_event", "cooperative"] {
-        let remote_kind = kind.starts_with("remote");
-        let db = TestDb::create().await;
-        let client = db.connect().await;
-        let remote = if remote_kind {
-            Some(TestDb::create_empty().await)
-        } else {
-            None
-        };
-        let target = match &remote {
-            Some(remote) => remote.connect().await,
-            None => db.connect().await,
-        };
-        let mut testq = Testq::new(&format!("handler_{kind}"), db.dsn(), QUEUE, CONSUMER);
-        testq.setting("mode", if remote_kind { kind } else { "local" });
-        if let Some(remote) = &remote {
-            testq.set("remote_db", remote.dsn());
-        }
-        if kind == "cooperative" {
-            testq.set("subconsumer", "w1");
-        }
-        testq.ok(&["install"]).await;
+    for kind in KINDS {
+        let dbs = Databases::for_kind(kind).await;
+        let (client, target) = (dbs.queue.connect().await, dbs.target().await);
+        let testq = installed(&format!("handler_{kind}"), dbs.queue.dsn(), kind, dbs.remote_dsn()).await;
 
         // A panic fails its event; the others are done once.
         let row = client
@@ -538,8 +528,7 @@ async fn a_handler_panic_or_error_in_every_kind_fails_that_event_only_or_rolls_t
             .batch_execute("alter table testq_done rename to gone")
             .await
             .expect("rename");
-        let more = produce_plain(&client, QUEUE, 2).await;
-        tick(&client, QUEUE).await;
+        let more = produce_plain_batch(&client, QUEUE, 2).await;
         let failing = testq.run(&["run", "--once"]).await;
         assert_eq!(failing.code, Some(1), "{kind}: {failing:?}");
         target
@@ -562,8 +551,7 @@ async fn run_once_with_the_remote_database_down_exits_3_and_the_next_run_carries
     let remote = TestDb::create_empty().await;
     let (client, rclient) = (db.connect().await, remote.connect().await);
     let testq = installed("once_remote_down", db.dsn(), "remote", Some(remote.dsn())).await;
-    let ids = produce_plain(&client, QUEUE, 3).await;
-    tick(&client, QUEUE).await;
+    let ids = produce_plain_batch(&client, QUEUE, 3).await;
     admin
         .batch_execute(&format!("alter database {} allow_connections false", remote.name()))
         .await

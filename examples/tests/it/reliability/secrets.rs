@@ -8,7 +8,7 @@
 
 use super::cluster::Cluster;
 use crate::support::program::Ran;
-use crate::support::queue::{done_count, produce_plain, tick};
+use crate::support::queue::{done_count, produce_plain, produce_plain_batch, tick};
 use crate::support::testq::Testq;
 
 const USER: &str = "pgq_secret_user";
@@ -86,8 +86,7 @@ async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands
         )
         .await
         .expect("terminate");
-    produce_plain(&client, "testq", 1).await;
-    tick(&client, "testq").await;
+    produce_plain_batch(&client, "testq", 1).await;
     testq.wait_for_log_n("reconnect attempt 1 failed", 1).await;
     admin
         .batch_execute("alter database r allow_connections true")

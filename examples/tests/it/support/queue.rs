@@ -29,6 +29,14 @@ pub async fn produce_plain(client: &Client, queue: &str, n: usize) -> Vec<i64> {
     produce(client, queue, &vec!["plain"; n]).await
 }
 
+/// Inserts `n` plain events into `queue`, in one transaction, then ticks, so
+/// that they make one batch.
+pub async fn produce_plain_batch(client: &Client, queue: &str, n: usize) -> Vec<i64> {
+    let ids = produce_plain(client, queue, n).await;
+    tick(client, queue).await;
+    ids
+}
+
 /// Makes `queue` tick now, as pgqd would: the events committed so far make
 /// a batch.
 pub async fn tick(client: &Client, queue: &str) {
@@ -52,12 +60,16 @@ pub async fn done(client: &Client) -> Vec<i64> {
 
 /// How many rows `testq_done` has.
 pub async fn done_count(client: &Client) -> usize {
-    let n: i64 = client
-        .query_one("select count(*) from testq_done", &[])
+    usize::try_from(count(client, "testq_done").await).unwrap_or(0)
+}
+
+/// How many rows `table` has.
+pub async fn count(client: &Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("select count(*) from {table}"), &[])
         .await
-        .expect("count testq_done")
-        .get(0);
-    usize::try_from(n).unwrap_or(0)
+        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+        .get(0)
 }
 
 /// The batch a consumer holds (`pgq.get_consumer_info`'s `current_batch`), if any.

@@ -239,7 +239,7 @@ impl TestqDb {
 
     /// `n` plain events in one batch.
     pub async fn produce_plain_batch(&self, n: usize) -> Vec<i64> {
-        self.produce_batch(&vec!["plain"; n]).await
+        queue::produce_plain_batch(&self.client, QUEUE, n).await
     }
 
     /// Makes the queue tick now (no pgqd).
@@ -250,6 +250,19 @@ impl TestqDb {
     /// Puts due retried events back into the queue, as pgqd's maintenance does.
     pub async fn maint_retry_events(&self) -> i32 {
         queue::maint_retry_events(&self.client).await
+    }
+
+    /// Waits until `n` retried events are due and puts them back into the
+    /// queue, then ticks: what pgqd's maintenance and ticker would do.
+    pub async fn requeue_due_retries(&self, n: i32) {
+        let mut requeued = 0;
+        self.wait_until(&format!("{n} retried event(s) are due"), async || {
+            requeued += self.maint_retry_events().await;
+            requeued >= n
+        })
+        .await;
+        assert_eq!(requeued, n, "retried events put back");
+        self.tick().await;
     }
 
     /// The ids in `testq_done`, in id order (a duplicate shows twice).
