@@ -293,14 +293,38 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Writes events into `table` (quoted) with binary COPY, encoding them
 /// straight into large chunks. `ev_time` is now; PgQ's column defaults give
 /// the id and transaction id. Returns how many rows were written.
+///
+/// Events without extra fields are copied as three columns: less for the
+/// server to read. Should an event with extra fields follow, that COPY ends
+/// and another one with every column goes on (in the same transaction).
 pub(crate) async fn copy_events<I, E>(client: &Client, queue: &str, table: &str, events: I) -> Result<u64>
 where
     I: IntoIterator<Item = E>,
     E: Borrow<NewEvent>,
 {
-    let sql = format!(
-        "copy {table} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) from stdin (format binary)"
-    );
+    let mut events = events.into_iter().peekable();
+    let mut total = 0;
+    while events.peek().is_some() {
+        total += copy_run(client, queue, table, &mut events).await?;
+    }
+    Ok(total)
+}
+
+/// One COPY of [`copy_events`]: as many events as fit its columns.
+async fn copy_run<I, E>(client: &Client, queue: &str, table: &str, events: &mut std::iter::Peekable<I>) -> Result<u64>
+where
+    I: Iterator<Item = E>,
+    E: Borrow<NewEvent>,
+{
+    let has_extras =
+        |e: &NewEvent| e.ev_extra1.is_some() || e.ev_extra2.is_some() || e.ev_extra3.is_some() || e.ev_extra4.is_some();
+    let all = events.peek().is_some_and(|e| has_extras(e.borrow()));
+    let columns = if all {
+        "ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4"
+    } else {
+        "ev_time, ev_type, ev_data"
+    };
+    let sql = format!("copy {table} ({columns}) from stdin (format binary)");
     let fail = || Error::sql("copy", on_queue(queue));
     let sink = client.copy_in::<_, Bytes>(&sql).await.map_err(fail())?;
     futures_util::pin_mut!(sink);
@@ -310,29 +334,34 @@ where
     buf.put_slice(b"PGCOPY\n\xff\r\n\0");
     buf.put_i32(0);
     buf.put_i32(0);
-    for event in events {
+    let put = |buf: &mut BytesMut, field: &Option<String>| -> Result<()> {
+        match field {
+            None => buf.put_i32(-1),
+            Some(text) => {
+                let len = i32::try_from(text.len()).map_err(|_| Error::InvalidArgument {
+                    what: "event",
+                    problem: "a field is longer than 2 GiB".into(),
+                })?;
+                buf.put_i32(len);
+                buf.put_slice(text.as_bytes());
+            }
+        }
+        Ok(())
+    };
+    loop {
+        // The next event, unless it needs columns this COPY has not.
+        let Some(event) = events.next_if(|e| all || !has_extras(e.borrow())) else {
+            break;
+        };
         let e = event.borrow();
-        buf.put_i16(7);
+        buf.put_i16(if all { 7 } else { 3 });
         buf.put_i32(8);
         buf.put_i64(now);
-        for field in [
-            &e.ev_type,
-            &e.ev_data,
-            &e.ev_extra1,
-            &e.ev_extra2,
-            &e.ev_extra3,
-            &e.ev_extra4,
-        ] {
-            match field {
-                None => buf.put_i32(-1),
-                Some(text) => {
-                    let len = i32::try_from(text.len()).map_err(|_| Error::InvalidArgument {
-                        what: "event",
-                        problem: "a field is longer than 2 GiB".into(),
-                    })?;
-                    buf.put_i32(len);
-                    buf.put_slice(text.as_bytes());
-                }
+        put(&mut buf, &e.ev_type)?;
+        put(&mut buf, &e.ev_data)?;
+        if all {
+            for field in [&e.ev_extra1, &e.ev_extra2, &e.ev_extra3, &e.ev_extra4] {
+                put(&mut buf, field)?;
             }
         }
         if buf.len() >= COPY_CHUNK {

@@ -10,6 +10,7 @@ mod interactive;
 mod kinds;
 mod outcomes;
 mod privileges;
+mod producer;
 mod schema;
 mod scripted;
 mod ticker;
