@@ -15,4 +15,5 @@ mod mixed_stream;
 mod reliability;
 mod stream;
 mod support;
+mod ticker;
 mod webhook;
