@@ -331,6 +331,14 @@ impl<C: Consumer> BatchLoop<C> {
                 consumer: config.consumer.clone(),
                 source,
             })?;
+        let moved = (&config.queue, &config.consumer, &config.subconsumer)
+            != (&self.config.queue, &self.config.consumer, &self.config.subconsumer);
+        if moved {
+            // Another queue or consumer: forget what was read ahead for the
+            // old one, and listen (and prepare the batch query) anew.
+            self.pending = None;
+            self.reader = None;
+        }
         self.config = config;
         Ok(())
     }
