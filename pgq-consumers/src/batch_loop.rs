@@ -498,6 +498,10 @@ impl<C: Consumer> BatchLoop<C> {
                     // waiting for the finish: if the finish failed (or found
                     // the batch not open, which it makes an error), the
                     // transaction is aborted and the COMMIT rolls it back.
+                    // Order: tokio-postgres sends a request when its future is
+                    // first polled (a prepared statement needs no round trip
+                    // first), and `join` polls the finish before the COMMIT,
+                    // so the finish is inside the transaction it commits with.
                     let limits = limits(&self.config);
                     let (next, committed) = futures_util::future::join(
                         statements.finish_and_next(&queue_tx, batch_id, &queue, &consumer, &limits),
