@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use crate::batch::{Batch, BatchEnd, BatchReport, EventStream};
 use crate::config::Config;
 use crate::connect::{connect, connect_listening, Database, Notifications};
-use crate::consumer::{CommitMode, Consumer, Context};
+use crate::consumer::{apply_settings, CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
@@ -205,13 +205,7 @@ impl<C: Consumer> BatchLoop<C> {
     /// Connects to the queue database (and the remote one for remote
     /// consumers) and calls the consumer's `config` with `[settings]`.
     pub async fn connect(mut consumer: C, config: Config) -> Result<BatchLoop<C>> {
-        consumer
-            .config(&config.settings)
-            .await
-            .map_err(|source| Error::Settings {
-                consumer: config.consumer.clone(),
-                source,
-            })?;
+        apply_settings(&mut consumer, &config).await?;
         let app = application_name(&config);
         let queue_db = connect(&config.db, &app, Database::Queue).await?;
         let remote_db = match consumer.commit_mode() {
@@ -324,13 +318,7 @@ impl<C: Consumer> BatchLoop<C> {
     /// with the new `[settings]`; on error the old configuration stays.
     /// Connection strings are not re-read here (a restart applies them).
     pub async fn reconfigure(&mut self, config: Config) -> Result<()> {
-        self.consumer
-            .config(&config.settings)
-            .await
-            .map_err(|source| Error::Settings {
-                consumer: config.consumer.clone(),
-                source,
-            })?;
+        apply_settings(&mut self.consumer, &config).await?;
         let moved = (&config.queue, &config.consumer, &config.subconsumer)
             != (&self.config.queue, &self.config.consumer, &self.config.subconsumer);
         if moved {

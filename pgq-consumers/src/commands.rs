@@ -9,7 +9,7 @@ use crate::batch_loop::application_name;
 use crate::cli::{Command, Selection};
 use crate::config::Config;
 use crate::connect::{connect, Database};
-use crate::consumer::{CommitMode, Consumer};
+use crate::consumer::{apply_settings, CommitMode, Consumer};
 use crate::error::{Error, Result};
 use crate::{coop, failed, schema};
 
@@ -128,13 +128,7 @@ fn refuse_while_running(config: &Config) -> Result<()> {
 
 async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> Result<()> {
     refuse_while_running(config)?;
-    consumer
-        .config(&config.settings)
-        .await
-        .map_err(|source| Error::Settings {
-            consumer: config.consumer.clone(),
-            source,
-        })?;
+    apply_settings(&mut consumer, config).await?;
     let version = schema::install(db).await?;
     println!("framework schema pgq_consumer is at version {version}");
     let created = pgq::create_queue(db, &config.queue).await?;

@@ -102,6 +102,21 @@ pub trait Consumer: Send + 'static {
     }
 }
 
+/// Calls the consumer's [`Consumer::config`] hook with the config's
+/// `[settings]`, naming the consumer in the error.
+pub(crate) async fn apply_settings<C: Consumer>(
+    consumer: &mut C,
+    config: &crate::config::Config,
+) -> crate::error::Result<()> {
+    consumer
+        .config(&config.settings)
+        .await
+        .map_err(|source| crate::error::Error::Settings {
+            consumer: config.consumer.clone(),
+            source,
+        })
+}
+
 /// What a handler can reach while processing a batch.
 pub struct Context<'a> {
     pub(crate) db: &'a Transaction<'a>,
