@@ -190,18 +190,40 @@ fn send(name: &str, pid: u32, signal: Signal) -> Result<(), ExitCode> {
 }
 
 /// Polls until the daemon `pid` no longer holds the pidfile, for at most `timeout`.
+/// Waits until the daemon has let go of its pidfile and its process has
+/// ended: the lock goes a moment before the process does, and "stopped"
+/// must mean the process is gone.
 fn wait_gone(path: &Path, pid: u32, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
-        match running_pid(path) {
-            Ok(Some(holder)) if holder == pid => {}
-            Ok(_) => return true,
+        let released = match running_pid(path) {
+            Ok(Some(holder)) => holder != pid,
+            Ok(None) => true,
             // Unreadable for a moment (a new daemon writing its pid): look again.
-            Err(_) => {}
+            Err(_) => false,
+        };
+        if released && process_ended(pid) {
+            return true;
         }
         if Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// True when no process has this pid, or only a zombie waiting to be reaped
+/// by its parent (the daemon's parent is init, not us).
+fn process_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) STATE ...`: the state follows the last parenthesis.
+        Ok(stat) => matches!(
+            stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()),
+            Some('Z') | None
+        ),
+        Err(_) => match i32::try_from(pid) {
+            Ok(raw) => nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None).is_err(),
+            Err(_) => true,
+        },
     }
 }
