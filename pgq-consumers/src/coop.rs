@@ -94,16 +94,13 @@ pub async fn register_subconsumer(
     consumer: &str,
     subconsumer: &str,
 ) -> Result<bool> {
-    const F: &str = "pgq_consumer.register_subconsumer";
-    let row = client
-        .query_one(
-            "select pgq_consumer.register_subconsumer($1, $2, $3) as n",
-            &[&queue, &consumer, &subconsumer],
-        )
-        .await
-        .map_err(Error::subconsumer(F, queue, consumer, subconsumer))?;
-    let n: i32 = row.try_get("n").map_err(Error::row(F))?;
-    Ok(n > 0)
+    subconsumer_call(
+        client,
+        "pgq_consumer.register_subconsumer",
+        "select pgq_consumer.register_subconsumer($1, $2, $3) as n",
+        (queue, consumer, subconsumer),
+    )
+    .await
 }
 
 /// Unregisters a sub-consumer, handing a batch it holds back to the group
@@ -243,15 +240,29 @@ pub async fn touch_subconsumer(
     consumer: &str,
     subconsumer: &str,
 ) -> Result<bool> {
-    const F: &str = "pgq_consumer.touch_subconsumer";
+    subconsumer_call(
+        client,
+        "pgq_consumer.touch_subconsumer",
+        "select pgq_consumer.touch_subconsumer($1, $2, $3) as n",
+        (queue, consumer, subconsumer),
+    )
+    .await
+}
+
+/// Runs `sql`, a call of the framework function `function` taking
+/// (queue, consumer, subconsumer) and returning a count as `n`; `true` when
+/// the count is above zero.
+async fn subconsumer_call(
+    client: &impl GenericClient,
+    function: &'static str,
+    sql: &str,
+    (queue, consumer, subconsumer): (&str, &str, &str),
+) -> Result<bool> {
     let row = client
-        .query_one(
-            "select pgq_consumer.touch_subconsumer($1, $2, $3) as n",
-            &[&queue, &consumer, &subconsumer],
-        )
+        .query_one(sql, &[&queue, &consumer, &subconsumer])
         .await
-        .map_err(Error::subconsumer(F, queue, consumer, subconsumer))?;
-    let n: i32 = row.try_get("n").map_err(Error::row(F))?;
+        .map_err(Error::subconsumer(function, queue, consumer, subconsumer))?;
+    let n: i32 = row.try_get("n").map_err(Error::row(function))?;
     Ok(n > 0)
 }
 

@@ -71,23 +71,31 @@ fn notify(opts: &Options, signal: Signal, what: &str) -> ExitCode {
 
 /// SIGTERM, then waits for the daemon to release the pidfile.
 pub(crate) fn stop(opts: &Options) -> ExitCode {
-    let name = &opts.name;
-    let (path, pid) = match find(opts) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
-    if let Err(code) = send(name, pid, Signal::SIGTERM) {
-        return code;
+    match terminate(opts) {
+        Ok(None) => ExitCode::Ok,
+        Ok(Some((_, pid))) => {
+            eprintln!(
+                "{} is still running, pid {pid}, {:?} after SIGTERM: its round in flight may be long; use `kill` to stop it at once",
+                opts.name, opts.stop_timeout
+            );
+            ExitCode::Failed
+        }
+        Err(code) => code,
     }
+}
+
+/// Finds the daemon, sends SIGTERM and waits up to `stop_timeout` for it to be
+/// gone. `Ok(None)` when it stopped (and said so), `Ok(Some((pidfile, pid)))`
+/// when it still runs, `Err` when there was none to stop.
+fn terminate(opts: &Options) -> Result<Option<(PathBuf, u32)>, ExitCode> {
+    let name = &opts.name;
+    let (path, pid) = find(opts)?;
+    send(name, pid, Signal::SIGTERM)?;
     if wait_gone(&path, pid, opts.stop_timeout) {
         println!("{name} stopped, pid {pid}");
-        ExitCode::Ok
+        Ok(None)
     } else {
-        eprintln!(
-            "{name} is still running, pid {pid}, {:?} after SIGTERM: its round in flight may be long; use `kill` to stop it at once",
-            opts.stop_timeout
-        );
-        ExitCode::Failed
+        Ok(Some((path, pid)))
     }
 }
 
@@ -127,23 +135,17 @@ fn kill_found(opts: &Options, path: &Path, pid: u32) -> ExitCode {
 /// The first half of `restart`: a graceful stop, escalating to `kill` after
 /// `stop_timeout`. `Ok` once the daemon is gone.
 pub(crate) fn stop_for_restart(opts: &Options) -> ExitCode {
-    let name = &opts.name;
-    let (path, pid) = match find(opts) {
-        Ok(found) => found,
-        Err(code) => return code,
-    };
-    if let Err(code) = send(name, pid, Signal::SIGTERM) {
-        return code;
+    match terminate(opts) {
+        Ok(None) => ExitCode::Ok,
+        Ok(Some((path, pid))) => {
+            eprintln!(
+                "{}, pid {pid}, did not stop {:?} after SIGTERM: killing it",
+                opts.name, opts.stop_timeout
+            );
+            kill_found(opts, &path, pid)
+        }
+        Err(code) => code,
     }
-    if wait_gone(&path, pid, opts.stop_timeout) {
-        println!("{name} stopped, pid {pid}");
-        return ExitCode::Ok;
-    }
-    eprintln!(
-        "{name}, pid {pid}, did not stop {:?} after SIGTERM: killing it",
-        opts.stop_timeout
-    );
-    kill_found(opts, &path, pid)
 }
 
 /// The pidfile and the pid of the running daemon; prints why not, otherwise.
