@@ -17,7 +17,7 @@ use crate::consumer::{apply_settings, CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{Heartbeat, Lease};
 use crate::tracking;
 
 /// What one round of the loop did.
@@ -43,6 +43,14 @@ pub enum Round {
         /// The panic's message.
         message: String,
     },
+    /// A cooperative sub-consumer lost its batch to another member of its
+    /// group (it could no longer prove it held it, or another member took
+    /// it over and applied it first): its work on the batch was rolled
+    /// back, and the batch is done once, by the member that holds it.
+    Lost {
+        /// The batch.
+        batch_id: i64,
+    },
 }
 
 /// Runs a [`Consumer`] over its queue, batch by batch.
@@ -67,6 +75,9 @@ pub struct BatchLoop<C> {
     /// The next batch, opened in the transaction that finished the previous
     /// one (plain consumers), and its events already streaming.
     pending: Option<Pending>,
+    /// When a cooperative remote consumer last dropped the remote records
+    /// of its group's finished batches.
+    pruned: Option<tokio::time::Instant>,
 }
 
 /// A batch opened by the transaction that finished the previous one.
@@ -218,6 +229,12 @@ impl<C: Consumer> BatchLoop<C> {
                 Some(connect(dsn, &app, Database::Remote).await?)
             }
         };
+        // The framework's own SQL (failed events, remote batch tracking,
+        // sub-consumers) must be there before the first batch needs it.
+        crate::schema::require(&queue_db, Database::Queue).await?;
+        if let Some(remote) = &remote_db {
+            crate::schema::require(remote, Database::Remote).await?;
+        }
         let reader = Some(Reader::open(&config, &app).await?);
         Ok(BatchLoop {
             consumer,
@@ -229,6 +246,7 @@ impl<C: Consumer> BatchLoop<C> {
             statements: None,
             reader,
             pending: None,
+            pruned: None,
         })
     }
 
@@ -342,7 +360,7 @@ impl<C: Consumer> BatchLoop<C> {
             match self.round().await? {
                 Round::Idle => return Ok(done),
                 Round::Finished(report) => done.push(report),
-                Round::Aborted { .. } => return Ok(done),
+                Round::Aborted { .. } | Round::Lost { .. } => return Ok(done),
                 Round::Panicked { .. } => {}
             }
         }
@@ -354,6 +372,7 @@ impl<C: Consumer> BatchLoop<C> {
     /// batch is delivered again.
     pub async fn round(&mut self) -> Result<Round> {
         let statements = self.statements().await?;
+        let asked_at = tokio::time::Instant::now();
         let (ticks, prefetched) = match self.pending.take() {
             Some(p) => (p.ticks, p.stream),
             None => match next_batch(&self.queue_db, &statements, &self.config).await? {
@@ -367,8 +386,9 @@ impl<C: Consumer> BatchLoop<C> {
         let queue = self.config.queue.clone();
         let consumer = self.config.consumer.clone();
         let subconsumer = self.config.subconsumer.clone();
-        // Beats until this round ends, however it ends.
-        let _beating = self.heartbeat.start(&self.config).await;
+        // A sub-consumer's hold on its batch: its heartbeat beats until this
+        // round ends, however it ends.
+        let lease = self.heartbeat.start(&self.config, batch_id, asked_at);
 
         // The transaction starts while the reader connection starts
         // streaming the batch: one round trip for both.
@@ -398,6 +418,9 @@ impl<C: Consumer> BatchLoop<C> {
             None => None,
         };
 
+        if let (Some(remote), true) = (&remote_tx, subconsumer.is_some()) {
+            prune_group_records(&mut self.pruned, &self.config, &queue_tx, remote).await?;
+        }
         if let Some(remote) = &remote_tx {
             if tracking::is_applied(remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await? {
                 // The queue transaction of the first attempt was lost: what
@@ -443,11 +466,22 @@ impl<C: Consumer> BatchLoop<C> {
         }
         // A panic of the handler is caught here and survived: `catching` makes
         // the daemon's panic hook log it at ERROR, not FATAL.
-        let handler = pgq_daemon::catching(self.consumer.process_batch(&mut batch));
-        let outcome = std::panic::AssertUnwindSafe(handler)
-            .catch_unwind()
-            .await
-            .map_err(|panic| panic_message(panic.as_ref()));
+        let handler = std::panic::AssertUnwindSafe(pgq_daemon::catching(self.consumer.process_batch(&mut batch)))
+            .catch_unwind();
+        // A sub-consumer that can no longer prove it holds its batch stops
+        // working on it at once.
+        let outcome = match &lease {
+            None => handler.await,
+            Some(lease) => tokio::select! {
+                outcome = handler => outcome,
+                loss = lease.lost() => {
+                    drop(batch);
+                    rollback(queue_tx, remote_tx).await;
+                    return Ok(lost(&self.config, batch_id, &loss));
+                }
+            },
+        }
+        .map_err(|panic| panic_message(panic.as_ref()));
         let in_flight = batch.in_flight;
         let report = batch.report.clone();
         let outcomes = std::mem::take(&mut batch.outcomes);
@@ -456,8 +490,21 @@ impl<C: Consumer> BatchLoop<C> {
         match outcome {
             Ok(Ok(BatchEnd::Finish)) => {
                 crash_point("before-remote-commit");
+                // Checked last before anything commits: the commits
+                // themselves catch what slips past it.
+                if let Some(Err(loss)) = lease.as_ref().map(Lease::check) {
+                    rollback(queue_tx, remote_tx).await;
+                    return Ok(lost(&self.config, batch_id, &loss));
+                }
                 if let Some(remote) = remote_tx {
-                    tracking::record(&remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await?;
+                    match tracking::record(&remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await {
+                        Err(e @ Error::BatchAppliedByOther { .. }) => {
+                            rollback(queue_tx, Some(remote)).await;
+                            log::warn!("{}", crate::cli::error_chain(&e));
+                            return Ok(Round::Lost { batch_id });
+                        }
+                        other => other?,
+                    }
                     if !outcomes.is_empty() {
                         tracking::record_outcomes(
                             &remote,
@@ -477,7 +524,18 @@ impl<C: Consumer> BatchLoop<C> {
                 }
                 crash_point("after-remote-commit");
                 let next = if subconsumer.is_some() {
-                    finish(&queue_tx, batch_id, true).await?;
+                    match finish(&queue_tx, batch_id, true).await {
+                        Err(e @ Error::BatchNotActive { .. }) => {
+                            drop(queue_tx);
+                            log::warn!(
+                                "{}; its work here is rolled back (what was committed in the remote database \
+                                 is recorded there, and the sub-consumer holding the batch finds it applied)",
+                                crate::cli::error_chain(&e)
+                            );
+                            return Ok(Round::Lost { batch_id });
+                        }
+                        other => other?,
+                    }
                     queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
                     None
                 } else {
@@ -565,6 +623,41 @@ impl<C: Consumer> BatchLoop<C> {
             }
         }
     }
+}
+
+/// How often a cooperative remote consumer drops the remote records of its
+/// group's finished batches.
+const PRUNE_PERIOD: Duration = Duration::from_secs(60);
+
+/// Drops, at most every [`PRUNE_PERIOD`] (`pruned`: when it was last done),
+/// the remote records of the group's batches that the queue database says
+/// are finished. In the round's transactions: rolled back with them.
+async fn prune_group_records(
+    pruned: &mut Option<tokio::time::Instant>,
+    config: &Config,
+    queue_tx: &tokio_postgres::Transaction<'_>,
+    remote: &tokio_postgres::Transaction<'_>,
+) -> Result<()> {
+    if pruned.is_some_and(|at| at.elapsed() < PRUNE_PERIOD) {
+        return Ok(());
+    }
+    *pruned = Some(tokio::time::Instant::now());
+    let (queue, consumer) = (&config.queue, &config.consumer);
+    if let Some(tick) = coop::group_finished_tick(queue_tx, queue, consumer).await? {
+        let n = tracking::prune_group(remote, queue, consumer, tick).await?;
+        log::debug!("dropped {n} remote record(s) of finished batches of the group, up to tick {tick}");
+    }
+    Ok(())
+}
+
+/// The round's result when a sub-consumer lost its batch, logged.
+fn lost(config: &Config, batch_id: i64, loss: &crate::heartbeat::Loss) -> Round {
+    log::warn!(
+        "sub-consumer {:?} of {:?} gives up batch {batch_id} and rolls its work back: {loss}",
+        config.subconsumer.as_deref().unwrap_or_default(),
+        config.consumer
+    );
+    Round::Lost { batch_id }
 }
 
 /// Takes the next batch from where this consumer's batches come from: its

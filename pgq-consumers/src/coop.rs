@@ -249,6 +249,45 @@ pub async fn touch_subconsumer(
     .await
 }
 
+/// Marks a sub-consumer as seen while it holds batch `batch_id`
+/// (`pgq_consumer.touch_subconsumer(4)`, schema version 5). Returns `false`
+/// when it does not hold that batch any more (taken over by another
+/// sub-consumer, finished, or the sub-consumer unregistered): it must stop
+/// working on the batch and roll back. Use a connection other than the one
+/// processing the batch.
+pub async fn touch_batch(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    subconsumer: &str,
+    batch_id: i64,
+) -> Result<bool> {
+    const F: &str = "pgq_consumer.touch_subconsumer";
+    let row = client
+        .query_one(
+            "select pgq_consumer.touch_subconsumer($1, $2, $3, $4) as n",
+            &[&queue, &consumer, &subconsumer, &batch_id],
+        )
+        .await
+        .map_err(Error::subconsumer(F, queue, consumer, subconsumer))?;
+    let n: i32 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(n > 0)
+}
+
+/// The tick up to which every batch of the cooperative group `consumer` is
+/// finished (`pgq_consumer.group_finished_tick`, schema version 5): a batch
+/// ending at or before it is not delivered again. `None` when the group is
+/// not registered. Its remote database's records of such batches can go
+/// ([`crate::tracking::prune_group`]).
+pub async fn group_finished_tick(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<Option<i64>> {
+    const F: &str = "pgq_consumer.group_finished_tick";
+    let row = client
+        .query_one("select pgq_consumer.group_finished_tick($1, $2) as t", &[&queue, &consumer])
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    row.try_get("t").map_err(Error::row(F))
+}
+
 /// Runs `sql`, a call of the framework function `function` taking
 /// (queue, consumer, subconsumer) and returning a count as `n`; `true` when
 /// the count is above zero.

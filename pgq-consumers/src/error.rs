@@ -40,6 +40,17 @@ pub enum Error {
         /// The newest version this program has.
         supported: i32,
     },
+    /// The framework's SQL is missing from a database a consumer uses, or
+    /// older than this program needs.
+    #[error("the framework's SQL (schema pgq_consumer) in the {which} is {}; this program needs version {needed}: run the `install` command (it installs or upgrades it)", match installed { Some(v) => format!("at version {v}"), None => "not installed".to_string() })]
+    SchemaOutdated {
+        /// Which database.
+        which: crate::connect::Database,
+        /// The version installed there, if any.
+        installed: Option<i32>,
+        /// The version this program needs.
+        needed: i32,
+    },
     /// A framework SQL function failed for a queue's consumer.
     #[error("{function} failed for consumer {consumer:?} on queue {queue:?}")]
     Consumer {
@@ -84,6 +95,24 @@ pub enum Error {
     /// transaction must roll back, so its work is not done twice.
     #[error("batch {batch_id} is not active (finished already, or taken over by another sub-consumer)")]
     BatchNotActive {
+        /// The batch.
+        batch_id: i64,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Another sub-consumer of the group recorded this batch as applied in
+    /// the remote database (it took the batch over while this one was
+    /// stalled or cut off): this attempt must roll back, so the batch is
+    /// applied once.
+    #[error("batch {batch_id} of sub-consumer {subconsumer:?} of consumer {consumer:?} on queue {queue:?} was applied by another sub-consumer of the group, which took it over; this attempt is rolled back")]
+    BatchAppliedByOther {
+        /// The queue.
+        queue: String,
+        /// The group's consumer.
+        consumer: String,
+        /// The sub-consumer whose attempt was refused.
+        subconsumer: String,
         /// The batch.
         batch_id: i64,
         /// The PostgreSQL error.
@@ -346,6 +375,7 @@ impl Error {
             | Error::Subconsumer { source, .. }
             | Error::Batch { source, .. }
             | Error::BatchNotActive { source, .. }
+            | Error::BatchAppliedByOther { source, .. }
             | Error::NotRegistered { source, .. }
             | Error::BatchHeld { source, .. }
             | Error::UnexpectedRow { source, .. }

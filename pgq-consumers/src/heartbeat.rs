@@ -1,25 +1,39 @@
-//! The heartbeat of a cooperative sub-consumer.
+//! The heartbeat of a cooperative sub-consumer, and the lease it keeps on
+//! its batch.
 //!
 //! A sub-consumer silent for longer than `dead_interval` loses its batch to
 //! another member of its group ([`coop::next_batch_info`]). Taking a batch
-//! and finishing it mark the sub-consumer as seen; in between, while the
-//! handler works on the batch, the heartbeat does: about every third of
-//! `dead_interval` it calls [`coop::touch_subconsumer`] over a connection of
-//! its own (the batch's connection is inside the batch's transaction, whose
+//! marks the sub-consumer as seen; then, while the handler works on the
+//! batch, the heartbeat does: about every third of `dead_interval` it calls
+//! `pgq_consumer.touch_subconsumer` for the batch over a connection of its
+//! own (the batch's connection is inside the batch's transaction, whose
 //! writes nobody sees before it commits, and the reader connection is busy
-//! streaming the batch).
+//! streaming the batch). It beats from a task of its own for as long as the
+//! round lasts, so a batch that takes longer than `dead_interval` stays with
+//! the sub-consumer working on it, whether the handler awaits or computes.
 //!
-//! It beats from a task of its own for as long as the round lasts, so a
-//! batch that takes longer than `dead_interval` stays with the sub-consumer
-//! working on it, whether the handler awaits or computes. A killed process
-//! stops beating, and so does one whose runtime no longer runs (stopped,
-//! wedged): their batches go to another member after `dead_interval`, as
-//! before. A handler that awaits something that never comes keeps its batch:
-//! give its waits timeouts.
+//! Each beat that the queue database confirms (the sub-consumer still holds
+//! the batch) renews the [`Lease`]: the sub-consumer can prove it holds its
+//! batch for `dead_interval` after the beat was sent, since no other member
+//! can take the batch over before then. When no beat is confirmed for that
+//! long (the process was stopped, the heartbeat's connection is lost or
+//! silent, the database is unreachable), or a beat finds the batch taken
+//! over, the lease is lost and the batch loop stops working on the batch and
+//! rolls it back: another member may be applying it. (Whatever slips between
+//! the last check and a commit is caught by the commit itself: a taken-over
+//! batch cannot be finished in the queue database, and a cooperative
+//! group's remote database records each batch once.)
+//!
+//! A killed process stops beating, and so does one whose runtime no longer
+//! runs (stopped, wedged): their batches go to another member after
+//! `dead_interval`. A handler that awaits something that never comes keeps
+//! its batch: give its waits timeouts.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_postgres::Client;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -41,54 +55,104 @@ pub(crate) fn period(dead: Duration) -> Duration {
 /// and opened again when lost.
 #[derive(Default)]
 pub(crate) struct Heartbeat {
-    client: Option<Arc<Client>>,
+    client: Arc<Mutex<Option<Arc<Client>>>>,
 }
 
-/// A heartbeat in progress; it stops when this is dropped.
-pub(crate) struct Beating {
+/// Why a [`Lease`] was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Loss {
+    /// No beat was confirmed for `dead_interval`: another sub-consumer may
+    /// have taken the batch over.
+    Expired(Duration),
+    /// A beat found that the sub-consumer no longer holds the batch.
+    TakenOver,
+}
+
+impl std::fmt::Display for Loss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loss::Expired(d) => write!(
+                f,
+                "its hold on the batch was last confirmed {:.1}s ago, longer than dead_interval, so another \
+                 sub-consumer may have taken it over",
+                d.as_secs_f64()
+            ),
+            Loss::TakenOver => f.write_str("the queue database says another sub-consumer has taken the batch over"),
+        }
+    }
+}
+
+/// A sub-consumer's hold on the batch it works on, renewed by its heartbeat.
+/// The heartbeat stops when this is dropped: at the end of the round,
+/// however it ends (a round dropped midway included).
+pub(crate) struct Lease {
+    dead: Duration,
+    /// When the last confirmed beat (or the taking of the batch) was sent.
+    confirmed: watch::Receiver<Instant>,
+    /// Cancelled when a beat finds the batch taken over.
+    taken_over: CancellationToken,
     _stop: DropGuard,
 }
 
-impl Heartbeat {
-    /// Starts beating for the sub-consumer of `config` while it processes a
-    /// batch. The beat stops when the returned guard is dropped: at the end of
-    /// the round, however it ends (a round dropped midway included).
+impl Lease {
+    /// `Ok` while the sub-consumer can prove it holds the batch.
+    pub(crate) fn check(&self) -> Result<(), Loss> {
+        if self.taken_over.is_cancelled() {
+            return Err(Loss::TakenOver);
+        }
+        let age = self.confirmed.borrow().elapsed();
+        if age >= self.dead {
+            return Err(Loss::Expired(age));
+        }
+        Ok(())
+    }
+
+    /// Completes when the lease is lost.
     ///
-    /// `None`, and no beat, for a consumer that is not a sub-consumer or has
-    /// no `dead_interval` (its group takes no batch over), and when the
-    /// heartbeat's connection cannot be opened (logged; the batch is
-    /// processed all the same, as without a heartbeat).
-    pub(crate) async fn start(&mut self, config: &Config) -> Option<Beating> {
-        let sub = config.subconsumer.clone()?;
-        let every = period(config.dead_interval()?);
-        let client = match &self.client {
-            Some(c) if !c.is_closed() => Arc::clone(c),
-            _ => {
-                self.client = None;
-                let app = crate::batch_loop::application_name(config);
-                match connect(&config.db, &app, Database::Queue).await {
-                    Ok(c) => Arc::clone(self.client.insert(Arc::new(c))),
-                    Err(e) => {
-                        log::warn!(
-                            "sub-consumer {sub:?}: cannot open the heartbeat connection, so a batch taking \
-                             longer than dead_interval may go to another sub-consumer: {}",
-                            crate::cli::error_chain(&e)
-                        );
-                        return None;
+    /// Cancellation-safe.
+    pub(crate) async fn lost(&self) -> Loss {
+        loop {
+            let deadline = *self.confirmed.borrow() + self.dead;
+            tokio::select! {
+                () = self.taken_over.cancelled() => return Loss::TakenOver,
+                () = tokio::time::sleep_until(deadline) => {
+                    if let Err(loss) = self.check() {
+                        return loss;
                     }
                 }
             }
-        };
+        }
+    }
+}
+
+impl Heartbeat {
+    /// Starts beating for the sub-consumer of `config` while it processes
+    /// batch `batch_id`, which it asked for at `asked_at`, and returns its
+    /// lease on the batch.
+    ///
+    /// `None`, and no beat, for a consumer that is not a sub-consumer or has
+    /// no `dead_interval` (its group takes no batch over, so it holds its
+    /// batches for good).
+    pub(crate) fn start(&mut self, config: &Config, batch_id: i64, asked_at: Instant) -> Option<Lease> {
+        let sub = config.subconsumer.clone()?;
+        let dead = config.dead_interval()?;
+        let (confirm, confirmed) = watch::channel(asked_at);
+        let taken_over = CancellationToken::new();
         let stop = CancellationToken::new();
         let beat = Beat {
-            client,
-            queue: config.queue.clone(),
-            consumer: config.consumer.clone(),
+            slot: Arc::clone(&self.client),
+            config: config.clone(),
             subconsumer: sub,
-            every,
+            batch_id,
+            every: period(dead),
+            confirm,
+            taken_over: taken_over.clone(),
         };
         tokio::spawn(beat.run(stop.clone()));
-        Some(Beating {
+        Some(Lease {
+            dead,
+            confirmed,
+            taken_over,
             _stop: stop.drop_guard(),
         })
     }
@@ -96,60 +160,85 @@ impl Heartbeat {
 
 /// What the heartbeat's task needs.
 struct Beat {
-    client: Arc<Client>,
-    queue: String,
-    consumer: String,
+    slot: Arc<Mutex<Option<Arc<Client>>>>,
+    config: Config,
     subconsumer: String,
+    batch_id: i64,
     every: Duration,
+    confirm: watch::Sender<Instant>,
+    taken_over: CancellationToken,
 }
 
 impl Beat {
-    /// Touches the sub-consumer every `every` until `stop` is cancelled, or
-    /// until a touch fails (the next round tries again).
+    /// Touches the sub-consumer every `every` until `stop` is cancelled or
+    /// the batch is found taken over. A failed beat is logged (once, at
+    /// WARNING, until one succeeds again) and the next one opens a new
+    /// connection if the old one is gone.
     async fn run(self, stop: CancellationToken) {
-        let Beat {
-            client,
-            queue,
-            consumer,
-            subconsumer,
-            every,
-        } = self;
+        let (queue, consumer, sub, batch_id) =
+            (&self.config.queue, &self.config.consumer, &self.subconsumer, self.batch_id);
+        let mut failing = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(self.every) => {}
             }
+            let sent = Instant::now();
+            let beat = async {
+                let client = self.client().await?;
+                coop::touch_batch(&*client, queue, consumer, sub, batch_id).await
+            };
             let touched = tokio::select! {
                 () = stop.cancelled() => return,
-                touched = coop::touch_subconsumer(&*client, &queue, &consumer, &subconsumer) => touched,
+                touched = beat => touched,
             };
             match touched {
-                Ok(true) => log::trace!("sub-consumer {subconsumer:?} of {consumer:?}: heartbeat"),
+                Ok(true) => {
+                    self.confirm.send_replace(sent);
+                    if std::mem::take(&mut failing) {
+                        log::warn!("sub-consumer {sub:?} of {consumer:?}: heartbeat confirmed again");
+                    } else {
+                        log::trace!("sub-consumer {sub:?} of {consumer:?}: heartbeat");
+                    }
+                }
                 Ok(false) => {
                     log::warn!(
-                        "sub-consumer {subconsumer:?} of {consumer:?} on queue {queue:?} is no longer \
-                         registered: its heartbeat stops"
+                        "sub-consumer {sub:?} of {consumer:?} on queue {queue:?} no longer holds batch {batch_id} \
+                         (taken over by another sub-consumer, or unregistered): stopping work on it"
                     );
-                    return;
-                }
-                // Gone with the connection: the batch's connection is likely
-                // gone too, and the loop reports that once.
-                Err(e) if client.is_closed() => {
-                    log::debug!(
-                        "sub-consumer {subconsumer:?}: heartbeat stopped, its connection is lost: {}",
-                        crate::cli::error_chain(&e)
-                    );
+                    self.taken_over.cancel();
                     return;
                 }
                 Err(e) => {
-                    log::warn!(
-                        "sub-consumer {subconsumer:?}: heartbeat stopped, so its batch may go to another \
-                         sub-consumer after dead_interval: {}",
-                        crate::cli::error_chain(&e)
-                    );
-                    return;
+                    if !std::mem::replace(&mut failing, true) {
+                        log::warn!(
+                            "sub-consumer {sub:?} of {consumer:?}: heartbeat failed ({}); unless a beat gets \
+                             through within dead_interval, batch {batch_id} is given up and rolled back",
+                            crate::cli::error_chain(&e)
+                        );
+                    }
+                    self.forget_lost_client();
                 }
             }
+        }
+    }
+
+    /// The heartbeat's connection, opened when there is none.
+    async fn client(&self) -> crate::error::Result<Arc<Client>> {
+        let kept = self.slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(c) = kept.filter(|c| !c.is_closed()) {
+            return Ok(c);
+        }
+        let app = format!("{} heartbeat", crate::batch_loop::application_name(&self.config));
+        let client = Arc::new(connect(&self.config.db, &app, Database::Queue).await?);
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    fn forget_lost_client(&self) {
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_some_and(|c| c.is_closed()) {
+            *slot = None;
         }
     }
 }

@@ -70,8 +70,9 @@ pub use ticker::{ticker_leader, Ticker, TickerConfig, TickerLeader, TickerTask, 
 // The framework's own SQL (schema `pgq_consumer`): install, failed events,
 // remote batch tracking, cooperative sub-consumers.
 pub use coop::{
-    batch_owner, finish_batch as finish_subconsumer_batch, next_batch as next_subconsumer_batch,
-    next_batch_info as next_subconsumer_batch_info, register_subconsumer, subconsumer_info, touch_subconsumer,
+    batch_owner, finish_batch as finish_subconsumer_batch, group_finished_tick, next_batch as next_subconsumer_batch,
+    next_batch_info as next_subconsumer_batch_info, register_subconsumer, subconsumer_info,
+    touch_batch as touch_subconsumer_batch, touch_subconsumer,
     unregister_subconsumer, unregister_subconsumer_with, BatchHandling, BatchOwner, SubconsumerBatch, SubconsumerInfo,
 };
 pub use failed::{
@@ -87,7 +88,7 @@ pub use schema::{
 };
 pub use tracking::{
     applied_outcomes, forget as forget_applied_batches, is_applied as is_batch_applied,
-    last_applied as last_applied_batch, record as record_applied_batch, record_outcomes as record_applied_outcomes,
+    last_applied as last_applied_batch, prune_group as prune_applied_group_batches, record as record_applied_batch, record_outcomes as record_applied_outcomes,
     state as applied_batch_state, AppliedBatch, AppliedOutcome, BatchState,
 };
 

@@ -39,10 +39,15 @@ pub const SCHEMA_FILES: &[SchemaFile] = &[
         file: "sql/pgq_consumer/v4.sql",
         sql: include_str!("../../sql/pgq_consumer/v4.sql"),
     },
+    SchemaFile {
+        version: 5,
+        file: "sql/pgq_consumer/v5.sql",
+        sql: include_str!("../../sql/pgq_consumer/v5.sql"),
+    },
 ];
 
 /// The newest schema version this program has.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// The advisory lock (two-key form) that serializes installs in a database:
 /// "pgqc" and 1.
@@ -125,6 +130,20 @@ async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> 
         })?;
     }
     Ok(installed_version(client).await?.unwrap_or(0))
+}
+
+/// Fails with [`Error::SchemaOutdated`], saying to run `install`, unless the
+/// `pgq_consumer` schema in `which` (the database `client` is connected to)
+/// is at [`SCHEMA_VERSION`] or newer.
+pub async fn require(client: &impl GenericClient, which: crate::connect::Database) -> Result<()> {
+    match installed_version(client).await? {
+        Some(v) if v >= SCHEMA_VERSION => Ok(()),
+        installed => Err(Error::SchemaOutdated {
+            which,
+            installed,
+            needed: SCHEMA_VERSION,
+        }),
+    }
 }
 
 /// The installed version of the `pgq_consumer` schema, `None` when it is not

@@ -183,7 +183,10 @@ pub async fn is_applied(
 /// Records `batch` as applied by `consumer` (or its sub-consumer
 /// `subconsumer`). Call it in the remote transaction that applies the batch,
 /// before committing it. A plain consumer's record never moves back: a batch
-/// ending before the recorded one is an error.
+/// ending before the recorded one is an error. A cooperative group records
+/// each batch once: when another sub-consumer recorded it (it took the batch
+/// over from this one), [`Error::BatchAppliedByOther`], and the transaction
+/// must roll back.
 pub async fn record(
     client: &impl GenericClient,
     queue: &str,
@@ -206,8 +209,38 @@ pub async fn record(
             ],
         )
         .await
-        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+        .map_err(|source| match subconsumer {
+            Some(sub) if source.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Error::BatchAppliedByOther {
+                    queue: queue.to_owned(),
+                    consumer: consumer.to_owned(),
+                    subconsumer: sub.to_owned(),
+                    batch_id: batch.batch_id,
+                    source,
+                }
+            }
+            _ => sql_error(F, queue, consumer, subconsumer)(source),
+        })?;
     Ok(())
+}
+
+/// Drops the records of the cooperative group `consumer` of batches ending
+/// at or before `finished_tick`, which the queue database reports as
+/// finished ([`crate::coop::group_finished_tick`]); returns how many went.
+/// A group records each batch it applies once, so that a batch taken over
+/// from a stalled sub-consumer cannot be applied twice; once finished, a
+/// batch is not delivered again and its record is of no more use.
+pub async fn prune_group(client: &impl GenericClient, queue: &str, consumer: &str, finished_tick: i64) -> Result<u64> {
+    const F: &str = "pgq_consumer.prune_applied_group_batches";
+    let row = client
+        .query_one(
+            "select pgq_consumer.prune_applied_group_batches($1, $2, $3) as n",
+            &[&queue, &consumer, &finished_tick],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Forgets every batch `consumer` and its sub-consumers recorded on `queue`

@@ -146,6 +146,10 @@ fn config(db: &str, queue: &str, consumer: &str) -> Result<pgq_consumers::Config
 }
 
 async fn consume(db: &str, queue: &str, consumer: &str) -> Result<()> {
+    // The framework's SQL, as `install` puts it (the loop checks for it).
+    let client = connect(&ConnString::new(db), "pgq-bench", Database::Queue).await?;
+    pgq_consumers::install_schema(&client).await?;
+    drop(client);
     let mut batches = BatchLoop::connect(Noop::default(), config(db, queue, consumer)?).await?;
     let (mut events, mut count) = (0u64, 0u64);
     let start = Instant::now();
@@ -229,6 +233,7 @@ impl Fresh {
         let fresh = Fresh { admin, name, dsn };
         let client = connect(&ConnString::new(&fresh.dsn), "pgq-bench", Database::Queue).await?;
         client.batch_execute("create extension if not exists pgq").await?;
+        pgq_consumers::install_schema(&client).await?;
         pgq::create_queue(&client, BENCH_QUEUE).await?;
         pgq::register_consumer(&client, BENCH_QUEUE, BENCH_CONSUMER).await?;
         Ok(fresh)

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod faults;
+mod fencing;
 mod input;
 mod privileges;
 mod secrets;

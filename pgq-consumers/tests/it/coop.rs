@@ -9,7 +9,8 @@ use anyhow::Result;
 use pgq::BatchLimits;
 use pgq_consumers::{
     add_failed_event_from_batch, finish_subconsumer_batch, list_failed_events, next_subconsumer_batch,
-    next_subconsumer_batch_info, register_subconsumer, retry_failed_events, subconsumer_info, touch_subconsumer,
+    group_finished_tick, next_subconsumer_batch_info, register_subconsumer, retry_failed_events, subconsumer_info,
+    touch_subconsumer, touch_subconsumer_batch,
     unregister_subconsumer, unregister_subconsumer_with, BatchHandling, Error,
 };
 use tokio_postgres::Client;
@@ -199,7 +200,15 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
     );
     assert_eq!(event_ids(&client, taken.ticks.batch_id).await?, vec![e1]);
 
-    // The old holder comes back: its batch is gone, its work must roll back.
+    // The old holder comes back: its heartbeat learns the batch is gone...
+    assert!(!touch_subconsumer_batch(&client, Q, GROUP, "a", held.batch_id).await?);
+    assert!(touch_subconsumer_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?);
+    assert_eq!(
+        group_finished_tick(&client, Q, GROUP).await?,
+        Some(held.prev_tick_id),
+        "the batch held by b is not finished"
+    );
+    // ... and its work must roll back.
     match finish_subconsumer_batch(&client, held.batch_id).await {
         Err(Error::BatchNotActive { batch_id, .. }) => assert_eq!(batch_id, held.batch_id),
         other => panic!("expected BatchNotActive, got {other:?}"),
@@ -209,6 +218,8 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
         "the old batch id reads nothing"
     );
     finish_subconsumer_batch(&client, taken.ticks.batch_id).await?;
+    assert_eq!(group_finished_tick(&client, Q, GROUP).await?, Some(held.cur_tick_id));
+    assert!(!touch_subconsumer_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?, "finished");
     assert!(next(&client, "a").await?.is_none(), "a is still registered and idle");
     Ok(())
 }

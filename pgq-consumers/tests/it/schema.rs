@@ -197,3 +197,55 @@ async fn upgrade_from_v3_keeps_cooperative_groups_and_their_batches() -> Result<
     pgq_consumers::finish_subconsumer_batch(&client, held.batch_id).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn upgrade_from_v4_moves_the_batches_sub_consumers_applied_to_their_groups_record() -> Result<()> {
+    let db = TestDb::create_empty().await;
+    let client = db.connect().await;
+    assert_eq!(install_schema_to(&client, 4).await?, 4);
+    // Version 4 recorded each member's last batch in a row of its own.
+    for (sub, batch, prev, cur) in [("a", 7_i64, 3_i64, 4_i64), ("b", 8, 4, 5)] {
+        client
+            .execute(
+                "select pgq_consumer.record_applied_batch('q', 'grp', $1, $2, $3, $4)",
+                &[&sub, &batch, &prev, &cur],
+            )
+            .await?;
+    }
+    client
+        .execute("select pgq_consumer.record_applied_batch('q', 'plain', null, 9, 1, 2)", &[])
+        .await?;
+
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);
+    assert_eq!(install_schema(&client).await?, SCHEMA_VERSION, "twice is harmless");
+    let t = chrono::Utc::now();
+    let batch = |id, prev, cur| pgq::BatchTicks {
+        batch_id: id,
+        cur_tick_id: cur,
+        prev_tick_id: prev,
+        cur_tick_time: t,
+        prev_tick_time: t,
+        cur_tick_event_seq: 0,
+        prev_tick_event_seq: 0,
+    };
+    for (prev, cur) in [(3, 4), (4, 5)] {
+        assert!(
+            pgq_consumers::is_batch_applied(&client, "q", "grp", Some("c"), &batch(20, prev, cur)).await?,
+            "({prev}, {cur}] is still applied, for any member"
+        );
+    }
+    let a = pgq_consumers::last_applied_batch(&client, "q", "grp", Some("a"))
+        .await?
+        .expect("a's record");
+    assert_eq!((a.batch_id, a.prev_tick_id, a.tick_id), (7, 3, 4));
+    let plain = pgq_consumers::last_applied_batch(&client, "q", "plain", None)
+        .await?
+        .expect("the plain consumer's record stays");
+    assert_eq!(plain.tick_id, 2);
+    // A member applying one of them again is refused.
+    assert!(matches!(
+        pgq_consumers::record_applied_batch(&client, "q", "grp", Some("c"), &batch(21, 4, 5)).await,
+        Err(pgq_consumers::Error::BatchAppliedByOther { .. })
+    ));
+    Ok(())
+}

@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use pgq::BatchTicks;
 use pgq_consumers::{
     applied_batch_state, forget_applied_batches, install_schema, is_batch_applied, last_applied_batch,
-    record_applied_batch, BatchState, Error,
+    prune_applied_group_batches, record_applied_batch, BatchState, Error,
 };
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
@@ -228,6 +228,81 @@ async fn sub_consumer_recognises_a_batch_applied_by_the_one_it_took_over_from() 
         .await?
         .expect("a's record");
     assert_eq!((a.batch_id, a.subconsumer.as_deref()), (20, Some("a")));
-    assert_eq!(forget_applied_batches(&remote, Q, "grp").await?, 2);
+    // The group's record of each of the three.
+    assert_eq!(forget_applied_batches(&remote, Q, "grp").await?, 3);
+    Ok(())
+}
+
+/// Sub-consumer `sub` applies batch `batch` to the remote table and records
+/// it, in a transaction of `remote`, left open.
+async fn apply_as<'a>(
+    remote: &'a mut Client,
+    sub: &str,
+    batch: &BatchTicks,
+    ids: &[i64],
+) -> Result<tokio_postgres::Transaction<'a>> {
+    let tx = remote.transaction().await?;
+    assert_eq!(
+        applied_batch_state(&tx, Q, "grp", Some(sub), batch).await?,
+        BatchState::New
+    );
+    apply(&tx, ids).await?;
+    Ok(tx)
+}
+
+/// Sub-consumer b records `batch` while another transaction that recorded
+/// it is open: the record waits until `end` (that transaction's commit or
+/// rollback) is done, then returns.
+async fn record_after(
+    b: &tokio_postgres::Transaction<'_>,
+    batch: &BatchTicks,
+    end: impl std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>,
+) -> Result<pgq_consumers::Result<()>> {
+    let recording = record_applied_batch(b, Q, "grp", Some("b"), batch);
+    tokio::pin!(recording);
+    let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), &mut recording).await;
+    assert!(waiting.is_err(), "b's record must wait for the other one: {waiting:?}");
+    end.await?;
+    Ok(recording.await)
+}
+
+#[tokio::test]
+async fn a_group_records_a_batch_once_so_the_second_sub_consumer_to_apply_it_must_roll_back() -> Result<()> {
+    let (rdb, mut first) = remote_db().await?;
+    let mut second = rdb.connect().await;
+    let t = Utc::now();
+    // a took the batch, stalled, and b took it over: same ticks, new id.
+    let (held, taken) = (ticks(40, 7, 8, t), ticks(41, 7, 8, t));
+
+    // Both apply it at once; a records it first and commits.
+    let a = apply_as(&mut first, "a", &held, &[1, 2]).await?;
+    let b = apply_as(&mut second, "b", &taken, &[1, 2]).await?;
+    record_applied_batch(&a, Q, "grp", Some("a"), &held).await?;
+    // b's record waits for a's transaction to end.
+    let recorded = record_after(&b, &taken, a.commit()).await?;
+    match recorded {
+        Err(Error::BatchAppliedByOther {
+            subconsumer, batch_id, ..
+        }) => assert_eq!((subconsumer.as_str(), batch_id), ("b", 41)),
+        other => panic!("expected BatchAppliedByOther, got {other:?}"),
+    }
+    b.rollback().await?;
+    assert_eq!(applied_rows(&first).await?, [1, 2], "applied once");
+    assert!(is_batch_applied(&second, Q, "grp", Some("b"), &taken).await?, "b sees it applied");
+
+    // When the first to record rolls back instead, the other one goes on.
+    let next = ticks(42, 8, 9, t + TimeDelta::seconds(1));
+    let next_taken = ticks(43, 8, 9, next.cur_tick_time);
+    let a = apply_as(&mut first, "a", &next, &[3]).await?;
+    record_applied_batch(&a, Q, "grp", Some("a"), &next).await?;
+    let b = apply_as(&mut second, "b", &next_taken, &[3]).await?;
+    record_after(&b, &next_taken, a.rollback()).await??;
+    b.commit().await?;
+    assert_eq!(applied_rows(&first).await?, [1, 2, 3]);
+
+    // Records of batches the queue database reports finished are dropped.
+    assert_eq!(prune_applied_group_batches(&first, Q, "grp", 8).await?, 1);
+    assert!(!is_batch_applied(&first, Q, "grp", Some("c"), &held).await?);
+    assert!(is_batch_applied(&first, Q, "grp", Some("c"), &ticks(44, 8, 9, next.cur_tick_time)).await?);
     Ok(())
 }
