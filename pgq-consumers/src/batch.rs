@@ -1,6 +1,6 @@
 //! One batch being processed: reading its events, applying outcomes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -65,8 +65,11 @@ pub struct Batch<'a> {
     stream: Option<std::sync::Mutex<EventStream>>,
     opened: bool,
     exhausted: bool,
-    savepoint_open: bool,
+    /// The events handed out whose outcomes are not applied yet.
+    handed_out: HashSet<i64>,
     poisoned: &'a HashMap<i64, String>,
+    /// An event handed out whose outcome is not applied (the last one handed
+    /// out, while it is so): the one a panic is blamed on.
     pub(crate) in_flight: Option<i64>,
     pub(crate) report: BatchReport,
     /// The events stored as failed or retried, for a remote consumer to keep
@@ -94,7 +97,7 @@ impl<'a> Batch<'a> {
             stream: None,
             opened: false,
             exhausted: false,
-            savepoint_open: false,
+            handed_out: HashSet::new(),
             poisoned,
             in_flight: None,
             outcomes: Vec::new(),
@@ -123,9 +126,22 @@ impl<'a> Batch<'a> {
     /// the batch. An event that made the handler panic on an earlier try is not
     /// handed out again: it is stored as failed with the panic's message.
     ///
-    /// In [`CommitMode::RemoteEvent`] a savepoint is opened on the remote
-    /// side for the event handed out; [`Batch::apply`] closes it.
+    /// Events may be read ahead of applying their outcomes, and applied in
+    /// any order, except in [`CommitMode::RemoteEvent`]: there a savepoint is
+    /// opened on the remote side for the event handed out, covering the
+    /// remote writes made until [`Batch::apply`] closes it, and savepoints
+    /// nest, so an event's outcome must be applied before the next event is
+    /// read ([`Error::EventNotApplied`] otherwise). To work on several
+    /// events at once, use [`CommitMode::Remote`].
     pub async fn next_event(&mut self) -> Result<Option<Event>> {
+        if self.mode == CommitMode::RemoteEvent {
+            if let Some(&ev_id) = self.handed_out.iter().next() {
+                return Err(Error::EventNotApplied {
+                    batch_id: self.cx.ticks.batch_id,
+                    ev_id,
+                });
+            }
+        }
         loop {
             let next = match &mut self.stream {
                 // Streamed: taken straight from the connection, which reads
@@ -159,28 +175,17 @@ impl<'a> Batch<'a> {
                 self.record_failed(&event, &reason).await?;
                 continue;
             }
-            self.in_flight = Some(event.ev_id);
             if self.mode == CommitMode::RemoteEvent {
                 self.remote_exec(&format!("savepoint {SAVEPOINT}")).await?;
-                self.savepoint_open = true;
             }
+            self.in_flight = Some(event.ev_id);
+            self.handed_out.insert(event.ev_id);
             return Ok(Some(event));
         }
     }
 
+    /// Reads the next events through the cursor.
     async fn fill(&mut self) -> Result<()> {
-        if let Some(stream) = &mut self.stream {
-            // Streamed: the connection reads ahead no further than this.
-            let stream = stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match stream.try_next().await? {
-                Some(event) => self.buffer.push_back(event),
-                None => {
-                    self.exhausted = true;
-                    self.stream = None;
-                }
-            }
-            return Ok(());
-        }
         let batch_id = self.cx.ticks.batch_id;
         let quick = i32::try_from(self.fetch_size).unwrap_or(i32::MAX);
         let events = if !self.opened {
@@ -204,7 +209,19 @@ impl<'a> Batch<'a> {
     /// [`Outcome::Retry`] (or the failed store once `max_retries` is spent);
     /// [`BatchEnd::Abort`] for [`Outcome::AbortBatch`], which the caller must
     /// return from `process_batch`.
+    ///
+    /// Each event handed out by [`Batch::next_event`] takes one outcome:
+    /// an event that was not handed out, or whose outcome was applied
+    /// already, is [`Error::EventNotHandedOut`]. An event handed out and left
+    /// without an outcome when `process_batch` returns [`BatchEnd::Finish`]
+    /// is done, as with [`Outcome::Ok`].
     pub async fn apply(&mut self, event: &Event, outcome: Outcome) -> Result<BatchEnd> {
+        if !self.handed_out.remove(&event.ev_id) {
+            return Err(Error::EventNotHandedOut {
+                batch_id: self.cx.ticks.batch_id,
+                ev_id: event.ev_id,
+            });
+        }
         let outcome = match outcome {
             Outcome::Retry(delay) => match self.max_retries {
                 Some(max) if event.ev_retry.unwrap_or(0) >= i32::try_from(max).unwrap_or(i32::MAX) => Outcome::Failed(
@@ -214,15 +231,17 @@ impl<'a> Batch<'a> {
             },
             other => other,
         };
-        if self.savepoint_open {
-            self.savepoint_open = false;
+        if self.mode == CommitMode::RemoteEvent {
             let sql = match outcome {
                 Outcome::Ok => format!("release savepoint {SAVEPOINT}"),
                 _ => format!("rollback to savepoint {SAVEPOINT}"),
             };
             self.remote_exec(&sql).await?;
         }
-        self.in_flight = None;
+        if self.in_flight == Some(event.ev_id) {
+            // Any other event still without an outcome takes the blame.
+            self.in_flight = self.handed_out.iter().next().copied();
+        }
         match outcome {
             Outcome::Ok => {
                 self.report.ok += 1;

@@ -119,6 +119,27 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// In [`CommitMode::RemoteEvent`](crate::CommitMode::RemoteEvent), the
+    /// next event was asked for before the outcome of the last one was
+    /// applied: each event's savepoint covers the remote writes made until
+    /// its outcome is applied, and savepoints nest, so events cannot be
+    /// worked on together in that mode.
+    #[error("batch {batch_id}: the outcome of event {ev_id} must be applied (Batch::apply) before the next event is read, in remote_event mode (its savepoint covers the remote writes made until then); to work on several events at once, use the remote mode")]
+    EventNotApplied {
+        /// The batch.
+        batch_id: i64,
+        /// The event whose outcome is not applied.
+        ev_id: i64,
+    },
+    /// An outcome was applied to an event that the batch did not hand out,
+    /// or whose outcome was applied already.
+    #[error("batch {batch_id}: event {ev_id} was not handed out by Batch::next_event, or its outcome was applied already")]
+    EventNotHandedOut {
+        /// The batch.
+        batch_id: i64,
+        /// The event.
+        ev_id: i64,
+    },
     /// The consumer (or, when `subconsumer` is set, the sub-consumer) is not
     /// registered on the queue.
     #[error("{} is not registered on queue {queue:?}", who(consumer, subconsumer.as_deref()))]

@@ -519,3 +519,194 @@ async fn killed_sub_consumers_heartbeat_stops_and_its_batch_is_taken_over_after_
     drop(wakeup);
     Ok(())
 }
+
+/// The order in which [`ReadAhead`] applies the outcomes of the events it
+/// read.
+#[derive(Clone, Copy)]
+enum Order {
+    /// Each event's outcome applied before the next event is read.
+    OneByOne,
+    /// Every event read (and written) first, then the outcomes in order.
+    InOrder,
+    /// Every event read (and written) first, then the outcomes last first.
+    Reverse,
+}
+
+/// A `process_batch` that writes a remote row for each event as it reads it
+/// (`done(ev_id, 'read')`), and applies outcomes by type (`fail`: Failed,
+/// `retry`: Retry, anything else: Ok) in the given order.
+struct ReadAhead {
+    mode: CommitMode,
+    order: Order,
+}
+
+#[async_trait::async_trait]
+impl pgq_consumers::Consumer for ReadAhead {
+    async fn process_event(
+        &mut self,
+        _ev: &pgq_consumers::Event,
+        _cx: &mut pgq_consumers::Context<'_>,
+    ) -> Result<pgq_consumers::Outcome, pgq_consumers::BoxError> {
+        Err("process_batch is overridden".into())
+    }
+
+    async fn process_batch(
+        &mut self,
+        batch: &mut pgq_consumers::Batch<'_>,
+    ) -> Result<pgq_consumers::BatchEnd, pgq_consumers::BoxError> {
+        let outcome = |ev: &pgq_consumers::Event| match ev.kind() {
+            "fail" => pgq_consumers::Outcome::Failed("read ahead: failed".into()),
+            "retry" => pgq_consumers::Outcome::Retry(Duration::from_secs(1)),
+            _ => pgq_consumers::Outcome::Ok,
+        };
+        let mut read = Vec::new();
+        while let Some(ev) = batch.next_event().await? {
+            let remote = batch.context().remote().ok_or("a remote consumer")?;
+            remote
+                .execute("insert into done (ev_id, outcome) values ($1, 'read')", &[&ev.ev_id])
+                .await?;
+            match self.order {
+                Order::OneByOne => {
+                    let _ = batch.apply(&ev, outcome(&ev)).await?;
+                }
+                Order::InOrder | Order::Reverse => read.push(ev),
+            }
+        }
+        if let Order::Reverse = self.order {
+            read.reverse();
+        }
+        for ev in &read {
+            let _ = batch.apply(ev, outcome(ev)).await?;
+        }
+        Ok(pgq_consumers::BatchEnd::Finish)
+    }
+
+    fn commit_mode(&self) -> CommitMode {
+        self.mode
+    }
+}
+
+/// Runs [`ReadAhead`] in `mode` and `order` over one batch of
+/// `ok, fail, retry, ok`; returns the round, the event ids, the remote rows,
+/// the failed events and the queue database.
+async fn read_ahead(
+    mode: CommitMode,
+    order: Order,
+) -> Result<(pgq_consumers::Result<Round>, Vec<i64>, Vec<(i64, String)>, Vec<i64>)> {
+    let (db, mut client) = setup().await?;
+    let (rdb, remote) = remote_db().await?;
+    let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok"]).await?;
+    tick(&client).await?;
+    let config = config(&db, &format!("remote_db = '{}'", rdb.dsn()));
+    let mut lp = BatchLoop::connect(ReadAhead { mode, order }, config).await?;
+    let round = lp.round().await;
+    let failed = list_failed_events(&client, Q, CONSUMER)
+        .await?
+        .into_iter()
+        .map(|f| f.event.ev_id)
+        .collect();
+    Ok((round, ids, done(&remote).await?, failed))
+}
+
+#[tokio::test]
+async fn remote_mode_events_read_together_keep_their_writes_and_get_their_outcomes_applied_in_order_or_in_reverse(
+) -> Result<()> {
+    for order in [Order::InOrder, Order::Reverse] {
+        let (round, ids, rows, failed) = read_ahead(CommitMode::Remote, order).await?;
+        let report = finished(round?);
+        assert_eq!(counts(&report), (4, 2, 1, 1));
+        assert_eq!(
+            rows,
+            ids.iter().map(|id| (*id, "read".to_string())).collect::<Vec<_>>(),
+            "the remote mode commits the whole batch's writes"
+        );
+        assert_eq!(failed, [ids[1]]);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_event_mode_rolls_back_exactly_the_writes_of_each_failed_or_retried_event_applied_before_the_next_is_read(
+) -> Result<()> {
+    let (round, ids, rows, failed) = read_ahead(CommitMode::RemoteEvent, Order::OneByOne).await?;
+    assert_eq!(counts(&finished(round?)), (4, 2, 1, 1));
+    assert_eq!(rows, [(ids[0], "read".into()), (ids[3], "read".into())]);
+    assert_eq!(failed, [ids[1]]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn remote_event_mode_refuses_to_read_the_next_event_before_the_last_ones_outcome_and_commits_nothing(
+) -> Result<()> {
+    for order in [Order::InOrder, Order::Reverse] {
+        let (round, ids, rows, failed) = read_ahead(CommitMode::RemoteEvent, order).await?;
+        match round {
+            Err(pgq_consumers::Error::Handler { source, .. }) => {
+                let refused = source
+                    .downcast_ref::<pgq_consumers::Error>()
+                    .is_some_and(|e| matches!(e, pgq_consumers::Error::EventNotApplied { ev_id, .. } if *ev_id == ids[0]));
+                assert!(refused, "refused for event {}: {source}", ids[0]);
+                assert!(source.to_string().contains("before the next event is read"), "{source}");
+            }
+            other => panic!("expected the handler's error, got {other:?}"),
+        }
+        assert!(rows.is_empty(), "nothing committed: {rows:?}");
+        assert!(failed.is_empty());
+    }
+    Ok(())
+}
+
+/// Applies an outcome to an event it never read, or twice to one it read.
+struct Misapplies {
+    twice: bool,
+}
+
+#[async_trait::async_trait]
+impl pgq_consumers::Consumer for Misapplies {
+    async fn process_event(
+        &mut self,
+        _ev: &pgq_consumers::Event,
+        _cx: &mut pgq_consumers::Context<'_>,
+    ) -> Result<pgq_consumers::Outcome, pgq_consumers::BoxError> {
+        Err("process_batch is overridden".into())
+    }
+
+    async fn process_batch(
+        &mut self,
+        batch: &mut pgq_consumers::Batch<'_>,
+    ) -> Result<pgq_consumers::BatchEnd, pgq_consumers::BoxError> {
+        let ev = batch.next_event().await?.ok_or("an event")?;
+        if self.twice {
+            let _ = batch.apply(&ev, pgq_consumers::Outcome::Ok).await?;
+            let _ = batch.apply(&ev, pgq_consumers::Outcome::Ok).await?;
+        } else {
+            let mut other = ev.clone();
+            other.ev_id += 1000;
+            let _ = batch.apply(&other, pgq_consumers::Outcome::Ok).await?;
+        }
+        Ok(pgq_consumers::BatchEnd::Finish)
+    }
+}
+
+#[tokio::test]
+async fn an_outcome_applied_to_an_event_not_handed_out_or_applied_twice_is_an_error_and_the_batch_comes_again(
+) -> Result<()> {
+    for twice in [false, true] {
+        let (db, mut client) = setup().await?;
+        insert_all(&mut client, &["ok", "ok"]).await?;
+        tick(&client).await?;
+        let mut lp = BatchLoop::connect(Misapplies { twice }, config(&db, "")).await?;
+        match lp.round().await {
+            Err(pgq_consumers::Error::Handler { source, .. }) => assert!(
+                matches!(
+                    source.downcast_ref::<pgq_consumers::Error>(),
+                    Some(pgq_consumers::Error::EventNotHandedOut { .. })
+                ),
+                "{source}"
+            ),
+            other => panic!("expected the handler's error, got {other:?}"),
+        }
+        assert!(position(&client, CONSUMER).await?.1.is_some(), "the batch is still open");
+    }
+    Ok(())
+}
