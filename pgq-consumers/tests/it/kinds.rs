@@ -527,7 +527,7 @@ enum Order {
     /// Each event's outcome applied before the next event is read.
     OneByOne,
     /// Every event read (and written) first, then the outcomes in order.
-    InOrder,
+    Forward,
     /// Every event read (and written) first, then the outcomes last first.
     Reverse,
 }
@@ -569,7 +569,7 @@ impl pgq_consumers::Consumer for ReadAhead {
                 Order::OneByOne => {
                     let _ = batch.apply(&ev, outcome(&ev)).await?;
                 }
-                Order::InOrder | Order::Reverse => read.push(ev),
+                Order::Forward | Order::Reverse => read.push(ev),
             }
         }
         if let Order::Reverse = self.order {
@@ -611,7 +611,7 @@ async fn read_ahead(
 #[tokio::test]
 async fn remote_mode_events_read_together_keep_their_writes_and_get_their_outcomes_applied_in_order_or_in_reverse(
 ) -> Result<()> {
-    for order in [Order::InOrder, Order::Reverse] {
+    for order in [Order::Forward, Order::Reverse] {
         let (round, ids, rows, failed) = read_ahead(CommitMode::Remote, order).await?;
         let report = finished(round?);
         assert_eq!(counts(&report), (4, 2, 1, 1));
@@ -638,7 +638,7 @@ async fn remote_event_mode_rolls_back_exactly_the_writes_of_each_failed_or_retri
 #[tokio::test]
 async fn remote_event_mode_refuses_to_read_the_next_event_before_the_last_ones_outcome_and_commits_nothing(
 ) -> Result<()> {
-    for order in [Order::InOrder, Order::Reverse] {
+    for order in [Order::Forward, Order::Reverse] {
         let (round, ids, rows, failed) = read_ahead(CommitMode::RemoteEvent, order).await?;
         match round {
             Err(pgq_consumers::Error::Handler { source, .. }) => {
