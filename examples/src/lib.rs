@@ -1,5 +1,4 @@
-//! Helpers shared by the example programs of `pgq-examples`: reading their
-//! `[settings]` tables, and an HTTP client.
+//! Helpers shared by the example programs of `pgq-examples`: an HTTP client.
 //!
 //! The programs themselves are the binaries in `src/bin/`: `testq` (every
 //! outcome), `webhook` (HTTP requests with back-off), `collector` and
@@ -7,4 +6,3 @@
 //! parallel workers with results).
 
 pub mod http;
-pub mod settings;

@@ -276,8 +276,7 @@ impl<'a> Batch<'a> {
     }
 
     async fn remote_exec(&self, sql: &str) -> Result<()> {
-        let remote = self.cx.remote.ok_or(Error::NoRemote)?;
-        remote.batch_execute(sql).await.map_err(|source| Error::Remote {
+        self.cx.tx.batch_execute(sql).await.map_err(|source| Error::Remote {
             queue: self.cx.queue.to_string(),
             consumer: self.cx.consumer.to_string(),
             source,

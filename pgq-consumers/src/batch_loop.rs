@@ -13,7 +13,7 @@ use tokio_postgres::Client;
 use crate::batch::{Batch, BatchEnd, BatchReport, EventStream};
 use crate::config::Config;
 use crate::connect::{connect, connect_listening, Database, Notifications};
-use crate::consumer::{apply_settings, CommitMode, Consumer, Context};
+use crate::consumer::{configure, read_settings, CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
@@ -61,6 +61,8 @@ pub enum Round {
 pub struct BatchLoop<C> {
     consumer: C,
     config: Config,
+    /// How the consumer's work commits: fixed at connect.
+    mode: CommitMode,
     queue_db: Client,
     remote_db: Option<Client>,
     poisoned: HashMap<i64, String>,
@@ -213,17 +215,22 @@ async fn start(
 const LARGE_BATCH: i64 = 20_000;
 
 impl<C: Consumer> BatchLoop<C> {
-    /// Connects to the queue database (and the remote one for remote
-    /// consumers) and calls the consumer's `config` with `[settings]`.
+    /// Reads the consumer's settings from `[settings]` and hands them to its
+    /// [`Consumer::configure`], then connects to the queue database (and the
+    /// remote one, in the remote commit modes) and checks that the
+    /// framework's SQL is installed there ([`Error::SchemaOutdated`]
+    /// otherwise: run `install`).
     pub async fn connect(mut consumer: C, config: Config) -> Result<BatchLoop<C>> {
-        apply_settings(&mut consumer, &config).await?;
+        let settings = read_settings::<C>(&config)?;
+        let mode = C::commit_mode(&settings);
+        configure(&mut consumer, settings, &config).await?;
         let app = application_name(&config);
         let queue_db = connect(&config.db, &app, Database::Queue).await?;
-        let remote_db = match consumer.commit_mode() {
+        let remote_db = match mode {
             CommitMode::Local => None,
             CommitMode::Remote | CommitMode::RemoteEvent => {
                 let dsn = config.remote_db.as_ref().ok_or_else(|| Error::ConfigInvalid {
-                    path: Default::default(),
+                    path: config.origin().to_path_buf(),
                     problem: "this is a remote consumer: set `remote_db`".into(),
                 })?;
                 Some(connect(dsn, &app, Database::Remote).await?)
@@ -239,6 +246,7 @@ impl<C: Consumer> BatchLoop<C> {
         Ok(BatchLoop {
             consumer,
             config,
+            mode,
             queue_db,
             remote_db,
             poisoned: HashMap::new(),
@@ -258,6 +266,11 @@ impl<C: Consumer> BatchLoop<C> {
     /// The current configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// How the consumer's work commits (fixed at [`BatchLoop::connect`]).
+    pub fn commit_mode(&self) -> CommitMode {
+        self.mode
     }
 
     /// The queue database connection (outside any batch).
@@ -332,19 +345,40 @@ impl<C: Consumer> BatchLoop<C> {
         Ok(s)
     }
 
-    /// Applies a re-read configuration: the consumer's `config` is called
-    /// with the new `[settings]`; on error the old configuration stays.
-    /// Connection strings are not re-read here (a restart applies them).
+    /// Applies a re-read configuration: the new `[settings]` are read and
+    /// handed to the consumer's [`Consumer::configure`], and the other keys
+    /// take effect from the next round. What was fixed at connect cannot
+    /// change: the connection strings (`db`, `remote_db`), `queue`,
+    /// `consumer`, `subconsumer`, and the commit mode the settings give. A
+    /// config that changes one of them is refused with
+    /// [`Error::ReloadRefused`] naming it, as is one whose settings do not
+    /// read or whose `configure` fails; then nothing changes.
+    ///
+    /// Not cancellation-safe: dropped midway, the consumer may have taken
+    /// the new settings while the rest of the config stays old.
     pub async fn reconfigure(&mut self, config: Config) -> Result<()> {
-        apply_settings(&mut self.consumer, &config).await?;
-        let moved = (&config.queue, &config.consumer, &config.subconsumer)
-            != (&self.config.queue, &self.config.consumer, &self.config.subconsumer);
-        if moved {
-            // Another queue or consumer: forget what was read ahead for the
-            // old one, and listen (and prepare the batch query) anew.
-            self.pending = None;
-            self.reader = None;
+        let old = &self.config;
+        let fixed: [(&'static str, bool); 5] = [
+            ("`db`", config.db != old.db),
+            ("`remote_db`", config.remote_db != old.remote_db),
+            ("`queue`", config.queue != old.queue),
+            ("`consumer`", config.consumer != old.consumer),
+            ("`subconsumer`", config.subconsumer != old.subconsumer),
+        ];
+        if let Some((key, _)) = fixed.iter().find(|(_, changed)| *changed) {
+            return Err(Error::ReloadRefused {
+                path: config.origin().to_path_buf(),
+                key,
+            });
         }
+        let settings = read_settings::<C>(&config)?;
+        if C::commit_mode(&settings) != self.mode {
+            return Err(Error::ReloadRefused {
+                path: config.origin().to_path_buf(),
+                key: "the commit mode (which [settings] gives)",
+            });
+        }
+        configure(&mut self.consumer, settings, &config).await?;
         self.config = config;
         Ok(())
     }
@@ -382,7 +416,7 @@ impl<C: Consumer> BatchLoop<C> {
         };
         let batch_id = ticks.batch_id;
         crash_point("batch-read");
-        let mode = self.consumer.commit_mode();
+        let mode = self.mode;
         let queue = self.config.queue.clone();
         let consumer = self.config.consumer.clone();
         let subconsumer = self.config.subconsumer.clone();
@@ -448,7 +482,7 @@ impl<C: Consumer> BatchLoop<C> {
         let filter = filter_sql(&self.config)?;
         let cx = Context {
             db: &queue_tx,
-            remote: remote_tx.as_ref(),
+            tx: remote_tx.as_ref().unwrap_or(&queue_tx),
             ticks: &ticks,
             queue: &queue,
             consumer: &consumer,
@@ -466,8 +500,8 @@ impl<C: Consumer> BatchLoop<C> {
         }
         // A panic of the handler is caught here and survived: `catching` makes
         // the daemon's panic hook log it at ERROR, not FATAL.
-        let handler = std::panic::AssertUnwindSafe(pgq_daemon::catching(self.consumer.process_batch(&mut batch)))
-            .catch_unwind();
+        let handler =
+            std::panic::AssertUnwindSafe(pgq_daemon::catching(self.consumer.process_batch(&mut batch))).catch_unwind();
         // A sub-consumer that can no longer prove it holds its batch stops
         // working on it at once.
         let outcome = match &lease {

@@ -107,6 +107,8 @@ fn parse_selection(s: &str) -> Result<Selection, String> {
 ///
 /// #[async_trait]
 /// impl Consumer for Printer {
+///     type Settings = pgq_consumers::NoSettings;
+///
 ///     async fn process_event(&mut self, ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
 ///         println!("{}: {}", ev.ev_id, ev.data());
 ///         Ok(Outcome::Ok)
@@ -147,6 +149,8 @@ where
 ///
 /// #[async_trait]
 /// impl Consumer for Printer {
+///     type Settings = pgq_consumers::NoSettings;
+///
 ///     async fn process_event(&mut self, ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
 ///         println!("{}", ev.data());
 ///         Ok(Outcome::Ok)

@@ -9,11 +9,15 @@ use crate::batch_loop::application_name;
 use crate::cli::{Command, Selection};
 use crate::config::Config;
 use crate::connect::{connect, Database};
-use crate::consumer::{apply_settings, CommitMode, Consumer};
+use crate::consumer::{configure, read_settings, CommitMode, Consumer};
 use crate::error::{Error, Result};
 use crate::{coop, failed, schema};
 
 pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
+    if let Command::Check = command {
+        // The consumer's settings are checked before the database is asked.
+        read_settings::<C>(config)?;
+    }
     let db = connect(&config.db, &application_name(config), Database::Queue).await?;
     if matches!(
         command,
@@ -128,7 +132,9 @@ fn refuse_while_running(config: &Config) -> Result<()> {
 
 async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> Result<()> {
     refuse_while_running(config)?;
-    apply_settings(&mut consumer, config).await?;
+    let settings = read_settings::<C>(config)?;
+    let mode = C::commit_mode(&settings);
+    configure(&mut consumer, settings, config).await?;
     let version = schema::install(db).await?;
     println!("framework schema pgq_consumer is at version {version}");
     let created = pgq::create_queue(db, &config.queue).await?;
@@ -141,11 +147,11 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
         config,
     );
     register(db, config).await?;
-    let remote = match consumer.commit_mode() {
+    let remote = match mode {
         CommitMode::Local => None,
         CommitMode::Remote | CommitMode::RemoteEvent => {
             let dsn = config.remote_db.as_ref().ok_or_else(|| Error::ConfigInvalid {
-                path: Default::default(),
+                path: config.origin().to_path_buf(),
                 problem: "this is a remote consumer: set `remote_db`".into(),
             })?;
             let remote = connect(dsn, &application_name(config), Database::Remote).await?;

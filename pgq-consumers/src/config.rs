@@ -80,9 +80,12 @@ pub struct Config {
     /// The embedded ticker (`[ticker]`): off unless `enabled = true`.
     #[serde(default)]
     pub ticker: crate::ticker::TickerConfig,
-    /// The user's own settings, given to `Consumer::config`.
+    /// The user's own settings, read into `Consumer::Settings`.
     #[serde(default)]
     pub settings: toml::Table,
+    /// The file the config was read from, for messages.
+    #[serde(skip)]
+    origin: PathBuf,
 }
 
 /// Which events reach the handler. An empty list lets everything through.
@@ -129,12 +132,19 @@ impl Config {
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|source| Error::ConfigSyntax {
+        let mut config: Config = toml::from_str(text).map_err(|source| Error::ConfigSyntax {
             path: path.to_path_buf(),
             source: Box::new(source),
         })?;
         config.check(path)?;
+        config.origin = path.to_path_buf();
         Ok(config)
+    }
+
+    /// The file the config was read from (as given to [`Config::load`] or
+    /// [`Config::parse`]), for messages.
+    pub fn origin(&self) -> &Path {
+        &self.origin
     }
 
     fn check(&self, path: &Path) -> Result<()> {

@@ -2,6 +2,8 @@
 
 use async_trait::async_trait;
 use pgq::{BatchTicks, Event};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use tokio_postgres::{Client, Transaction};
 
 use crate::batch::{Batch, BatchEnd};
@@ -12,7 +14,11 @@ use crate::outcome::Outcome;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a consumer's work commits, relative to finishing the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// It reads from settings as `"local"`, `"remote"` or `"remote_event"`, for
+/// a consumer whose mode is a setting (`mode = "remote"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum CommitMode {
     /// The handler writes in the queue database, in the batch's transaction:
     /// its writes commit together with `finish_batch`, exactly once.
@@ -28,30 +34,63 @@ pub enum CommitMode {
     RemoteEvent,
 }
 
+impl CommitMode {
+    /// Its name in settings and messages: `local`, `remote` or
+    /// `remote_event`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommitMode::Local => "local",
+            CommitMode::Remote => "remote",
+            CommitMode::RemoteEvent => "remote_event",
+        }
+    }
+}
+
+impl std::fmt::Display for CommitMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The settings of a consumer that has none: the config's `[settings]`
+/// table must be empty or absent (any key in it is an error naming it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoSettings {}
+
 /// A queue consumer: implement [`Consumer::process_event`], hand a value to
 /// [`crate::main`], and the program has the whole command line.
 ///
 /// A handler must not assume it runs once per event: a batch that is aborted,
 /// or a process that dies mid-batch, delivers its events again. Writes made
-/// through [`Context::db`] (local) or [`Context::remote`] (remote) are rolled
-/// back with the batch, which is what makes their effects exactly-once.
+/// through [`Context::tx`] are rolled back with the batch, which is what
+/// makes their effects exactly-once.
 #[async_trait]
 pub trait Consumer: Send + 'static {
+    /// The consumer's own settings: the config's `[settings]` table, read
+    /// into this type at start and on every reload (so derive
+    /// `serde::Deserialize` for it, with `#[serde(deny_unknown_fields)]` to
+    /// refuse keys it does not know). A key it refuses or a value of the
+    /// wrong type is an error naming the key: a start fails, a reload keeps
+    /// the settings in force. [`NoSettings`] when there are none.
+    type Settings: DeserializeOwned + Send + 'static;
+
     /// Processes one event.
     async fn process_event(&mut self, event: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError>;
 
-    /// Called at start and on every reload with the config's `[settings]`
-    /// table. An error stops a start (and is reported) or keeps the old
-    /// settings on reload.
-    async fn config(&mut self, settings: &toml::Table) -> Result<(), BoxError> {
+    /// Called at start and on every reload with the settings. An error stops
+    /// a start (and is reported) or keeps the old settings on reload.
+    async fn configure(&mut self, settings: Self::Settings) -> Result<(), BoxError> {
         let _ = settings;
         Ok(())
     }
 
-    /// How this consumer's work commits. Remote modes need `remote_db`.
-    /// Asked once, after the first [`Consumer::config`], so it may depend on
-    /// the settings.
-    fn commit_mode(&self) -> CommitMode {
+    /// How this consumer's work commits, given its settings. Read at start
+    /// only: a reload whose settings would change it is refused (the daemon
+    /// keeps running as it was; restart it to change the mode). Remote modes
+    /// need `remote_db`.
+    fn commit_mode(settings: &Self::Settings) -> CommitMode {
+        let _ = settings;
         CommitMode::Local
     }
 
@@ -102,14 +141,25 @@ pub trait Consumer: Send + 'static {
     }
 }
 
-/// Calls the consumer's [`Consumer::config`] hook with the config's
-/// `[settings]`, naming the consumer in the error.
-pub(crate) async fn apply_settings<C: Consumer>(
+/// Reads the config's `[settings]` into the consumer's settings type.
+pub(crate) fn read_settings<C: Consumer>(config: &crate::config::Config) -> crate::error::Result<C::Settings> {
+    toml::Value::Table(config.settings.clone())
+        .try_into()
+        .map_err(|source| crate::error::Error::SettingsInvalid {
+            path: config.origin().to_path_buf(),
+            source: Box::new(source),
+        })
+}
+
+/// Hands settings to the consumer's [`Consumer::configure`] hook, naming
+/// the consumer in the error.
+pub(crate) async fn configure<C: Consumer>(
     consumer: &mut C,
+    settings: C::Settings,
     config: &crate::config::Config,
 ) -> crate::error::Result<()> {
     consumer
-        .config(&config.settings)
+        .configure(settings)
         .await
         .map_err(|source| crate::error::Error::Settings {
             consumer: config.consumer.clone(),
@@ -120,23 +170,28 @@ pub(crate) async fn apply_settings<C: Consumer>(
 /// What a handler can reach while processing a batch.
 pub struct Context<'a> {
     pub(crate) db: &'a Transaction<'a>,
-    pub(crate) remote: Option<&'a Transaction<'a>>,
+    /// The transaction the work commits with: the remote one in the remote
+    /// modes, `db` otherwise.
+    pub(crate) tx: &'a Transaction<'a>,
     pub(crate) ticks: &'a BatchTicks,
     pub(crate) queue: &'a str,
     pub(crate) consumer: &'a str,
 }
 
 impl<'a> Context<'a> {
-    /// The queue database's transaction, the one that finishes the batch.
-    /// Writes made here commit exactly once, with the batch.
-    pub fn db(&self) -> &'a Transaction<'a> {
-        self.db
+    /// The transaction the handler's work commits with, exactly once with
+    /// the batch: the remote database's in the remote modes (committed
+    /// first, with the record that the batch was applied there), the queue
+    /// database's otherwise (committed with `finish_batch`).
+    pub fn tx(&self) -> &'a Transaction<'a> {
+        self.tx
     }
 
-    /// The remote database's transaction, for remote consumers; `None` for
-    /// local ones.
-    pub fn remote(&self) -> Option<&'a Transaction<'a>> {
-        self.remote
+    /// The queue database's transaction, the one that finishes the batch
+    /// (the same as [`Context::tx`] for a local consumer). Writes made here
+    /// commit exactly once, with the batch.
+    pub fn db(&self) -> &'a Transaction<'a> {
+        self.db
     }
 
     /// The batch being processed.

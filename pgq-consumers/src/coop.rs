@@ -282,7 +282,10 @@ pub async fn touch_batch(
 pub async fn group_finished_tick(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<Option<i64>> {
     const F: &str = "pgq_consumer.group_finished_tick";
     let row = client
-        .query_one("select pgq_consumer.group_finished_tick($1, $2) as t", &[&queue, &consumer])
+        .query_one(
+            "select pgq_consumer.group_finished_tick($1, $2) as t",
+            &[&queue, &consumer],
+        )
         .await
         .map_err(Error::consumer(F, queue, consumer))?;
     row.try_get("t").map_err(Error::row(F))

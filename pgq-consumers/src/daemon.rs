@@ -78,6 +78,18 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
             });
         }
         let config = self.reload_config()?;
+        let old = self.batches.config();
+        for (key, changed) in [
+            ("`pidfile`", config.pidfile != old.pidfile),
+            ("`logfile`", config.logfile != old.logfile),
+        ] {
+            if changed {
+                return Err(Box::new(Error::ReloadRefused {
+                    path: self.config_path.clone(),
+                    key,
+                }));
+            }
+        }
         let settings = Settings {
             delay: config.delay(),
             level: config.level(),

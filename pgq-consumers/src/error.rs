@@ -42,7 +42,7 @@ pub enum Error {
     },
     /// The framework's SQL is missing from a database a consumer uses, or
     /// older than this program needs.
-    #[error("the framework's SQL (schema pgq_consumer) in the {which} is {}; this program needs version {needed}: run the `install` command (it installs or upgrades it)", match installed { Some(v) => format!("at version {v}"), None => "not installed".to_string() })]
+    #[error("the framework's SQL (schema pgq_consumer) in the {which} is {}; this program needs version {needed}: run the `install` command first (it installs or upgrades it)", match installed { Some(v) => format!("at version {v}"), None => "not installed".to_string() })]
     SchemaOutdated {
         /// Which database.
         which: crate::connect::Database,
@@ -133,7 +133,9 @@ pub enum Error {
     },
     /// An outcome was applied to an event that the batch did not hand out,
     /// or whose outcome was applied already.
-    #[error("batch {batch_id}: event {ev_id} was not handed out by Batch::next_event, or its outcome was applied already")]
+    #[error(
+        "batch {batch_id}: event {ev_id} was not handed out by Batch::next_event, or its outcome was applied already"
+    )]
     EventNotHandedOut {
         /// The batch.
         batch_id: i64,
@@ -302,10 +304,27 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
-    /// A remote transaction was asked for by a consumer with no remote database.
-    #[error("this consumer has no remote database (its commit mode is local)")]
-    NoRemote,
-    /// The consumer's own `config` or `install` hook failed.
+    /// The config's `[settings]` do not fit the consumer's settings type:
+    /// a key it does not know, or a value of the wrong type (the source
+    /// names the key).
+    #[error("config file {}: [settings] is not valid", path.display())]
+    SettingsInvalid {
+        /// The config file.
+        path: std::path::PathBuf,
+        /// What is wrong, naming the key.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A reload changed a key that is read at start only: refused, and the
+    /// daemon goes on with the config it has.
+    #[error("config file {}: {key} changed; it is read at start only, so the reload is refused and the daemon goes on as it was: restart it to apply the change", path.display())]
+    ReloadRefused {
+        /// The config file.
+        path: std::path::PathBuf,
+        /// The key (or what changed, for the commit mode).
+        key: &'static str,
+    },
+    /// The consumer's own `configure` or `install` hook failed.
     #[error("consumer {consumer:?} refused its settings or install step")]
     Settings {
         /// The consumer.

@@ -175,8 +175,12 @@ impl Beat {
     /// WARNING, until one succeeds again) and the next one opens a new
     /// connection if the old one is gone.
     async fn run(self, stop: CancellationToken) {
-        let (queue, consumer, sub, batch_id) =
-            (&self.config.queue, &self.config.consumer, &self.subconsumer, self.batch_id);
+        let (queue, consumer, sub, batch_id) = (
+            &self.config.queue,
+            &self.config.consumer,
+            &self.subconsumer,
+            self.batch_id,
+        );
         let mut failing = false;
         loop {
             tokio::select! {

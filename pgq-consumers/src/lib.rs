@@ -13,12 +13,14 @@
 //!
 //! #[async_trait]
 //! impl Consumer for Audit {
+//!     type Settings = pgq_consumers::NoSettings;
+//!
 //!     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
 //!         if ev.kind() == "bad" {
 //!             return Ok(Outcome::Failed("bad events are not audited".into()));
 //!         }
 //!         // Written in the batch's transaction: commits once, with the batch.
-//!         cx.db()
+//!         cx.tx()
 //!             .execute("insert into audit(ev_id, data) values ($1, $2)", &[&ev.ev_id, &ev.data()])
 //!             .await?;
 //!         Ok(Outcome::Ok)
@@ -50,6 +52,7 @@ mod heartbeat;
 mod libpq;
 mod outcome;
 mod schema;
+pub mod seconds;
 mod status;
 mod ticker;
 mod tls;
@@ -60,7 +63,7 @@ pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
 pub use config::{redact, Config, ConnString, Filter, DB_ENV, REMOTE_DB_ENV};
 pub use connect::{connect, connect_listening, Database, Notifications};
-pub use consumer::{BoxError, CommitMode, Consumer, Context};
+pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};
 pub use error::{Error, Result};
 pub use failpoint::CRASH_AT_ENV;
 pub use libpq::SslMode;
@@ -72,8 +75,8 @@ pub use ticker::{ticker_leader, Ticker, TickerConfig, TickerLeader, TickerTask, 
 pub use coop::{
     batch_owner, finish_batch as finish_subconsumer_batch, group_finished_tick, next_batch as next_subconsumer_batch,
     next_batch_info as next_subconsumer_batch_info, register_subconsumer, subconsumer_info,
-    touch_batch as touch_subconsumer_batch, touch_subconsumer,
-    unregister_subconsumer, unregister_subconsumer_with, BatchHandling, BatchOwner, SubconsumerBatch, SubconsumerInfo,
+    touch_batch as touch_subconsumer_batch, touch_subconsumer, unregister_subconsumer, unregister_subconsumer_with,
+    BatchHandling, BatchOwner, SubconsumerBatch, SubconsumerInfo,
 };
 pub use failed::{
     add as add_failed_event, add_from_batch as add_failed_event_from_batch, count as count_failed_events,
@@ -88,8 +91,8 @@ pub use schema::{
 };
 pub use tracking::{
     applied_outcomes, forget as forget_applied_batches, is_applied as is_batch_applied,
-    last_applied as last_applied_batch, prune_group as prune_applied_group_batches, record as record_applied_batch, record_outcomes as record_applied_outcomes,
-    state as applied_batch_state, AppliedBatch, AppliedOutcome, BatchState,
+    last_applied as last_applied_batch, prune_group as prune_applied_group_batches, record as record_applied_batch,
+    record_outcomes as record_applied_outcomes, state as applied_batch_state, AppliedBatch, AppliedOutcome, BatchState,
 };
 
 pub use async_trait::async_trait;

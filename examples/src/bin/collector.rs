@@ -31,6 +31,7 @@
 //! 1048576).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,7 +40,7 @@ use clap::{Parser, Subcommand};
 use pgq::NewEvent;
 use pgq_consumers::{Config, Database};
 use pgq_daemon::{async_trait, debug, error, notice, verbose, warning, Activity, Daemon, DaemonCommand, Failure};
-use pgq_examples::settings;
+use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -74,29 +75,36 @@ enum Command {
 }
 
 /// What `[settings]` says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Settings {
+    /// The address to listen on, e.g. "127.0.0.1:7000".
     listen: String,
-    batch_size: usize,
-    buffer: usize,
-    max_record: usize,
+    #[serde(default = "default_batch_size")]
+    batch_size: NonZeroUsize,
+    #[serde(default = "default_buffer")]
+    buffer: NonZeroUsize,
+    #[serde(default = "default_max_record")]
+    max_record: NonZeroUsize,
+}
+
+fn default_batch_size() -> NonZeroUsize {
+    NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn default_buffer() -> NonZeroUsize {
+    NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn default_max_record() -> NonZeroUsize {
+    NonZeroUsize::new(1 << 20).unwrap_or(NonZeroUsize::MIN)
 }
 
 impl Settings {
     fn read(table: &toml::Table) -> Result<Settings, String> {
-        settings::only(table, "collector", &["listen", "batch_size", "buffer", "max_record"])?;
-        let listen = settings::string(table, "listen")?
-            .ok_or("[settings] listen is missing: the address to listen on, e.g. \"127.0.0.1:7000\"")?;
-        let size = |key: &str, default: u64| {
-            settings::count(table, key, default, 1)
-                .and_then(|n| usize::try_from(n).map_err(|_| format!("[settings] {key} is too large")))
-        };
-        Ok(Settings {
-            listen,
-            batch_size: size("batch_size", 10_000)?,
-            buffer: size("buffer", 100_000)?,
-            max_record: size("max_record", 1 << 20)?,
-        })
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e| format!("[settings] is not valid: {e}"))
     }
 }
 
@@ -129,8 +137,8 @@ impl Collector {
         }
         let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         notice!("listening on {local}, records go to queue {:?}", config.queue);
-        let (tx, records) = mpsc::channel(settings.buffer);
-        let acceptor = tokio::spawn(accept(listener, tx, settings.max_record));
+        let (tx, records) = mpsc::channel(settings.buffer.get());
+        let acceptor = tokio::spawn(accept(listener, tx, settings.max_record.get()));
         Ok(Collector {
             config_path,
             config,
@@ -145,7 +153,7 @@ impl Collector {
 
     /// Moves what the buffer holds into `pending`, up to a batch.
     fn take_buffered(&mut self) {
-        while self.pending.len() < self.settings.batch_size {
+        while self.pending.len() < self.settings.batch_size.get() {
             match self.records.try_recv() {
                 Ok(record) => self.pending.push(record),
                 Err(_) => break,
@@ -485,7 +493,7 @@ mod tests {
     fn settings_need_listen_and_refuse_unknown_keys() {
         let t: toml::Table = "listen = '127.0.0.1:0'".parse().unwrap_or_default();
         let s = Settings::read(&t);
-        assert_eq!(s.map(|s| (s.batch_size, s.buffer)), Ok((10_000, 100_000)));
+        assert_eq!(s.map(|s| (s.batch_size.get(), s.buffer.get())), Ok((10_000, 100_000)));
         assert!(Settings::read(&toml::Table::new()).is_err_and(|e| e.contains("listen")));
         let t: toml::Table = "listen = 'x'\nlisten_on = 'y'".parse().unwrap_or_default();
         assert!(Settings::read(&t).is_err_and(|e| e.contains("listen_on")));

@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 
 use pgq::NewEvent;
 use pgq_consumers::{async_trait, verbose, BoxError, Config, Consumer, Context, Database, Event, FailedEvent, Outcome};
-use pgq_examples::{http, settings};
+use pgq_examples::http;
+use serde::Deserialize;
 use tokio_postgres::Client;
 
 /// The functions a worker knows.
@@ -75,6 +76,26 @@ on conflict (map_id, idx) do update
 
 /// The longest `map` waits for the ticker to tick.
 const TICK_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What `[settings]` says.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Settings {
+    /// What `sleep_echo` sleeps, in milliseconds.
+    sleep_ms: u64,
+    /// How long `title` waits for a page.
+    #[serde(with = "pgq_consumers::seconds")]
+    http_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            sleep_ms: 1000,
+            http_timeout: Duration::from_secs(10),
+        }
+    }
+}
 
 /// A worker.
 struct Worker {
@@ -137,6 +158,8 @@ fn job_of(ev: &Event) -> Result<Option<(i64, i32)>, String> {
 
 #[async_trait]
 impl Consumer for Worker {
+    type Settings = Settings;
+
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         let job = match job_of(ev) {
             Ok(job) => job,
@@ -160,10 +183,9 @@ impl Consumer for Worker {
         })
     }
 
-    async fn config(&mut self, table: &toml::Table) -> Result<(), BoxError> {
-        settings::only(table, "mapreduce", &["sleep_ms", "http_timeout"])?;
-        self.sleep = settings::millis(table, "sleep_ms", Duration::from_secs(1))?;
-        let timeout = settings::seconds(table, "http_timeout", Duration::from_secs(10))?;
+    async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
+        self.sleep = Duration::from_millis(settings.sleep_ms);
+        let timeout = settings.http_timeout;
         if timeout.is_zero() {
             return Err("[settings] http_timeout must be more than 0 seconds".into());
         }

@@ -127,6 +127,8 @@ struct Noop {
 
 #[async_trait]
 impl Consumer for Noop {
+    type Settings = pgq_consumers::NoSettings;
+
     async fn process_event(&mut self, _ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         if self.first.is_none() {
             self.first = Some(Instant::now());
@@ -207,6 +209,8 @@ struct Clock(mpsc::UnboundedSender<(String, Instant)>);
 
 #[async_trait]
 impl Consumer for Clock {
+    type Settings = pgq_consumers::NoSettings;
+
     async fn process_event(&mut self, ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         let _ = self.0.send((ev.data().to_string(), Instant::now()));
         Ok(Outcome::Ok)

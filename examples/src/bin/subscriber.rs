@@ -13,24 +13,43 @@
 //! Records are written a chunk at a time (one multi-row insert per
 //! `[settings] chunk` events, default 1000), not one statement per event.
 
+use std::num::NonZeroUsize;
 use std::process::ExitCode;
 
 use pgq_consumers::{async_trait, Batch, BatchEnd, BoxError, CommitMode, Consumer, Context, Event, Outcome};
+use serde::Deserialize;
 use tokio_postgres::Client;
 
 const CREATE: &str = "create table if not exists stream_items (ev_id bigint, data text)";
 const INSERT_MANY: &str = "insert into stream_items (ev_id, data) select * from unnest($1::bigint[], $2::text[])";
 
+/// What `[settings]` says.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Settings {
+    /// Events stored per statement.
+    chunk: NonZeroUsize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            chunk: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+#[derive(Default)]
 struct Subscriber {
-    /// Events stored per statement (`[settings] chunk`).
-    chunk: usize,
+    settings: Settings,
 }
 
 #[async_trait]
 impl Consumer for Subscriber {
+    type Settings = Settings;
+
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
-        let remote = cx.remote().ok_or("subscriber: no remote transaction (set remote_db)")?;
-        remote
+        cx.tx()
             .execute(
                 "insert into stream_items (ev_id, data) values ($1, $2)",
                 &[&ev.ev_id, &ev.data()],
@@ -40,18 +59,16 @@ impl Consumer for Subscriber {
     }
 
     async fn process_batch(&mut self, batch: &mut Batch<'_>) -> Result<BatchEnd, BoxError> {
-        let remote = batch
-            .context()
-            .remote()
-            .ok_or("subscriber: no remote transaction (set remote_db)")?;
-        let mut events = Vec::with_capacity(self.chunk);
+        let chunk = self.settings.chunk.get();
+        let remote = batch.context().tx();
+        let mut events = Vec::with_capacity(chunk);
         loop {
             let event = batch.next_event().await?;
             let done = event.is_none();
             if let Some(ev) = event {
                 events.push(ev);
             }
-            if events.len() >= self.chunk || (done && !events.is_empty()) {
+            if events.len() >= chunk || (done && !events.is_empty()) {
                 let ids: Vec<i64> = events.iter().map(|e| e.ev_id).collect();
                 let data: Vec<&str> = events.iter().map(Event::data).collect();
                 remote.execute(INSERT_MANY, &[&ids, &data]).await?;
@@ -66,14 +83,12 @@ impl Consumer for Subscriber {
         }
     }
 
-    async fn config(&mut self, settings: &toml::Table) -> Result<(), BoxError> {
-        pgq_examples::settings::only(settings, "subscriber", &["chunk"])?;
-        self.chunk = usize::try_from(pgq_examples::settings::count(settings, "chunk", 1000, 1)?)
-            .map_err(|_| "[settings] chunk is too large")?;
+    async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
+        self.settings = settings;
         Ok(())
     }
 
-    fn commit_mode(&self) -> CommitMode {
+    fn commit_mode(_: &Settings) -> CommitMode {
         CommitMode::Remote
     }
 
@@ -85,5 +100,5 @@ impl Consumer for Subscriber {
 }
 
 fn main() -> ExitCode {
-    pgq_consumers::main(|| Subscriber { chunk: 1000 })
+    pgq_consumers::main(Subscriber::default)
 }

@@ -17,22 +17,35 @@
 //! while it is in flight.
 //!
 //! When its settings change (at start, and on a `reload` that changes them)
-//! testq logs them at NOTICE: `settings: mode local, sleep_ms 0`.
+//! testq logs them at NOTICE: `settings: mode local, sleep_ms 0`. The mode
+//! is read at start only: a reload that changes it is refused.
 
 use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use pgq_consumers::{async_trait, notice, BoxError, CommitMode, Consumer, Context, Event, Outcome};
+use serde::Deserialize;
 use tokio_postgres::Client;
+
+/// testq's `[settings]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    /// `local`, `remote` or `remote_event`.
+    #[serde(default)]
+    mode: CommitMode,
+    /// Milliseconds slept before each event.
+    #[serde(default)]
+    sleep_ms: u64,
+}
 
 #[derive(Default)]
 struct Testq {
     aborted_once: HashSet<i64>,
-    mode: CommitMode,
     sleep: Duration,
     /// The settings last logged.
-    logged: Option<(CommitMode, Duration)>,
+    logged: Option<Settings>,
 }
 
 const CREATE_DONE: &str =
@@ -40,15 +53,13 @@ const CREATE_DONE: &str =
 
 impl Testq {
     async fn done(&self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
-        let db = match self.mode {
-            CommitMode::Local => cx.db(),
-            _ => cx.remote().ok_or("testq: a remote mode without a remote transaction")?,
-        };
-        db.execute(
-            "insert into testq_done (ev_id, ev_type, ev_data, done_at) values ($1, $2, $3, now())",
-            &[&ev.ev_id, &ev.ev_type, &ev.ev_data],
-        )
-        .await?;
+        // The batch's transaction: the remote database's in the remote modes.
+        cx.tx()
+            .execute(
+                "insert into testq_done (ev_id, ev_type, ev_data, done_at) values ($1, $2, $3, now())",
+                &[&ev.ev_id, &ev.ev_type, &ev.ev_data],
+            )
+            .await?;
         notice!("done: event {} type {:?} data {:?}", ev.ev_id, ev.kind(), ev.data());
         Ok(Outcome::Ok)
     }
@@ -56,6 +67,8 @@ impl Testq {
 
 #[async_trait]
 impl Consumer for Testq {
+    type Settings = Settings;
+
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         if !self.sleep.is_zero() {
             tokio::time::sleep(self.sleep).await;
@@ -69,34 +82,17 @@ impl Consumer for Testq {
         }
     }
 
-    async fn config(&mut self, settings: &toml::Table) -> Result<(), BoxError> {
-        let (mode, mode_name) = match settings.get("mode").map(|v| v.as_str()) {
-            None | Some(Some("local")) => (CommitMode::Local, "local"),
-            Some(Some("remote")) => (CommitMode::Remote, "remote"),
-            Some(Some("remote_event")) => (CommitMode::RemoteEvent, "remote_event"),
-            Some(other) => {
-                return Err(format!("testq: [settings] mode is {other:?}; use local, remote or remote_event").into())
-            }
-        };
-        let sleep_ms = match settings.get("sleep_ms") {
-            None => 0,
-            Some(toml::Value::Integer(ms)) if *ms >= 0 => ms.unsigned_abs(),
-            Some(other) => {
-                return Err(format!("testq: [settings] sleep_ms is {other}; use a number of milliseconds").into())
-            }
-        };
-        // Checked in full before anything is applied: a bad reload changes nothing.
-        self.mode = mode;
-        self.sleep = Duration::from_millis(sleep_ms);
-        if self.logged != Some((mode, self.sleep)) {
-            self.logged = Some((mode, self.sleep));
-            notice!("settings: mode {mode_name}, sleep_ms {sleep_ms}");
+    async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
+        self.sleep = Duration::from_millis(settings.sleep_ms);
+        if self.logged != Some(settings) {
+            self.logged = Some(settings);
+            notice!("settings: mode {}, sleep_ms {}", settings.mode, settings.sleep_ms);
         }
         Ok(())
     }
 
-    fn commit_mode(&self) -> CommitMode {
-        self.mode
+    fn commit_mode(settings: &Settings) -> CommitMode {
+        settings.mode
     }
 
     async fn install(&mut self, db: &Client, remote: Option<&Client>) -> Result<(), BoxError> {

@@ -20,6 +20,7 @@
 //! per attempt, default 30), `concurrency` (requests of a batch in flight at
 //! once, default 8).
 
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,7 +29,7 @@ use pgq_consumers::{
     async_trait, backoff, notice, verbose, warning, Batch, BatchEnd, BoxError, Config, Consumer, Context, Database,
     Event, Outcome,
 };
-use pgq_examples::{http, settings};
+use pgq_examples::http;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -87,35 +88,28 @@ impl Request {
 }
 
 /// What `[settings]` says.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct Settings {
+    #[serde(with = "pgq_consumers::seconds")]
     backoff_base: Duration,
+    #[serde(with = "pgq_consumers::seconds")]
     backoff_max: Duration,
-    max_attempts: u32,
+    max_attempts: NonZeroU32,
+    #[serde(with = "pgq_consumers::seconds")]
     timeout: Duration,
-    concurrency: usize,
+    concurrency: NonZeroUsize,
 }
 
-impl Settings {
-    fn read(table: &toml::Table) -> Result<Settings, String> {
-        settings::only(
-            table,
-            "webhook",
-            &["backoff_base", "backoff_max", "max_attempts", "timeout", "concurrency"],
-        )?;
-        let timeout = settings::seconds(table, "timeout", Duration::from_secs(30))?;
-        if timeout.is_zero() {
-            return Err("[settings] timeout must be more than 0 seconds".into());
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(3600),
+            max_attempts: NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN),
+            timeout: Duration::from_secs(30),
+            concurrency: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
         }
-        Ok(Settings {
-            backoff_base: settings::seconds(table, "backoff_base", Duration::from_secs(10))?,
-            backoff_max: settings::seconds(table, "backoff_max", Duration::from_secs(3600))?,
-            max_attempts: u32::try_from(settings::count(table, "max_attempts", 3, 1)?)
-                .map_err(|_| "[settings] max_attempts is too large")?,
-            timeout,
-            concurrency: usize::try_from(settings::count(table, "concurrency", 8, 1)?)
-                .map_err(|_| "[settings] concurrency is too large")?,
-        })
     }
 }
 
@@ -147,7 +141,7 @@ impl Webhook {
             Ok(status) => format!("HTTP {status}"),
             Err(e) => e,
         };
-        if u32::try_from(attempt).unwrap_or(u32::MAX) >= settings.max_attempts {
+        if u32::try_from(attempt).unwrap_or(u32::MAX) >= settings.max_attempts.get() {
             warning!(
                 "event {}: {} {} failed: {problem} (attempt {attempt} of {}); giving up",
                 ev.ev_id,
@@ -200,6 +194,8 @@ async fn send(client: &reqwest::Client, request: &Request, ev_id: i64) -> Result
 
 #[async_trait]
 impl Consumer for Webhook {
+    type Settings = Settings;
+
     async fn process_event(&mut self, ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         let (settings, client) = self.ready()?;
         Ok(Webhook::deliver(settings, &client, ev).await)
@@ -210,8 +206,8 @@ impl Consumer for Webhook {
     async fn process_batch(&mut self, batch: &mut Batch<'_>) -> Result<BatchEnd, BoxError> {
         let (settings, client) = self.ready()?;
         loop {
-            let mut events = Vec::with_capacity(settings.concurrency);
-            while events.len() < settings.concurrency {
+            let mut events = Vec::with_capacity(settings.concurrency.get());
+            while events.len() < settings.concurrency.get() {
                 match batch.next_event().await? {
                     Some(ev) => events.push(ev),
                     None => break,
@@ -229,8 +225,10 @@ impl Consumer for Webhook {
         }
     }
 
-    async fn config(&mut self, table: &toml::Table) -> Result<(), BoxError> {
-        let settings = Settings::read(table)?;
+    async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
+        if settings.timeout.is_zero() {
+            return Err("[settings] timeout must be more than 0 seconds".into());
+        }
         let same_timeout = self.settings.as_ref().is_some_and(|s| s.timeout == settings.timeout);
         if self.client.is_none() || !same_timeout {
             self.client = Some(http::client(settings.timeout, false)?);
@@ -312,12 +310,14 @@ mod tests {
 
     #[test]
     fn settings_have_defaults_and_refuse_unknown_keys() {
-        let s = Settings::read(&toml::Table::new());
+        let s: Result<Settings, _> = toml::from_str("");
         assert_eq!(
-            s.map(|s| (s.max_attempts, s.backoff_base)),
-            Ok((3, Duration::from_secs(10)))
+            s.map(|s| (s.max_attempts.get(), s.backoff_base)).ok(),
+            Some((3, Duration::from_secs(10)))
         );
-        let t: toml::Table = "max_attempt = 3".parse().unwrap_or_default();
-        assert!(Settings::read(&t).is_err_and(|e| e.contains("max_attempt")));
+        let s: Result<Settings, _> = toml::from_str("max_attempt = 3");
+        assert!(s.is_err_and(|e| e.to_string().contains("max_attempt")));
+        let s: Result<Settings, _> = toml::from_str("max_attempts = 0");
+        assert!(s.is_err_and(|e| e.to_string().contains("nonzero")));
     }
 }

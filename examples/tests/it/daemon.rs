@@ -92,6 +92,40 @@ async fn reload_applies_a_changed_loglevel_and_hands_changed_settings_to_the_con
 }
 
 #[tokio::test]
+async fn a_reload_that_changes_the_commit_mode_or_the_queue_is_refused_naming_it_and_the_daemon_goes_on_as_it_was() {
+    let mut testq = TestqDb::installed("reload_refused").await;
+    testq.start().await;
+    testq.wait_for_log("NOTICE settings: mode local, sleep_ms 0").await;
+
+    testq.setting("mode", "remote_event").setting("sleep_ms", 5);
+    testq.ok(&["reload"]).await;
+    testq
+        .wait_for_log("ERROR reload failed, keeping the previous settings: config file")
+        .await;
+    let log = testq.log();
+    assert!(
+        log.contains("the commit mode (which [settings] gives) changed"),
+        "{log}"
+    );
+    assert!(log.contains("restart it to apply the change"), "{log}");
+    assert!(
+        !log.contains("sleep_ms 5"),
+        "nothing of the refused settings applied: {log}"
+    );
+
+    testq.setting("mode", "local").set("queue", "elsewhere");
+    testq.ok(&["reload"]).await;
+    testq.wait_for_log("`queue` changed; it is read at start only").await;
+
+    // Still the local consumer of its queue.
+    let ids = testq.produce_plain_batch(2).await;
+    testq
+        .wait_until("the events are done locally", async || testq.done().await == ids)
+        .await;
+    testq.ok(&["stop"]).await;
+}
+
+#[tokio::test]
 async fn reload_after_the_log_was_renamed_makes_the_daemon_write_a_new_log_file() {
     let testq = TestqDb::installed("log_reopen").await;
     testq.start().await;

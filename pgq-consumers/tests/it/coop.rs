@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::Result;
 use pgq::BatchLimits;
 use pgq_consumers::{
-    add_failed_event_from_batch, finish_subconsumer_batch, list_failed_events, next_subconsumer_batch,
-    group_finished_tick, next_subconsumer_batch_info, register_subconsumer, retry_failed_events, subconsumer_info,
-    touch_subconsumer, touch_subconsumer_batch,
-    unregister_subconsumer, unregister_subconsumer_with, BatchHandling, Error,
+    add_failed_event_from_batch, finish_subconsumer_batch, group_finished_tick, list_failed_events,
+    next_subconsumer_batch, next_subconsumer_batch_info, register_subconsumer, retry_failed_events, subconsumer_info,
+    touch_subconsumer, touch_subconsumer_batch, unregister_subconsumer, unregister_subconsumer_with, BatchHandling,
+    Error,
 };
 use tokio_postgres::Client;
 
@@ -219,7 +219,10 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
     );
     finish_subconsumer_batch(&client, taken.ticks.batch_id).await?;
     assert_eq!(group_finished_tick(&client, Q, GROUP).await?, Some(held.cur_tick_id));
-    assert!(!touch_subconsumer_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?, "finished");
+    assert!(
+        !touch_subconsumer_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?,
+        "finished"
+    );
     assert!(next(&client, "a").await?.is_none(), "a is still registered and idle");
     Ok(())
 }

@@ -64,25 +64,47 @@ async fn consume_available_returns_the_handlers_error_and_the_next_call_does_the
     Ok(())
 }
 
-/// Remembers the `[settings]` it was configured with; refuses `bad = true`.
+/// Its settings: a URL, `bad` (refused by `configure`) and `remote` (which
+/// would make it a remote consumer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    url: String,
+    #[serde(default)]
+    bad: bool,
+    #[serde(default)]
+    remote: bool,
+}
+
+/// Remembers the settings it was configured with; refuses `bad = true`.
 struct Configured {
-    seen: Arc<Mutex<Vec<toml::Table>>>,
+    seen: Arc<Mutex<Vec<String>>>,
 }
 
 #[async_trait]
 impl Consumer for Configured {
+    type Settings = Settings;
+
     async fn process_event(&mut self, _ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         Ok(Outcome::Ok)
     }
 
-    async fn config(&mut self, settings: &toml::Table) -> Result<(), BoxError> {
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.push(settings.clone());
-        }
-        if settings.get("bad").and_then(toml::Value::as_bool) == Some(true) {
+    async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
+        if settings.bad {
             return Err("bad settings".into());
         }
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.push(settings.url);
+        }
         Ok(())
+    }
+
+    fn commit_mode(settings: &Settings) -> pgq_consumers::CommitMode {
+        if settings.remote {
+            pgq_consumers::CommitMode::Remote
+        } else {
+            pgq_consumers::CommitMode::Local
+        }
     }
 }
 
@@ -94,43 +116,77 @@ fn with_settings(db: &pgq_test_support::TestDb, settings: &str) -> Result<Config
     Ok(Config::parse(Path::new("t.toml"), &text)?)
 }
 
+/// The message of an error and of its causes.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 #[tokio::test]
-async fn config_hook_gets_the_settings_once_at_start_and_again_on_each_reconfigure() -> Result<()> {
+async fn typed_settings_are_read_once_at_start_and_again_on_each_reconfigure_and_a_bad_reload_keeps_them() -> Result<()>
+{
     let (db, _client) = setup().await?;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let consumer = Configured {
         seen: Arc::clone(&seen),
     };
-    let settings = |seen: &Arc<Mutex<Vec<toml::Table>>>| {
-        seen.lock()
-            .map(|s| s.iter().map(ToString::to_string).collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    let urls = |seen: &Arc<Mutex<Vec<String>>>| seen.lock().map(|s| s.clone()).unwrap_or_default();
     let mut lp = BatchLoop::connect(consumer, with_settings(&db, "url = 'one'")?).await?;
-    assert_eq!(settings(&seen), ["url = \"one\"\n"], "called once at start");
+    assert_eq!(urls(&seen), ["one"], "configured once at start");
 
     lp.reconfigure(with_settings(&db, "url = 'two'")?).await?;
-    assert_eq!(settings(&seen).len(), 2);
+    assert_eq!(urls(&seen), ["one", "two"]);
     assert_eq!(lp.config().settings.get("url").and_then(|v| v.as_str()), Some("two"));
 
-    let err = lp
-        .reconfigure(with_settings(&db, "url = 'three'\nbad = true")?)
-        .await
-        .expect_err("the consumer refuses these settings");
-    assert!(matches!(err, Error::Settings { .. }), "{err:?}");
-    assert_eq!(
-        lp.config().settings.get("url").and_then(|v| v.as_str()),
-        Some("two"),
-        "a refused reload keeps the configuration"
-    );
+    // Every refused reload keeps the configuration and the settings.
+    let refused = [
+        ("url = 'three'\nbad = true", "refused its settings"),
+        ("url = 'three'\nverbose = true", "unknown field `verbose`"),
+        ("url = 3", "invalid type: integer `3`, expected a string"),
+        ("url = 'three'\nremote = true", "the commit mode"),
+    ];
+    for (settings, why) in refused {
+        let err = lp
+            .reconfigure(with_settings(&db, settings)?)
+            .await
+            .expect_err("a refused reload");
+        assert!(chain(&err).contains(why), "{settings}: {}", chain(&err));
+    }
+    let moved = Config::parse(
+        Path::new("t.toml"),
+        &format!(
+            "db = '{}'\nqueue = 'other'\nconsumer = 'c'\n[settings]\nurl = 'four'\n",
+            db.dsn()
+        ),
+    )?;
+    let err = lp.reconfigure(moved).await.expect_err("another queue");
+    assert!(matches!(err, Error::ReloadRefused { key: "`queue`", .. }), "{err:?}");
+    assert!(chain(&err).contains("restart"), "{}", chain(&err));
+    assert_eq!(urls(&seen), ["one", "two"], "nothing else was configured");
+    assert_eq!(lp.config().settings.get("url").and_then(|v| v.as_str()), Some("two"));
+    assert_eq!(lp.config().queue, "q");
 
-    let refused = BatchLoop::connect(
-        Configured {
-            seen: Arc::new(Mutex::new(Vec::new())),
-        },
-        with_settings(&db, "bad = true")?,
-    )
-    .await;
-    assert!(matches!(refused, Err(Error::Settings { .. })));
+    for (settings, error) in [
+        ("bad = true\nurl = 'x'", "refused"),
+        ("uri = 'x'", "unknown field `uri`"),
+    ] {
+        let refused = BatchLoop::connect(
+            Configured {
+                seen: Arc::new(Mutex::new(Vec::new())),
+            },
+            with_settings(&db, settings)?,
+        )
+        .await;
+        match refused {
+            Err(e) => assert!(chain(&e).contains(error), "{}", chain(&e)),
+            Ok(_) => panic!("{settings} must be refused at start"),
+        }
+    }
     Ok(())
 }

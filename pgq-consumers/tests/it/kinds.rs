@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 
 use crate::common::{maint_retry_events, tick, Q};
 use crate::scripted::{
-    batch_loop, call_ids, config, config_for, counts, done, done_counts, finished, insert_all, position, remote_db,
-    setup, Act, Gate, Scripted, CONSUMER,
+    batch_loop, call_ids, config, config_for, counts, done, done_counts, finished, insert_all, position, remote_config,
+    remote_db, setup, Act, Gate, Scripted, CONSUMER,
 };
 
 #[tokio::test]
@@ -65,9 +65,8 @@ async fn remote_consumer_writes_in_the_remote_database_and_records_the_batch_the
     let (rdb, remote) = remote_db().await?;
     let ids = insert_all(&mut client, &["ok", "fail", "ok"]).await?;
     tick(&client).await?;
-    let consumer = Scripted::by_type().mode(CommitMode::Remote);
-    let extra = format!("remote_db = '{}'", rdb.dsn());
-    let mut lp = batch_loop(consumer, config(&db, &extra)).await?;
+    let consumer = Scripted::by_type();
+    let mut lp = batch_loop(consumer, remote_config(&db, &rdb, "remote")).await?;
 
     let report = finished(lp.round().await?);
     assert_eq!(counts(&report), (3, 2, 1, 0));
@@ -102,10 +101,9 @@ async fn remote_consumer_finishes_a_batch_already_applied_remotely_without_apply
     let open = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
     record_applied_batch(&remote, Q, CONSUMER, None, &open).await?;
 
-    let consumer = Scripted::by_type().mode(CommitMode::Remote);
+    let consumer = Scripted::by_type();
     let calls = consumer.calls();
-    let extra = format!("remote_db = '{}'", rdb.dsn());
-    let mut lp = batch_loop(consumer, config(&db, &extra)).await?;
+    let mut lp = batch_loop(consumer, remote_config(&db, &rdb, "remote")).await?;
     let report = finished(lp.round().await?);
     assert!(report.already_applied, "{report:?}");
     assert_eq!(report.batch_id, open.batch_id);
@@ -133,7 +131,6 @@ async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_wha
     let (rdb, mut remote) = remote_db().await?;
     let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok"]).await?;
     tick(&client).await?;
-    let extra = format!("remote_db = '{}'", rdb.dsn());
 
     // A first attempt applied the batch remotely and kept its queue-side
     // outcomes there; its queue transaction was lost in a crash.
@@ -154,9 +151,9 @@ async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_wha
     tx.commit().await?;
     assert_eq!(applied_outcomes(&remote, Q, CONSUMER, None, &open).await?, outcomes);
 
-    let consumer = Scripted::by_type().mode(CommitMode::Remote);
+    let consumer = Scripted::by_type();
     let calls = consumer.calls();
-    let mut lp = batch_loop(consumer, config(&db, &extra)).await?;
+    let mut lp = batch_loop(consumer, remote_config(&db, &rdb, "remote")).await?;
     let report = finished(lp.round().await?);
     assert!(report.already_applied);
     assert_eq!((report.failed, report.retried), (1, 1));
@@ -198,10 +195,9 @@ async fn remote_consumer_keeps_the_queue_side_outcomes_with_the_batch_it_records
     let (rdb, remote) = remote_db().await?;
     let ids = insert_all(&mut client, &["ok", "fail", "retry", "panic"]).await?;
     tick(&client).await?;
-    let extra = format!("remote_db = '{}'", rdb.dsn());
     // The batch, as the loop will get it.
     let ticks = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
-    let mut lp = batch_loop(Scripted::by_type().mode(CommitMode::RemoteEvent), config(&db, &extra)).await?;
+    let mut lp = batch_loop(Scripted::by_type(), remote_config(&db, &rdb, "remote_event")).await?;
     let reports = lp.consume_available().await?;
     assert_eq!(reports.iter().map(|r| r.batch_id).collect::<Vec<_>>(), [ticks.batch_id]);
     assert_eq!(
@@ -230,8 +226,7 @@ async fn remote_consumer_rolls_back_its_remote_writes_when_the_batch_aborts() ->
     let (rdb, remote) = remote_db().await?;
     let ids = insert_all(&mut client, &["ok", "abort", "ok"]).await?;
     tick(&client).await?;
-    let extra = format!("remote_db = '{}'", rdb.dsn());
-    let mut lp = batch_loop(Scripted::by_type().mode(CommitMode::Remote), config(&db, &extra)).await?;
+    let mut lp = batch_loop(Scripted::by_type(), remote_config(&db, &rdb, "remote")).await?;
 
     assert!(matches!(lp.round().await?, Round::Aborted { .. }));
     assert!(done(&remote).await?.is_empty(), "remote writes rolled back");
@@ -248,8 +243,7 @@ async fn remote_event_consumer_keeps_ok_events_and_rolls_back_failed_and_retried
     let (rdb, remote) = remote_db().await?;
     let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok"]).await?;
     tick(&client).await?;
-    let extra = format!("remote_db = '{}'", rdb.dsn());
-    let mut lp = batch_loop(Scripted::by_type().mode(CommitMode::RemoteEvent), config(&db, &extra)).await?;
+    let mut lp = batch_loop(Scripted::by_type(), remote_config(&db, &rdb, "remote_event")).await?;
 
     let report = finished(lp.round().await?);
     assert_eq!(counts(&report), (4, 2, 1, 1));
@@ -363,7 +357,8 @@ async fn rounds_until_finished(lp: &mut BatchLoop<Scripted>, timeout: Duration) 
 }
 
 #[tokio::test]
-async fn stalled_sub_consumers_batch_is_taken_over_after_dead_interval_and_the_stalled_one_gives_it_up_when_it_wakes() -> Result<()> {
+async fn stalled_sub_consumers_batch_is_taken_over_after_dead_interval_and_the_stalled_one_gives_it_up_when_it_wakes(
+) -> Result<()> {
     let (db, mut client) = setup().await?;
     for sub in ["a", "b"] {
         register_subconsumer(&client, Q, GROUP, sub).await?;
@@ -536,12 +531,13 @@ enum Order {
 /// (`done(ev_id, 'read')`), and applies outcomes by type (`fail`: Failed,
 /// `retry`: Retry, anything else: Ok) in the given order.
 struct ReadAhead {
-    mode: CommitMode,
     order: Order,
 }
 
 #[async_trait::async_trait]
 impl pgq_consumers::Consumer for ReadAhead {
+    type Settings = crate::scripted::ScriptedSettings;
+
     async fn process_event(
         &mut self,
         _ev: &pgq_consumers::Event,
@@ -561,8 +557,9 @@ impl pgq_consumers::Consumer for ReadAhead {
         };
         let mut read = Vec::new();
         while let Some(ev) = batch.next_event().await? {
-            let remote = batch.context().remote().ok_or("a remote consumer")?;
-            remote
+            batch
+                .context()
+                .tx()
                 .execute("insert into done (ev_id, outcome) values ($1, 'read')", &[&ev.ev_id])
                 .await?;
             match self.order {
@@ -581,8 +578,8 @@ impl pgq_consumers::Consumer for ReadAhead {
         Ok(pgq_consumers::BatchEnd::Finish)
     }
 
-    fn commit_mode(&self) -> CommitMode {
-        self.mode
+    fn commit_mode(settings: &crate::scripted::ScriptedSettings) -> CommitMode {
+        <crate::scripted::Scripted as pgq_consumers::Consumer>::commit_mode(settings)
     }
 }
 
@@ -590,15 +587,14 @@ impl pgq_consumers::Consumer for ReadAhead {
 /// `ok, fail, retry, ok`; returns the round, the event ids, the remote rows,
 /// the failed events and the queue database.
 async fn read_ahead(
-    mode: CommitMode,
+    mode: &str,
     order: Order,
 ) -> Result<(pgq_consumers::Result<Round>, Vec<i64>, Vec<(i64, String)>, Vec<i64>)> {
     let (db, mut client) = setup().await?;
     let (rdb, remote) = remote_db().await?;
     let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok"]).await?;
     tick(&client).await?;
-    let config = config(&db, &format!("remote_db = '{}'", rdb.dsn()));
-    let mut lp = BatchLoop::connect(ReadAhead { mode, order }, config).await?;
+    let mut lp = BatchLoop::connect(ReadAhead { order }, remote_config(&db, &rdb, mode)).await?;
     let round = lp.round().await;
     let failed = list_failed_events(&client, Q, CONSUMER)
         .await?
@@ -612,7 +608,7 @@ async fn read_ahead(
 async fn remote_mode_events_read_together_keep_their_writes_and_get_their_outcomes_applied_in_order_or_in_reverse(
 ) -> Result<()> {
     for order in [Order::Forward, Order::Reverse] {
-        let (round, ids, rows, failed) = read_ahead(CommitMode::Remote, order).await?;
+        let (round, ids, rows, failed) = read_ahead("remote", order).await?;
         let report = finished(round?);
         assert_eq!(counts(&report), (4, 2, 1, 1));
         assert_eq!(
@@ -628,7 +624,7 @@ async fn remote_mode_events_read_together_keep_their_writes_and_get_their_outcom
 #[tokio::test]
 async fn remote_event_mode_rolls_back_exactly_the_writes_of_each_failed_or_retried_event_applied_before_the_next_is_read(
 ) -> Result<()> {
-    let (round, ids, rows, failed) = read_ahead(CommitMode::RemoteEvent, Order::OneByOne).await?;
+    let (round, ids, rows, failed) = read_ahead("remote_event", Order::OneByOne).await?;
     assert_eq!(counts(&finished(round?)), (4, 2, 1, 1));
     assert_eq!(rows, [(ids[0], "read".into()), (ids[3], "read".into())]);
     assert_eq!(failed, [ids[1]]);
@@ -639,12 +635,12 @@ async fn remote_event_mode_rolls_back_exactly_the_writes_of_each_failed_or_retri
 async fn remote_event_mode_refuses_to_read_the_next_event_before_the_last_ones_outcome_and_commits_nothing(
 ) -> Result<()> {
     for order in [Order::Forward, Order::Reverse] {
-        let (round, ids, rows, failed) = read_ahead(CommitMode::RemoteEvent, order).await?;
+        let (round, ids, rows, failed) = read_ahead("remote_event", order).await?;
         match round {
             Err(pgq_consumers::Error::Handler { source, .. }) => {
-                let refused = source
-                    .downcast_ref::<pgq_consumers::Error>()
-                    .is_some_and(|e| matches!(e, pgq_consumers::Error::EventNotApplied { ev_id, .. } if *ev_id == ids[0]));
+                let refused = source.downcast_ref::<pgq_consumers::Error>().is_some_and(
+                    |e| matches!(e, pgq_consumers::Error::EventNotApplied { ev_id, .. } if *ev_id == ids[0]),
+                );
                 assert!(refused, "refused for event {}: {source}", ids[0]);
                 assert!(source.to_string().contains("before the next event is read"), "{source}");
             }
@@ -663,6 +659,8 @@ struct Misapplies {
 
 #[async_trait::async_trait]
 impl pgq_consumers::Consumer for Misapplies {
+    type Settings = pgq_consumers::NoSettings;
+
     async fn process_event(
         &mut self,
         _ev: &pgq_consumers::Event,
@@ -706,7 +704,10 @@ async fn an_outcome_applied_to_an_event_not_handed_out_or_applied_twice_is_an_er
             ),
             other => panic!("expected the handler's error, got {other:?}"),
         }
-        assert!(position(&client, CONSUMER).await?.1.is_some(), "the batch is still open");
+        assert!(
+            position(&client, CONSUMER).await?.1.is_some(),
+            "the batch is still open"
+        );
     }
     Ok(())
 }

@@ -320,6 +320,8 @@ impl Hooked {
 
 #[async_trait]
 impl Consumer for Hooked {
+    type Settings = pgq_consumers::NoSettings;
+
     async fn preprocess_event(&mut self, ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         self.note(format!("pre {}", ev.kind()));
         Ok(match ev.kind() {
@@ -413,6 +415,8 @@ struct Bulk {
 
 #[async_trait]
 impl Consumer for Bulk {
+    type Settings = pgq_consumers::NoSettings;
+
     async fn process_event(&mut self, _ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         Err("process_batch is overridden; process_event must not be called".into())
     }

@@ -213,7 +213,10 @@ async fn upgrade_from_v4_moves_the_batches_sub_consumers_applied_to_their_groups
             .await?;
     }
     client
-        .execute("select pgq_consumer.record_applied_batch('q', 'plain', null, 9, 1, 2)", &[])
+        .execute(
+            "select pgq_consumer.record_applied_batch('q', 'plain', null, 9, 1, 2)",
+            &[],
+        )
         .await?;
 
     assert_eq!(install_schema(&client).await?, SCHEMA_VERSION);

@@ -114,8 +114,15 @@ type Script = Box<dyn FnMut(&Event, usize) -> Act + Send>;
 pub struct Scripted {
     script: Script,
     calls: Calls,
-    mode: CommitMode,
     tag: String,
+}
+
+/// [`Scripted`]'s settings: its commit mode (`[settings] mode = "remote"`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptedSettings {
+    #[serde(default)]
+    mode: CommitMode,
 }
 
 impl Scripted {
@@ -124,7 +131,6 @@ impl Scripted {
         Scripted {
             script: Box::new(script),
             calls: Calls::default(),
-            mode: CommitMode::Local,
             tag: String::new(),
         }
     }
@@ -143,12 +149,6 @@ impl Scripted {
         })
     }
 
-    /// Sets the commit mode (the rows then go to the remote database).
-    pub fn mode(mut self, mode: CommitMode) -> Scripted {
-        self.mode = mode;
-        self
-    }
-
     /// Sets the tag written in every row (to tell sub-consumers apart).
     pub fn tag(mut self, tag: &str) -> Scripted {
         self.tag = tag.to_string();
@@ -161,20 +161,18 @@ impl Scripted {
     }
 
     /// Writes the row of `ev` in the database the consumer's work goes to.
-    async fn write(mode: CommitMode, tag: &str, ev: &Event, act: &Act, cx: &Context<'_>) -> Result<(), BoxError> {
+    async fn write(tag: &str, ev: &Event, act: &Act, cx: &Context<'_>) -> Result<(), BoxError> {
         let sql = "insert into done (ev_id, ev_type, outcome, tag) values ($1, $2, $3, $4)";
         let outcome = act.name();
-        let tx = match mode {
-            CommitMode::Local => cx.db(),
-            _ => cx.remote().ok_or("no remote transaction")?,
-        };
-        tx.execute(sql, &[&ev.ev_id, &ev.ev_type, &outcome, &tag]).await?;
+        cx.tx().execute(sql, &[&ev.ev_id, &ev.ev_type, &outcome, &tag]).await?;
         Ok(())
     }
 }
 
 #[async_trait]
 impl Consumer for Scripted {
+    type Settings = ScriptedSettings;
+
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         let seen = {
             let mut calls = self.calls.lock().map_err(|_| "calls lock poisoned")?;
@@ -190,7 +188,7 @@ impl Consumer for Scripted {
         if let Act::Panic(message) = &act {
             panic!("{message}");
         }
-        Self::write(self.mode, &self.tag, ev, &act, cx).await?;
+        Self::write(&self.tag, ev, &act, cx).await?;
         match act {
             Act::Ok => Ok(Outcome::Ok),
             Act::Fail(reason) => Ok(Outcome::Failed(reason)),
@@ -213,8 +211,8 @@ impl Consumer for Scripted {
         }
     }
 
-    fn commit_mode(&self) -> CommitMode {
-        self.mode
+    fn commit_mode(settings: &ScriptedSettings) -> CommitMode {
+        settings.mode
     }
 }
 
@@ -239,6 +237,15 @@ pub async fn remote_db() -> Result<(TestDb, Client)> {
 /// The config of [`CONSUMER`] on [`Q`] in `db`, with `extra` TOML appended.
 pub fn config(db: &TestDb, extra: &str) -> Config {
     config_for(db, CONSUMER, extra)
+}
+
+/// The config of a remote [`CONSUMER`] in `mode` (`remote` or
+/// `remote_event`), whose remote database is `remote`.
+pub fn remote_config(db: &TestDb, remote: &TestDb, mode: &str) -> Config {
+    config(
+        db,
+        &format!("remote_db = '{}'\n[settings]\nmode = '{mode}'", remote.dsn()),
+    )
 }
 
 /// The config of `consumer` on [`Q`] in `db`, with `extra` TOML appended.

@@ -213,6 +213,8 @@ struct Report(tokio::sync::mpsc::UnboundedSender<(i64, std::time::Instant)>);
 
 #[pgq_consumers::async_trait]
 impl pgq_consumers::Consumer for Report {
+    type Settings = pgq_consumers::NoSettings;
+
     async fn process_event(
         &mut self,
         ev: &pgq_consumers::Event,

@@ -288,7 +288,10 @@ async fn a_group_records_a_batch_once_so_the_second_sub_consumer_to_apply_it_mus
     }
     b.rollback().await?;
     assert_eq!(applied_rows(&first).await?, [1, 2], "applied once");
-    assert!(is_batch_applied(&second, Q, "grp", Some("b"), &taken).await?, "b sees it applied");
+    assert!(
+        is_batch_applied(&second, Q, "grp", Some("b"), &taken).await?,
+        "b sees it applied"
+    );
 
     // When the first to record rolls back instead, the other one goes on.
     let next = ticks(42, 8, 9, t + TimeDelta::seconds(1));

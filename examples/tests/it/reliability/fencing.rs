@@ -66,7 +66,9 @@ impl Group {
 
     async fn wait_for_log(&self, sub: &str, text: &str) {
         self.testq
-            .wait_until(&format!("{sub}'s log says `{text}`"), async || self.log(sub).contains(text))
+            .wait_until(&format!("{sub}'s log says `{text}`"), async || {
+                self.log(sub).contains(text)
+            })
             .await;
     }
 
@@ -99,7 +101,11 @@ impl Group {
             self.log("a"),
             self.log("b")
         );
-        assert_eq!(count(&self.client, "testq_done").await, 0, "nothing in the queue database");
+        assert_eq!(
+            count(&self.client, "testq_done").await,
+            0,
+            "nothing in the queue database"
+        );
         let _ = &self.queue;
         let _ = &self.remote;
     }
@@ -114,7 +120,9 @@ async fn stalled_holder(mode: &str) {
     group.wait_for_log("a", &format!("done: event {} ", ids[0])).await;
     signal(a, "STOP");
     let b = group.start("b").await;
-    group.wait_for_log("b", "took over the batch of sub-consumer \"a\"").await;
+    group
+        .wait_for_log("b", "took over the batch of sub-consumer \"a\"")
+        .await;
     group.wait_for_log("b", &format!("done: event {} ", ids[0])).await;
     // `a` wakes up in the middle of `b`'s work on the same events.
     signal(a, "CONT");
@@ -138,8 +146,8 @@ async fn a_remote_sub_consumer_stopped_while_holding_a_batch_gives_it_up_when_re
 }
 
 #[tokio::test]
-async fn a_remote_event_sub_consumer_stopped_while_holding_a_batch_gives_it_up_when_resumed_and_the_batch_is_applied_once()
-{
+async fn a_remote_event_sub_consumer_stopped_while_holding_a_batch_gives_it_up_when_resumed_and_the_batch_is_applied_once(
+) {
     stalled_holder("remote_event").await;
 }
 
@@ -180,7 +188,9 @@ async fn heartbeat_cut_off(mode: &str) {
         .expect("terminate a's heartbeat")
         .get(0);
     assert_eq!(terminated, 1, "a's heartbeat connection");
-    group.wait_for_log("a", "WARNING sub-consumer \"a\" of \"testq\": heartbeat failed").await;
+    group
+        .wait_for_log("a", "WARNING sub-consumer \"a\" of \"testq\": heartbeat failed")
+        .await;
     group.wait_for_log("a", "gives up batch").await;
     admin
         .batch_execute(&format!("alter database {name} allow_connections true"))
@@ -195,6 +205,7 @@ async fn a_remote_sub_consumer_cut_off_from_its_heartbeat_warns_gives_its_batch_
 }
 
 #[tokio::test]
-async fn a_remote_event_sub_consumer_cut_off_from_its_heartbeat_warns_gives_its_batch_up_and_nothing_is_applied_twice() {
+async fn a_remote_event_sub_consumer_cut_off_from_its_heartbeat_warns_gives_its_batch_up_and_nothing_is_applied_twice()
+{
     heartbeat_cut_off("remote_event").await;
 }

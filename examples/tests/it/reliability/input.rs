@@ -38,15 +38,35 @@ async fn config_values_of_the_wrong_type_exit_1_naming_the_key_and_the_line() {
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert!(ran.stderr.contains("ev_type"), "{ran:?}");
 
-    // testq's own settings: checked by its `config` hook before anything runs.
+    // testq's own settings, a typed `Settings`: read by `check` (before
+    // connecting), `run` and `start` alike, naming the key.
     let db = TestDb::create().await;
     let mut testq = Testq::new("type_settings", db.dsn(), "q", "c");
     testq.ok(&["install"]).await;
-    testq.setting("sleep_ms", "slow");
-    let ran = testq.run(&["run", "--once"]).await;
-    assert_eq!(ran.code, Some(1), "{ran:?}");
-    let said = format!("{}{}", ran.stderr, testq.log());
-    assert!(said.contains("sleep_ms is \"slow\""), "{said}");
+    let cases: [(&str, toml::Value, &str); 3] = [
+        (
+            "sleep_ms",
+            "slow".into(),
+            "invalid type: string \"slow\", expected u64\nin `sleep_ms`",
+        ),
+        (
+            "mode",
+            "sideways".into(),
+            "unknown variant `sideways`, expected one of `local`, `remote`, `remote_event`",
+        ),
+        ("sleeps", 1.into(), "unknown field `sleeps`"),
+    ];
+    for (key, value, said) in cases {
+        testq.setting(key, value);
+        for command in [&["check"][..], &["run", "--once"]] {
+            let ran = testq.run(command).await;
+            assert_eq!(ran.code, Some(1), "{command:?} {ran:?}");
+            assert!(ran.stderr.contains("[settings] is not valid"), "{ran:?}");
+            assert!(ran.stderr.contains(said), "{command:?}: {said}: {ran:?}");
+        }
+        testq.unset_setting(key);
+    }
+    testq.ok(&["check"]).await;
 }
 
 #[tokio::test]
@@ -80,17 +100,17 @@ async fn failed_retry_delete_and_run_before_install_exit_1_saying_to_run_install
         assert!(said.contains("run the `install` command first"), "{command:?}: {said}");
     }
 
-    // The queue alone is not enough.
+    // The queue alone is not enough: the framework's SQL is missing.
     testq.ok(&["create-queue"]).await;
     let ran = testq.run(&["run", "--once"]).await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
     let said = format!("{}{}", ran.stderr, testq.log());
-    assert!(
-        said.contains(
-            "the consumer is not registered (queue \"testq\", consumer \"testq\"): run the `install` command first"
-        ),
-        "{said}"
+    let missing = format!(
+        "the framework's SQL (schema pgq_consumer) in the queue database is not installed; this program needs \
+         version {}: run the `install` command first",
+        pgq_consumers::SCHEMA_VERSION
     );
+    assert!(said.contains(&missing), "{said}");
 }
 
 #[tokio::test]

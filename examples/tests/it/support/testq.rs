@@ -70,7 +70,7 @@ impl Testq {
         self
     }
 
-    /// Sets a key of `[settings]` (what testq's `config` hook gets: `mode`,
+    /// Sets a key of `[settings]` (testq's settings: `mode`,
     /// `sleep_ms`) and rewrites the config file.
     pub fn setting(&mut self, key: &str, value: impl Into<toml::Value>) -> &mut Self {
         let settings = self
@@ -87,6 +87,15 @@ impl Testq {
     /// Removes a top-level config key and rewrites the config file.
     pub fn unset(&mut self, key: &str) -> &mut Self {
         self.config.remove(key);
+        self.rewrite_config();
+        self
+    }
+
+    /// Removes a key of `[settings]` and rewrites the config file.
+    pub fn unset_setting(&mut self, key: &str) -> &mut Self {
+        if let Some(toml::Value::Table(settings)) = self.config.get_mut("settings") {
+            settings.remove(key);
+        }
         self.rewrite_config();
         self
     }
