@@ -217,8 +217,9 @@ const LARGE_BATCH: i64 = 20_000;
 impl<C: Consumer> BatchLoop<C> {
     /// Reads the consumer's settings from `[settings]` and hands them to its
     /// [`Consumer::configure`], then connects to the queue database (and the
-    /// remote one, in the remote commit modes) and checks that the
-    /// framework's SQL is installed there ([`Error::SchemaOutdated`]
+    /// remote one, in the remote commit modes) and checks that the queue
+    /// exists, the consumer is registered and the framework's SQL is
+    /// installed ([`Error::NotInstalled`] or [`Error::SchemaOutdated`]
     /// otherwise: run `install`).
     pub async fn connect(mut consumer: C, config: Config) -> Result<BatchLoop<C>> {
         let settings = read_settings::<C>(&config)?;
@@ -236,8 +237,10 @@ impl<C: Consumer> BatchLoop<C> {
                 Some(connect(dsn, &app, Database::Remote).await?)
             }
         };
-        // The framework's own SQL (failed events, remote batch tracking,
-        // sub-consumers) must be there before the first batch needs it.
+        // The queue, the consumer and the framework's own SQL (failed
+        // events, remote batch tracking, sub-consumers) must be there before
+        // the first batch needs them.
+        crate::commands::verify_installed(&queue_db, &config).await?;
         crate::schema::require(&queue_db, Database::Queue).await?;
         if let Some(remote) = &remote_db {
             crate::schema::require(remote, Database::Remote).await?;

@@ -280,9 +280,6 @@ where
         &options,
         move || async move {
             let batches = BatchLoop::connect(make(), config).await.map_err(failure)?;
-            crate::commands::verify_installed(batches.queue_db(), batches.config())
-                .await
-                .map_err(failure)?;
             // A sub-consumer joins its group by starting.
             let c = batches.config();
             if let Some(sub) = &c.subconsumer {

@@ -171,7 +171,7 @@ where
         reporter.failed(ExitCode::Failed, &chain(&e));
         return ExitCode::Failed;
     }
-    let _pidfile = match Pidfile::acquire(pidfile) {
+    let pidfile = match Pidfile::acquire(pidfile) {
         Ok(held) => held,
         Err(e) => {
             reporter.failed(e.exit_code(), &chain(&e));
@@ -191,6 +191,9 @@ where
         Err(failure) => {
             crate::fatal!("cannot start: {failure}");
             log.flush();
+            // Let go of the pidfile first: whoever hears "cannot start"
+            // finds no daemon holding it.
+            drop(pidfile);
             reporter.failed(failure.code, &failure.to_string());
             failure.code
         }

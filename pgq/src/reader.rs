@@ -4,6 +4,7 @@
 
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use postgres_types::{ToSql, Type};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{GenericClient, RowStream, Statement};
 
 use crate::batch::{BatchLimits, BatchTicks};
@@ -357,15 +358,17 @@ pub struct BatchStatements {
 /// `pgq.finish_batch($1)`, then `pgq.next_batch_custom($2 ... $6)`, in one
 /// statement: the lateral reference makes the second run after the first.
 /// When the batch was not open, the queue name given to
-/// `next_batch_custom` is one no queue has, so that PgQ raises an error
-/// (naming it) and the transaction cannot commit.
+/// `next_batch_custom` is instead a text that does not read as an integer
+/// and is read as one, so the statement fails with SQLSTATE 22P02
+/// (`invalid_text_representation`, which nothing else in it can raise: its
+/// parameters are typed and sent in binary) and the transaction cannot
+/// commit. The text depends on `f.finished`, so the planner never computes
+/// it ahead of the CASE.
 const FINISH_AND_NEXT: &str = "select n.* \
      from (select pgq.finish_batch($1) as finished) f, \
      lateral pgq.next_batch_custom(case when f.finished = 1 then $2 \
-                                        else $1::text || ' was not open' end, $3, $4, $5, $6) n";
-
-/// What [`FINISH_AND_NEXT`]'s error says when the batch was not open.
-const NOT_OPEN: &str = "was not open";
+                                        else ('batch ' || $1::text || ' was not open (finish_batch returned ' \
+                                              || f.finished::text || ')')::int::text end, $3, $4, $5, $6) n";
 
 impl BatchStatements {
     /// Prepares the statements.
@@ -431,10 +434,7 @@ impl BatchStatements {
             )
             .await
             .map_err(|source| {
-                let not_open = source
-                    .as_db_error()
-                    .is_some_and(|e| e.message().contains(NOT_OPEN) && e.message().contains(&batch_id.to_string()));
-                if not_open {
+                if source.code() == Some(&SqlState::INVALID_TEXT_REPRESENTATION) {
                     Error::BatchNotOpen { batch_id, source }
                 } else {
                     Error::Sql {

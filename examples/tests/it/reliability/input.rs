@@ -100,8 +100,20 @@ async fn failed_retry_delete_and_run_before_install_exit_1_saying_to_run_install
         assert!(said.contains("run the `install` command first"), "{command:?}: {said}");
     }
 
-    // The queue alone is not enough: the framework's SQL is missing.
+    // The queue alone is not enough.
     testq.ok(&["create-queue"]).await;
+    let ran = testq.run(&["run", "--once"]).await;
+    assert_eq!(ran.code, Some(1), "{ran:?}");
+    let said = format!("{}{}", ran.stderr, testq.log());
+    assert!(
+        said.contains(
+            "the consumer is not registered (queue \"testq\", consumer \"testq\"): run the `install` command first"
+        ),
+        "{said}"
+    );
+
+    // Nor are the queue and the consumer without the framework's SQL.
+    testq.ok(&["register"]).await;
     let ran = testq.run(&["run", "--once"]).await;
     assert_eq!(ran.code, Some(1), "{ran:?}");
     let said = format!("{}{}", ran.stderr, testq.log());
