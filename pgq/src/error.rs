@@ -53,6 +53,38 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// PgQ refused an event because the queue takes none: its
+    /// `queue_disable_insert` is set (a column of `pgq.queue`). Only a
+    /// session with `session_replication_role = replica` may insert then.
+    /// The transaction is aborted; the source is PgQ's error, SQLSTATE
+    /// `XX000` ([`Error::code`]).
+    #[error(
+        "queue {queue:?} takes no new events: its queue_disable_insert is set \
+         (clear it in pgq.queue, or insert with session_replication_role = replica)"
+    )]
+    InsertDisabled {
+        /// The queue.
+        queue: String,
+        /// PgQ's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// PgQ refused an event because the transaction has inserted as many
+    /// into the queue as its `queue_per_tx_limit` (a column of `pgq.queue`)
+    /// allows; every event of the transaction counts, whichever call
+    /// inserted it. The transaction is aborted; the source is PgQ's error,
+    /// which states the limit, SQLSTATE `XX000` ([`Error::code`]).
+    #[error(
+        "queue {queue:?} takes no more events in this transaction: its queue_per_tx_limit is reached \
+         (insert fewer events per transaction, or raise the limit in pgq.queue)"
+    )]
+    TooManyEvents {
+        /// The queue.
+        queue: String,
+        /// PgQ's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// An argument was refused before anything was sent to the database.
     #[error("invalid {what}: {problem}")]
     InvalidArgument {
@@ -75,7 +107,11 @@ impl Error {
     /// The SQLSTATE of the PostgreSQL error behind this one, if any.
     pub fn code(&self) -> Option<&SqlState> {
         match self {
-            Error::Sql { source, .. } | Error::Row { source, .. } | Error::BatchNotOpen { source, .. } => source.code(),
+            Error::Sql { source, .. }
+            | Error::Row { source, .. }
+            | Error::BatchNotOpen { source, .. }
+            | Error::InsertDisabled { source, .. }
+            | Error::TooManyEvents { source, .. } => source.code(),
             _ => None,
         }
     }
@@ -83,9 +119,11 @@ impl Error {
     /// The PostgreSQL error behind this one, if any.
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
         match self {
-            Error::Sql { source, .. } | Error::Row { source, .. } | Error::BatchNotOpen { source, .. } => {
-                source.as_db_error()
-            }
+            Error::Sql { source, .. }
+            | Error::Row { source, .. }
+            | Error::BatchNotOpen { source, .. }
+            | Error::InsertDisabled { source, .. }
+            | Error::TooManyEvents { source, .. } => source.as_db_error(),
             _ => None,
         }
     }
@@ -122,6 +160,22 @@ impl Error {
         }
     }
 
+    /// Like [`Error::sql`], for a statement that calls `pgq.insert_event`
+    /// (or `pgq.insert_event_raw`) on `queue`: PgQ's refusals become
+    /// [`Error::InsertDisabled`] and [`Error::TooManyEvents`].
+    pub(crate) fn insert(function: &'static str, queue: &str) -> impl FnOnce(tokio_postgres::Error) -> Error {
+        let queue = queue.to_string();
+        move |source| match refusal(&source) {
+            Some(Refusal::Disabled) => Error::InsertDisabled { queue, source },
+            Some(Refusal::TxLimit) => Error::TooManyEvents { queue, source },
+            None => Error::Sql {
+                function,
+                context: on_queue(&queue),
+                source,
+            },
+        }
+    }
+
     pub(crate) fn row(
         function: &'static str,
         context: impl Into<String>,
@@ -132,6 +186,35 @@ impl Error {
             context,
             source,
         }
+    }
+}
+
+/// PgQ's refusals of an event.
+enum Refusal {
+    /// `queue_disable_insert` is set.
+    Disabled,
+    /// `queue_per_tx_limit` is reached.
+    TxLimit,
+}
+
+/// Which refusal of PgQ's, if any, `error` is.
+///
+/// PgQ raises both in C (`insert_event.c`, behind `pgq.insert_event_raw`)
+/// with `elog(ERROR)`, so their SQLSTATE is `XX000` (internal error), which
+/// alone tells nothing. The error report also names the C function that
+/// raised it, and that does: `load_insert_plan` raises only the
+/// per-transaction limit, and of what `pgq_insert_event_raw` raises itself,
+/// only the disabled insert can happen to a call with a queue name (the rest
+/// are failures of PostgreSQL's SPI). Never the message text.
+fn refusal(error: &tokio_postgres::Error) -> Option<Refusal> {
+    let db = error.as_db_error()?;
+    if db.code() != &SqlState::INTERNAL_ERROR || db.file() != Some("insert_event.c") {
+        return None;
+    }
+    match db.routine()? {
+        "load_insert_plan" => Some(Refusal::TxLimit),
+        "pgq_insert_event_raw" => Some(Refusal::Disabled),
+        _ => None,
     }
 }
 

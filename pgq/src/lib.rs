@@ -51,6 +51,7 @@ mod admin;
 mod batch;
 mod call;
 mod consumer;
+mod copy;
 mod error;
 mod event;
 mod ident;
@@ -62,6 +63,7 @@ mod producer;
 mod queue;
 mod reader;
 mod stream;
+mod target;
 mod trigger;
 
 pub use admin::{quote_fqname, seq_getval, seq_setval, upgrade_schema, version};

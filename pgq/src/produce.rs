@@ -4,21 +4,45 @@ use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use tokio_postgres::{GenericClient, Transaction};
 
-use crate::call::scalar;
+use crate::call::Params;
 use crate::error::{on_queue, Error, Result};
 use crate::event::NewEvent;
-use crate::ident::quote_qualified;
-use crate::producer::copy_events;
-use crate::queue::current_event_table;
+use crate::target::Target;
+
+/// Events per statement when [`insert_events_copy`] cannot COPY.
+const CHUNK_EVENTS: usize = 5000;
+/// Payload bytes per statement when [`insert_events_copy`] cannot COPY.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// Runs a statement that calls `function` (`pgq.insert_event` or
+/// `pgq.insert_event_raw`) once and reads the event id it returns.
+async fn insert_one(
+    client: &impl GenericClient,
+    function: &'static str,
+    queue: &str,
+    sql: &str,
+    params: Params<'_>,
+) -> Result<i64> {
+    let row = client
+        .query_one(sql, params)
+        .await
+        .map_err(Error::insert(function, queue))?;
+    row.try_get(0).map_err(Error::row(function, on_queue(queue)))
+}
 
 /// Inserts one event (`pgq.insert_event(3)`). Returns its id. The event is
 /// part of the caller's transaction: consumers see it once that commits and
 /// a tick follows.
+///
+/// PgQ refuses it with [`Error::InsertDisabled`] while the queue's
+/// `queue_disable_insert` is set, and with [`Error::TooManyEvents`] once the
+/// transaction holds `queue_per_tx_limit` events of the queue; the same
+/// holds for every function here and for [`Producer`](crate::Producer).
 pub async fn insert_event(client: &impl GenericClient, queue: &str, ev_type: &str, ev_data: &str) -> Result<i64> {
-    scalar(
+    insert_one(
         client,
         "pgq.insert_event",
-        on_queue(queue),
+        queue,
         "select pgq.insert_event($1, $2, $3)",
         &[&queue, &ev_type, &ev_data],
     )
@@ -29,10 +53,10 @@ const INSERT_FULL: &str = "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)";
 
 /// Inserts one event with its extra fields (`pgq.insert_event(7)`). Returns its id.
 pub async fn insert_event_full(client: &impl GenericClient, queue: &str, event: &NewEvent) -> Result<i64> {
-    scalar(
+    insert_one(
         client,
         "pgq.insert_event",
-        on_queue(queue),
+        queue,
         INSERT_FULL,
         &[
             &queue,
@@ -79,7 +103,7 @@ pub async fn insert_events(client: &impl GenericClient, queue: &str, events: &[N
                         ],
                     )
                     .await
-                    .map_err(Error::sql("pgq.insert_event", on_queue(queue)))?;
+                    .map_err(Error::insert("pgq.insert_event", queue))?;
                 row.try_get::<_, i64>(0)
                     .map_err(Error::row("pgq.insert_event", on_queue(queue)))
             }
@@ -93,14 +117,25 @@ pub async fn insert_events(client: &impl GenericClient, queue: &str, events: &[N
 /// table (`pgq.current_event_table`), the fastest way in. PgQ assigns ids and
 /// transaction ids; `ev_time` is set to now. Returns how many were written.
 ///
+/// COPY writes the table directly, past `pgq.insert_event`'s checks, so it
+/// is used only where they cannot refuse anything; otherwise the events go
+/// through `pgq.insert_event`, up to 5000 in one statement, and PgQ checks
+/// them. That is: when the session may not write the table (a role with
+/// only `pgq_writer`), when the queue has a `queue_per_tx_limit` (then every
+/// event of the transaction counts against it, as in PgQ, also those of
+/// other calls), while its `queue_disable_insert` is set, and in a read-only
+/// transaction. A first query reads which (the queue's settings, read once
+/// per call). A COPY that fails, at its start (a lock not granted) or
+/// midway, leaves the connection usable (roll the transaction back).
+///
 /// It takes a [`Transaction`] because the current event table is only valid
 /// within one. Not cancellation-safe: dropped midway, roll the transaction back.
 pub async fn insert_events_copy<'a, I>(tx: &Transaction<'_>, queue: &str, events: I) -> Result<u64>
 where
     I: IntoIterator<Item = &'a NewEvent>,
 {
-    let table = current_event_table(tx, queue).await?;
-    copy_events(tx.client(), queue, &quote_qualified(&table)?, events).await
+    let mut target = Target::find(tx.client(), queue).await?;
+    target.copy(tx.client(), queue, events, CHUNK_EVENTS, CHUNK_BYTES).await
 }
 
 /// An event with every field given, for [`insert_event_raw`] (moving events
@@ -122,10 +157,10 @@ pub struct RawEvent {
 /// Inserts an event with every field given (`pgq.insert_event_raw`). Returns its id.
 pub async fn insert_event_raw(client: &impl GenericClient, queue: &str, event: &RawEvent) -> Result<i64> {
     let f = &event.fields;
-    scalar(
+    insert_one(
         client,
         "pgq.insert_event_raw",
-        on_queue(queue),
+        queue,
         "select pgq.insert_event_raw($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         &[
             &queue,
