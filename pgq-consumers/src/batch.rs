@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::time::Duration;
 
-use futures_util::{Stream, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use pgq::Event;
 
 use crate::consumer::{CommitMode, Context};
@@ -148,12 +148,30 @@ impl<'a> Batch<'a> {
                 // ahead no further than this.
                 Some(stream) => {
                     let stream = stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let next = stream.try_next().await?;
-                    if next.is_none() {
-                        self.stream = None;
-                        self.exhausted = true;
+                    match stream.next().await.transpose() {
+                        Ok(None) => {
+                            self.stream = None;
+                            self.exhausted = true;
+                            None
+                        }
+                        Ok(Some(event)) => Some(event),
+                        // Bytes that are not UTF-8 (an SQL_ASCII database):
+                        // the event is stored as failed as it is, in the
+                        // database, and the batch goes on.
+                        Err(pgq::Error::Undecodable { ev_id, field, .. }) => {
+                            self.report.events += 1;
+                            let reason = format!(
+                                "undecodable: {field} is not valid UTF-8 (the database's encoding is SQL_ASCII); \
+                                 the event is kept here as it was"
+                            );
+                            let batch_id = self.cx.ticks.batch_id;
+                            failed::add_from_batch(self.cx.db, batch_id, ev_id, &reason).await?;
+                            log::warn!("event {ev_id} of batch {batch_id} stored as failed: {reason}");
+                            self.note_failed(ev_id, reason);
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    next
                 }
                 None => {
                     if self.buffer.is_empty() && !self.exhausted {
@@ -267,12 +285,15 @@ impl<'a> Batch<'a> {
 
     async fn record_failed(&mut self, event: &Event, reason: &str) -> Result<()> {
         failed::add(self.cx.db, self.cx.queue, self.cx.consumer, event, reason).await?;
-        self.outcomes.push(AppliedOutcome::Failed {
-            ev_id: event.ev_id,
-            reason: reason.to_owned(),
-        });
-        self.report.failed += 1;
+        self.note_failed(event.ev_id, reason.to_owned());
         Ok(())
+    }
+
+    /// Counts an event stored as failed, and keeps its outcome for a remote
+    /// consumer's record of the batch.
+    fn note_failed(&mut self, ev_id: i64, reason: String) {
+        self.outcomes.push(AppliedOutcome::Failed { ev_id, reason });
+        self.report.failed += 1;
     }
 
     async fn remote_exec(&self, sql: &str) -> Result<()> {

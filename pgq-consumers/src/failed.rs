@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedEvent {
     /// The event as it was delivered (`ev_retry` counts earlier retries).
+    /// Text that is not UTF-8 (only an `SQL_ASCII` database holds such)
+    /// shows with U+FFFD in place of the bytes that are not; the stored
+    /// event keeps them, and `retry` puts them back as they were.
     pub event: Event,
     /// When it was stored.
     pub failed_time: DateTime<Utc>,
@@ -24,17 +27,43 @@ pub struct FailedEvent {
 }
 
 impl FailedEvent {
-    /// Reads a row of `pgq_consumer.failed_event_list`: the ten event columns
-    /// in PgQ's order (`ev_id` .. `ev_extra4`), then `failed_time` and
-    /// `failed_reason`.
+    /// Reads a row of [`LIST`]: the ten event columns in PgQ's order
+    /// (`ev_id` .. `ev_extra4`, the text ones as bytes), then `failed_time`
+    /// and `failed_reason` (bytes too).
     fn from_row(row: &Row) -> std::result::Result<FailedEvent, tokio_postgres::Error> {
+        let text = |i: usize| -> std::result::Result<Option<String>, tokio_postgres::Error> {
+            let bytes: Option<&[u8]> = row.try_get(i)?;
+            Ok(bytes.map(|b| String::from_utf8_lossy(b).into_owned()))
+        };
         Ok(FailedEvent {
-            event: Event::from_row(row)?,
-            failed_time: row.try_get("failed_time")?,
-            reason: row.try_get("failed_reason")?,
+            event: Event {
+                ev_id: row.try_get(0)?,
+                ev_time: row.try_get(1)?,
+                ev_txid: row.try_get(2)?,
+                ev_retry: row.try_get(3)?,
+                ev_type: text(4)?,
+                ev_data: text(5)?,
+                ev_extra1: text(6)?,
+                ev_extra2: text(7)?,
+                ev_extra3: text(8)?,
+                ev_extra4: text(9)?,
+            },
+            failed_time: row.try_get(10)?,
+            reason: text(11)?.unwrap_or_default(),
         })
     }
 }
+
+/// The failed events of a consumer, their text as bytes: in a database
+/// whose encoding is `SQL_ASCII`, an event whose bytes are not UTF-8 may be
+/// stored (the batch loop stores such events as failed), and PostgreSQL
+/// refuses to send them as text.
+const LIST: &str = "select f.ev_id, f.ev_time, f.ev_txid, f.ev_retry, \
+       convert_to(f.ev_type, 'SQL_ASCII'), convert_to(f.ev_data, 'SQL_ASCII'), \
+       convert_to(f.ev_extra1, 'SQL_ASCII'), convert_to(f.ev_extra2, 'SQL_ASCII'), \
+       convert_to(f.ev_extra3, 'SQL_ASCII'), convert_to(f.ev_extra4, 'SQL_ASCII'), \
+       f.failed_time, convert_to(f.failed_reason, 'SQL_ASCII') \
+     from pgq_consumer.failed_event_list($1, $2, $3, $4) f";
 
 /// Stores `event` as failed for `consumer` on `queue`, with `reason`.
 ///
@@ -102,10 +131,7 @@ pub async fn list_page(
 ) -> Result<Vec<FailedEvent>> {
     const F: &str = "pgq_consumer.failed_event_list";
     let rows = client
-        .query(
-            "select * from pgq_consumer.failed_event_list($1, $2, $3, $4)",
-            &[&queue, &consumer, &limit, &offset],
-        )
+        .query(LIST, &[&queue, &consumer, &limit, &offset])
         .await
         .map_err(Error::consumer(F, queue, consumer))?;
     rows.iter()

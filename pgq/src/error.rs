@@ -41,6 +41,20 @@ pub enum Error {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// An event whose text fields are not valid UTF-8: only a database whose
+    /// encoding is `SQL_ASCII` can hold such bytes, and PostgreSQL cannot send
+    /// them as text. Reading a batch goes on past it (the next item of the
+    /// stream is the next event); the event itself is left in the database,
+    /// for a consumer to store as failed there.
+    #[error("event {ev_id} of batch {batch_id}: {field} is not valid UTF-8 (the database's encoding is SQL_ASCII)")]
+    Undecodable {
+        /// The batch.
+        batch_id: i64,
+        /// The event.
+        ev_id: i64,
+        /// The first field that is not valid UTF-8, e.g. `ev_data`.
+        field: &'static str,
+    },
     /// A batch was to be finished that is not open (finished already, by
     /// this process or another one consuming under the same name). From
     /// [`BatchStatements::finish_and_next`](crate::BatchStatements::finish_and_next),

@@ -53,6 +53,39 @@ impl Event {
         })
     }
 
+    /// Reads an event from a row of a batch query that selects the text
+    /// fields as their bytes (`convert_to(ev_type, 'SQL_ASCII')` and so on),
+    /// as [`BatchReader`](crate::BatchReader) does in a database whose
+    /// encoding is `SQL_ASCII`. The inner `Err` names the first field whose
+    /// bytes are not UTF-8.
+    pub fn from_raw_row(
+        row: &Row,
+    ) -> std::result::Result<std::result::Result<Event, &'static str>, tokio_postgres::Error> {
+        const FIELDS: [&str; 6] = ["ev_type", "ev_data", "ev_extra1", "ev_extra2", "ev_extra3", "ev_extra4"];
+        let mut text: [Option<String>; 6] = Default::default();
+        for (i, (slot, name)) in text.iter_mut().zip(FIELDS).enumerate() {
+            let bytes: Option<Vec<u8>> = row.try_get(4 + i)?;
+            *slot = match bytes.map(String::from_utf8) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(_)) => return Ok(Err(name)),
+            };
+        }
+        let [ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4] = text;
+        Ok(Ok(Event {
+            ev_id: row.try_get(0)?,
+            ev_time: row.try_get(1)?,
+            ev_txid: row.try_get(2)?,
+            ev_retry: row.try_get(3)?,
+            ev_type,
+            ev_data,
+            ev_extra1,
+            ev_extra2,
+            ev_extra3,
+            ev_extra4,
+        }))
+    }
+
     /// The payload, or `""` when it is NULL.
     pub fn data(&self) -> &str {
         self.ev_data.as_deref().unwrap_or("")

@@ -32,14 +32,14 @@ use crate::ident::quote_qualified;
 /// builds that as SQL text with literal txids, for every batch; here the
 /// snapshots are read from `pgq.tick` by the statement itself.
 pub fn batch_events_query(table: &str) -> Result<String> {
-    events_query(
-        table,
-        "from pgq.subscription s \
-         join pgq.tick l on l.tick_queue = s.sub_queue and l.tick_id = s.sub_last_tick \
-         join pgq.tick c on c.tick_queue = s.sub_queue and c.tick_id = s.sub_next_tick \
-         where s.sub_batch = $1",
-    )
+    events_query(table, Fields::Text, BY_BATCH)
 }
+
+/// The source of [`batch_events_query`]: the batch by its id.
+const BY_BATCH: &str = "from pgq.subscription s \
+     join pgq.tick l on l.tick_queue = s.sub_queue and l.tick_id = s.sub_last_tick \
+     join pgq.tick c on c.tick_queue = s.sub_queue and c.tick_id = s.sub_next_tick \
+     where s.sub_batch = $1";
 
 /// As [`batch_events_query`], for the events between two ticks as one
 /// consumer sees them: `$4` the queue, `$5` the consumer, `$1` the start
@@ -49,16 +49,16 @@ pub fn batch_events_query(table: &str) -> Result<String> {
 /// that opens the batch commits, e.g. on another connection while it
 /// commits.
 pub fn tick_events_query(table: &str) -> Result<String> {
-    events_query(
-        table,
-        "from pgq.queue q \
-         join pgq.consumer co on co.co_name = $5::text \
-         join pgq.subscription s on s.sub_queue = q.queue_id and s.sub_consumer = co.co_id \
-         join pgq.tick l on l.tick_queue = q.queue_id and l.tick_id = $1 \
-         join pgq.tick c on c.tick_queue = q.queue_id and c.tick_id = $6::int8 \
-         where q.queue_name = $4::text",
-    )
+    events_query(table, Fields::Text, BY_TICKS)
 }
+
+/// The source of [`tick_events_query`]: the batch by its ticks.
+const BY_TICKS: &str = "from pgq.queue q \
+     join pgq.consumer co on co.co_name = $5::text \
+     join pgq.subscription s on s.sub_queue = q.queue_id and s.sub_consumer = co.co_id \
+     join pgq.tick l on l.tick_queue = q.queue_id and l.tick_id = $1 \
+     join pgq.tick c on c.tick_queue = q.queue_id and c.tick_id = $6::int8 \
+     where q.queue_name = $4::text";
 
 /// The bounds of the batch between two ticks as one consumer sees it, for
 /// [`large_events_query`]: the subscription's id, the start snapshot's
@@ -84,18 +84,52 @@ const BOUNDS_BY_TICKS: &str = "select s.sub_id, txid_snapshot_xmax(l.tick_snapsh
 /// join it can be planned in parallel, which halves the sort a big batch
 /// needs.
 pub fn large_events_query(table: &str) -> Result<String> {
+    large_query(table, Fields::Text)
+}
+
+/// How a batch query selects the events' text fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    /// As text.
+    Text,
+    /// As their bytes (`bytea`): in a database whose encoding is
+    /// `SQL_ASCII`, a text field may hold bytes that are not UTF-8, which
+    /// PostgreSQL refuses to send as text ("invalid byte sequence"), failing
+    /// the whole query. As bytes, such an event is told apart and the
+    /// others are read.
+    Bytes,
+}
+
+impl Fields {
+    /// The select list.
+    fn list(self) -> &'static str {
+        match self {
+            Fields::Text => {
+                "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data, \
+                 ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4"
+            }
+            Fields::Bytes => {
+                "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, \
+                 convert_to(ev.ev_type, 'SQL_ASCII'), convert_to(ev.ev_data, 'SQL_ASCII'), \
+                 convert_to(ev.ev_extra1, 'SQL_ASCII'), convert_to(ev.ev_extra2, 'SQL_ASCII'), \
+                 convert_to(ev.ev_extra3, 'SQL_ASCII'), convert_to(ev.ev_extra4, 'SQL_ASCII')"
+            }
+        }
+    }
+}
+
+fn large_query(table: &str, fields: Fields) -> Result<String> {
     let table = quote_qualified(table)?;
-    const FIELDS: &str = "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data, \
-                          ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4";
+    let fields = fields.list();
     const FILTER: &str = "and ($6::text[] is null or ev.ev_type = any($6::text[])) \
                           and ($7::text[] is null or ev.ev_extra1 = any($7::text[]))";
     Ok(format!(
-        "select {FIELDS} from {table} ev \
+        "select {fields} from {table} ev \
           where ev.ev_txid >= $1 and ev.ev_txid <= $2 \
             and txid_visible_in_snapshot(ev.ev_txid, $3::txid_snapshot) \
             and (ev.ev_owner is null or ev.ev_owner = $4) {FILTER} \
          union all \
-         select {FIELDS} from {table} ev \
+         select {fields} from {table} ev \
           where ev.ev_txid = any($5::int8[]) \
             and (ev.ev_owner is null or ev.ev_owner = $4) {FILTER} \
          order by 1"
@@ -104,10 +138,9 @@ pub fn large_events_query(table: &str) -> Result<String> {
 
 /// The batch query, with `source` the FROM and WHERE that find the
 /// subscription (`s`) and the start (`l`) and end (`c`) ticks.
-fn events_query(table: &str, source: &str) -> Result<String> {
+fn events_query(table: &str, fields: Fields, source: &str) -> Result<String> {
     let table = quote_qualified(table)?;
-    const FIELDS: &str = "ev.ev_id, ev.ev_time, ev.ev_txid, ev.ev_retry, ev.ev_type, ev.ev_data, \
-                          ev.ev_extra1, ev.ev_extra2, ev.ev_extra3, ev.ev_extra4";
+    let fields = fields.list();
     const FILTER: &str = "and ($2::text[] is null or ev.ev_type = any($2::text[])) \
                           and ($3::text[] is null or ev.ev_extra1 = any($3::text[]))";
     Ok(format!(
@@ -116,12 +149,12 @@ fn events_query(table: &str, source: &str) -> Result<String> {
                   array(select txid_snapshot_xip(l.tick_snapshot) \
                         except select txid_snapshot_xip(c.tick_snapshot)) as xips \
            {source}) \
-         select {FIELDS} from b, {table} ev \
+         select {fields} from b, {table} ev \
           where ev.ev_txid >= txid_snapshot_xmax(b.ls) and ev.ev_txid <= txid_snapshot_xmax(b.cs) \
             and txid_visible_in_snapshot(ev.ev_txid, b.cs) \
             and (ev.ev_owner is null or ev.ev_owner = b.sub_id) {FILTER} \
          union all \
-         select {FIELDS} from b, {table} ev \
+         select {fields} from b, {table} ev \
           where ev.ev_txid = any(b.xips) \
             and (ev.ev_owner is null or ev.ev_owner = b.sub_id) {FILTER} \
          order by 1"
@@ -149,6 +182,7 @@ pub struct EventFilter {
 #[derive(Debug, Clone)]
 pub struct BatchReader {
     queue: String,
+    fields: Fields,
     by_batch: Statement,
     by_ticks: Statement,
     bounds: Statement,
@@ -157,16 +191,28 @@ pub struct BatchReader {
 
 impl BatchReader {
     /// Looks up the queue's event tables and prepares the batch queries.
+    ///
+    /// In a database whose encoding is `SQL_ASCII`, the queries read the
+    /// events' text fields as bytes, and an event whose bytes are not UTF-8
+    /// comes out of the stream as [`Error::Undecodable`] without ending it.
     pub async fn prepare(client: &impl GenericClient, queue: &str) -> Result<BatchReader> {
         let row = client
-            .query_opt("select queue_data_pfx from pgq.queue where queue_name = $1", &[&queue])
+            .query_opt(
+                "select queue_data_pfx, current_setting('server_encoding') = 'SQL_ASCII' \
+                 from pgq.queue where queue_name = $1",
+                &[&queue],
+            )
             .await
             .map_err(Error::sql("pgq.queue", on_queue(queue)))?
             .ok_or_else(|| Error::InvalidArgument {
                 what: "queue",
                 problem: format!("there is no queue {queue:?}"),
             })?;
-        let table: String = row.try_get(0).map_err(Error::row("pgq.queue", on_queue(queue)))?;
+        let read = |row: &tokio_postgres::Row| -> std::result::Result<(String, bool), tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        };
+        let (table, sql_ascii) = read(&row).map_err(Error::row("pgq.queue", on_queue(queue)))?;
+        let fields = if sql_ascii { Fields::Bytes } else { Fields::Text };
         let prepare = |sql: String, types: &'static [Type]| async move {
             client
                 .prepare_typed(&sql, types)
@@ -179,7 +225,7 @@ impl BatchReader {
                 &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT],
             ),
             prepare(
-                large_events_query(&table)?,
+                large_query(&table, fields)?,
                 &[
                     Type::INT8,
                     Type::INT8,
@@ -194,11 +240,11 @@ impl BatchReader {
         .await?;
         let (by_batch, by_ticks) = futures_util::future::try_join(
             prepare(
-                batch_events_query(&table)?,
+                events_query(&table, fields, BY_BATCH)?,
                 &[Type::INT8, Type::TEXT_ARRAY, Type::TEXT_ARRAY],
             ),
             prepare(
-                tick_events_query(&table)?,
+                events_query(&table, fields, BY_TICKS)?,
                 &[
                     Type::INT8,
                     Type::TEXT_ARRAY,
@@ -212,6 +258,7 @@ impl BatchReader {
         .await?;
         Ok(BatchReader {
             queue: queue.to_string(),
+            fields,
             by_batch,
             by_ticks,
             bounds,
@@ -244,7 +291,7 @@ impl BatchReader {
             .query_raw(&self.by_batch, params)
             .await
             .map_err(Error::sql("batch query", on_batch(batch_id)))?;
-        Ok(decode(rows, batch_id))
+        Ok(decode(rows, batch_id, self.fields))
     }
 
     /// As [`BatchReader::stream`], for the batch `consumer` opened between
@@ -270,7 +317,7 @@ impl BatchReader {
             .query_raw(&self.by_ticks, params)
             .await
             .map_err(Error::sql("batch query", on_batch(ticks.batch_id)))?;
-        Ok(decode(rows, ticks.batch_id))
+        Ok(decode(rows, ticks.batch_id, self.fields))
     }
 
     /// As [`BatchReader::stream_ticks`], for big batches
@@ -318,7 +365,7 @@ impl BatchReader {
             &filter.ev_extra1,
         ];
         let rows = client.query_raw(&self.large, params).await.map_err(fail())?;
-        Ok(decode(rows, ticks.batch_id))
+        Ok(decode(rows, ticks.batch_id, self.fields))
     }
 
     /// All events of an open batch at once.
@@ -328,18 +375,28 @@ impl BatchReader {
 }
 
 /// Rows of the batch query as events.
-fn decode(rows: RowStream, batch_id: i64) -> impl Stream<Item = Result<Event>> + Send + 'static {
+fn decode(rows: RowStream, batch_id: i64, fields: Fields) -> impl Stream<Item = Result<Event>> + Send + 'static {
     rows.map(move |row| {
         let row = row.map_err(|source| Error::Sql {
             function: "batch query",
             context: on_batch(batch_id),
             source,
         })?;
-        Event::from_row(&row).map_err(|source| Error::Row {
+        let unreadable = |source| Error::Row {
             function: "batch query",
             context: on_batch(batch_id),
             source,
-        })
+        };
+        match fields {
+            Fields::Text => Event::from_row(&row).map_err(unreadable),
+            Fields::Bytes => Event::from_raw_row(&row)
+                .map_err(unreadable)?
+                .map_err(|field| Error::Undecodable {
+                    batch_id,
+                    ev_id: row.try_get(0).unwrap_or_default(),
+                    field,
+                }),
+        }
     })
 }
 
