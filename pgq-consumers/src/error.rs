@@ -169,14 +169,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The config file is not valid TOML, has a key this program does not
-    /// know, or a value of the wrong type (the source names the line and key).
+    /// know, or a value of the wrong type (the source names the line and key,
+    /// and does not quote the line, which may hold a password).
     #[error("config file {} is not valid", path.display())]
     ConfigSyntax {
         /// The file.
         path: std::path::PathBuf,
         /// The TOML error, with line and column.
         #[source]
-        source: Box<toml::de::Error>,
+        source: crate::config::TomlSyntax,
     },
     /// A config value is not acceptable.
     #[error("config file {}: {problem}", path.display())]
