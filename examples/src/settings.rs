@@ -26,8 +26,7 @@ pub fn seconds(settings: &toml::Table, key: &str, default: Duration) -> Result<D
         Some(toml::Value::Float(f)) => *f,
         Some(other) => return Err(format!("[settings] {key} is {other}; it must be a number of seconds")),
     };
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("[settings] {key} is {secs}; it must be a number of seconds, 0 or more"))
+    pgq_consumers::check_seconds(&format!("[settings] {key}"), secs, true)
 }
 
 /// A number of milliseconds (a whole number, 0 or more); `default` when absent.
@@ -71,12 +70,13 @@ mod tests {
 
     #[test]
     fn values_are_read_and_bad_ones_named() {
-        let t = table("a = 2\nb = 0.5\nc = 'x'\nd = -1\n");
+        let t = table("a = 2\nb = 0.5\nc = 'x'\nd = -1\ne = 1e300\n");
         assert_eq!(seconds(&t, "a", Duration::ZERO), Ok(Duration::from_secs(2)));
         assert_eq!(seconds(&t, "b", Duration::ZERO), Ok(Duration::from_millis(500)));
         assert_eq!(seconds(&t, "z", Duration::from_secs(7)), Ok(Duration::from_secs(7)));
         assert!(seconds(&t, "c", Duration::ZERO).is_err_and(|e| e.contains("[settings] c")));
-        assert!(seconds(&t, "d", Duration::ZERO).is_err_and(|e| e.contains("0 or more")));
+        assert!(seconds(&t, "d", Duration::ZERO).is_err_and(|e| e.contains("from 0")));
+        assert!(seconds(&t, "e", Duration::ZERO).is_err_and(|e| e.contains("`[settings] e`") && e.contains("a year")));
         assert_eq!(count(&t, "a", 1, 1), Ok(2));
         assert!(count(&t, "d", 1, 1).is_err());
         assert_eq!(millis(&t, "a", Duration::ZERO), Ok(Duration::from_millis(2)));

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use pgq::{BatchLimits, BatchReader, BatchStatements, BatchTicks, EventFilter, Interval};
@@ -649,7 +648,7 @@ async fn finish(tx: &tokio_postgres::Transaction<'_>, batch_id: i64, cooperative
 }
 
 fn seconds(s: f64) -> Interval {
-    Interval::from_duration(Duration::from_secs_f64(s))
+    Interval::from_duration(crate::seconds::duration(s))
 }
 
 async fn rollback(queue_tx: tokio_postgres::Transaction<'_>, remote_tx: Option<tokio_postgres::Transaction<'_>>) {

@@ -263,22 +263,52 @@ where
             return ExitCode::from(code);
         }
     };
-    let mut config = match Config::load(&globals.config) {
+    let mut config = match Config::read(&globals.config) {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
     if let Some(sub) = &globals.subconsumer {
+        // Checked before anything is written: it goes into file names.
+        if let Err(problem) = crate::config::check_subconsumer_name(sub) {
+            return report(&Error::Usage(format!("--subconsumer: {problem}")));
+        }
         config.subconsumer = Some(sub.clone());
     }
+    let invalid = config.check(&globals.config).err();
     let command = match parsed {
         Parsed::Standard(Command::Daemon(cmd)) => {
-            return ExitCode::from(daemon::execute(
-                &cmd,
-                globals.config.clone(),
-                globals.subconsumer.clone(),
-                config,
-                make,
-            ))
+            // The commands that only find and signal a running daemon work
+            // whatever values the file holds now: a daemon must always be
+            // stoppable. `reload` still asks the daemon (which reopens its
+            // log and keeps its settings), then fails, saying why.
+            let finds_only = matches!(
+                cmd,
+                DaemonCommand::Stop
+                    | DaemonCommand::Kill
+                    | DaemonCommand::Reload
+                    | DaemonCommand::Status
+                    | DaemonCommand::Logmore
+                    | DaemonCommand::Logless
+            );
+            match &invalid {
+                Some(e) if !finds_only => return report(e),
+                Some(e) if cmd != DaemonCommand::Reload => pgq_daemon::errln!("warning: {}", error_chain(e)),
+                _ => {}
+            }
+            let code = daemon::execute(&cmd, globals.config.clone(), globals.subconsumer.clone(), config, make);
+            return match invalid {
+                Some(e) if code == 0 && cmd == DaemonCommand::Reload => {
+                    pgq_daemon::errln!(
+                        "error: {}: the daemon keeps its previous settings (it says so in its log)",
+                        error_chain(&e)
+                    );
+                    ExitCode::from(e.exit_code())
+                }
+                _ => ExitCode::from(code),
+            };
+        }
+        Parsed::Standard(_) | Parsed::Extra(_) if invalid.is_some() => {
+            return invalid.map_or(ExitCode::FAILURE, |e| report(&e));
         }
         Parsed::Standard(command) => command,
         Parsed::Extra(extra) => {
@@ -289,7 +319,7 @@ where
             return match runtime.block_on(handle(extra, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {}", error_chain(e.as_ref()));
+                    pgq_daemon::errln!("error: {}", error_chain(e.as_ref()));
                     let code = e.downcast_ref::<Error>().map(Error::exit_code).unwrap_or(1);
                     ExitCode::from(code)
                 }
@@ -312,14 +342,14 @@ fn runtime() -> std::result::Result<tokio::runtime::Runtime, ExitCode> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            pgq_daemon::errln!("error: cannot start the async runtime: {e}");
             ExitCode::from(1)
         })
 }
 
 /// Prints an error with its causes and returns its exit code.
 pub(crate) fn report(e: &Error) -> ExitCode {
-    eprintln!("error: {}", error_chain(e));
+    pgq_daemon::errln!("error: {}", error_chain(e));
     ExitCode::from(e.exit_code())
 }
 

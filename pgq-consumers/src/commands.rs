@@ -24,7 +24,11 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
     match command {
         Command::Install => install(&db, config, make()).await,
         Command::Uninstall => uninstall(&db, config).await,
-        Command::Check => check(&db, config).await,
+        Command::Check => {
+            // The consumer's own settings are part of the config it checks.
+            apply_settings(&mut make(), config).await?;
+            check(&db, config).await
+        }
         Command::CreateQueue => {
             let created = pgq::create_queue(&db, &config.queue).await?;
             say(
@@ -51,7 +55,7 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
                 None => failed::delete_all(&db, &config.queue, &config.consumer).await?,
                 Some(ids) => failed::delete(&db, &config.queue, &config.consumer, &ids).await?,
             };
-            println!("{n} failed event(s) deleted");
+            pgq_daemon::outln!("{n} failed event(s) deleted");
             missing_ids(&ids, n)
         }
         Command::Retry { ids } => {
@@ -59,9 +63,10 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
                 None => failed::retry_all(&db, &config.queue, &config.consumer).await?,
                 Some(ids) => failed::retry(&db, &config.queue, &config.consumer, &ids).await?,
             };
-            println!(
+            pgq_daemon::outln!(
                 "{n} failed event(s) put back into queue {:?} for consumer {:?}",
-                config.queue, config.consumer
+                config.queue,
+                config.consumer
             );
             missing_ids(&ids, n)
         }
@@ -99,7 +104,7 @@ fn missing_ids(ids: &[Selection], found: u64) -> Result<()> {
 }
 
 fn say(template: &str, config: &Config) {
-    println!(
+    pgq_daemon::outln!(
         "{}",
         template
             .replace("{q}", &format!("{:?}", config.queue))
@@ -130,7 +135,7 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
     refuse_while_running(config)?;
     apply_settings(&mut consumer, config).await?;
     let version = schema::install(db).await?;
-    println!("framework schema pgq_consumer is at version {version}");
+    pgq_daemon::outln!("framework schema pgq_consumer is at version {version}");
     let created = pgq::create_queue(db, &config.queue).await?;
     say(
         if created {
@@ -150,7 +155,7 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
             })?;
             let remote = connect(dsn, &application_name(config), Database::Remote).await?;
             let version = schema::install(&remote).await?;
-            println!("framework schema pgq_consumer is at version {version} in the remote database");
+            pgq_daemon::outln!("framework schema pgq_consumer is at version {version} in the remote database");
             Some(remote)
         }
     };
@@ -168,9 +173,10 @@ async fn register(db: &Client, config: &Config) -> Result<()> {
     match &config.subconsumer {
         Some(sub) => {
             coop::register_subconsumer(db, &config.queue, &config.consumer, sub).await?;
-            println!(
+            pgq_daemon::outln!(
                 "sub-consumer {sub:?} of consumer {:?} registered on queue {:?}",
-                config.consumer, config.queue
+                config.consumer,
+                config.queue
             );
         }
         None => {
@@ -192,7 +198,7 @@ async fn unregister(db: &Client, config: &Config, force: bool) -> Result<()> {
     refuse_while_running(config)?;
     if let Some(sub) = &config.subconsumer {
         coop::unregister_subconsumer(db, &config.queue, &config.consumer, sub).await?;
-        println!("sub-consumer {sub:?} of consumer {:?} unregistered", config.consumer);
+        pgq_daemon::outln!("sub-consumer {sub:?} of consumer {:?} unregistered", config.consumer);
         return Ok(());
     }
     let consumers = pgq::get_consumer_info_queue(db, &config.queue).await?;
@@ -237,7 +243,7 @@ async fn uninstall(db: &Client, config: &Config) -> Result<()> {
         say("queue {q} dropped", config);
     } else {
         let names: Vec<&str> = left.iter().map(|c| c.consumer_name.as_str()).collect();
-        println!(
+        pgq_daemon::outln!(
             "queue {:?} kept: other consumers are registered on it ({})",
             config.queue,
             names.join(", ")

@@ -110,14 +110,24 @@ fn default_fetch_size() -> u32 {
 }
 
 impl Config {
-    /// Reads and checks a config file, then applies the environment
-    /// overrides ([`DB_ENV`], [`REMOTE_DB_ENV`]).
+    /// Reads a config file, applies the environment overrides ([`DB_ENV`],
+    /// [`REMOTE_DB_ENV`]) and checks it ([`Config::check`]).
     pub fn load(path: &Path) -> Result<Config> {
+        let config = Config::read(path)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Reads a config file and applies the environment overrides, without
+    /// checking the values ([`Config::check`] does): for the commands that
+    /// only need to find a running daemon, which must work even when the
+    /// file now holds a value the daemon would refuse.
+    pub fn read(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Config::parse(path, &text)?;
+        let mut config = Config::parse_unchecked(path, &text)?;
         if let Ok(db) = std::env::var(DB_ENV) {
             config.db = ConnString(db);
         }
@@ -129,15 +139,25 @@ impl Config {
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::ConfigSyntax {
-            path: path.to_path_buf(),
-            source: TomlSyntax::new(&e, text),
-        })?;
+        let config = Config::parse_unchecked(path, text)?;
         config.check(path)?;
         Ok(config)
     }
 
-    fn check(&self, path: &Path) -> Result<()> {
+    fn parse_unchecked(path: &Path, text: &str) -> Result<Config> {
+        toml::from_str(text).map_err(|e| Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            source: TomlSyntax::new(&e, text),
+        })
+    }
+
+    /// Checks the values, naming the key of the first that is wrong: names
+    /// not empty and without control characters (they go into log lines),
+    /// a sub-consumer's name fit for a file name ([`check_subconsumer_name`]),
+    /// every duration a number of seconds from 0 to
+    /// [`MAX_SECONDS`](crate::MAX_SECONDS) (a year), the log level one of the
+    /// six, and the `[ticker]` table.
+    pub fn check(&self, path: &Path) -> Result<()> {
         let invalid = |problem: String| Error::ConfigInvalid {
             path: path.to_path_buf(),
             problem,
@@ -146,6 +166,14 @@ impl Config {
             if value.trim().is_empty() {
                 return Err(invalid(format!("`{key}` is empty")));
             }
+            if value.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "`{key}` {value:?} has a control character (a newline, a tab...): names go into log lines"
+                )));
+            }
+        }
+        if let Some(sub) = &self.subconsumer {
+            check_subconsumer_name(sub).map_err(|problem| invalid(format!("`subconsumer`: {problem}")))?;
         }
         if self.db.0.trim().is_empty() {
             return Err(invalid("`db` is empty".into()));
@@ -163,11 +191,7 @@ impl Config {
             ("min_lag", self.min_lag),
         ] {
             if let Some(v) = value {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(invalid(format!(
-                        "`{key}` is {v}; it must be a number of seconds, 0 or more"
-                    )));
-                }
+                crate::seconds::check_seconds(key, v, true).map_err(invalid)?;
             }
         }
         if self.fetch_size == 0 {
@@ -187,12 +211,22 @@ impl Config {
 
     /// The idle delay between polls.
     pub fn delay(&self) -> Duration {
-        Duration::from_secs_f64(self.delay)
+        crate::seconds::duration(self.delay)
     }
 
     /// The dead interval of cooperative consumers, if set.
     pub fn dead_interval(&self) -> Option<Duration> {
-        self.dead_interval.map(Duration::from_secs_f64)
+        self.dead_interval.map(crate::seconds::duration)
+    }
+
+    /// `min_interval`, if set.
+    pub fn min_interval(&self) -> Option<Duration> {
+        self.min_interval.map(crate::seconds::duration)
+    }
+
+    /// `min_lag`, if set.
+    pub fn min_lag(&self) -> Option<Duration> {
+        self.min_lag.map(crate::seconds::duration)
     }
 }
 
@@ -206,6 +240,31 @@ impl fmt::Debug for Config {
             .field("remote_db", &self.remote_db)
             .finish_non_exhaustive()
     }
+}
+
+/// The longest sub-consumer name, in bytes.
+pub const MAX_SUBCONSUMER_NAME: usize = 64;
+
+/// Checks a sub-consumer's name. It goes into file names (`--subconsumer
+/// NAME` gives the daemon the pidfile and log `NAME` before their
+/// extension) and log lines, so it must be 1 to [`MAX_SUBCONSUMER_NAME`]
+/// bytes, without `/` or control characters, and neither `.` nor `..`.
+/// Returns what is wrong, naming the name (control characters escaped).
+pub fn check_subconsumer_name(name: &str) -> std::result::Result<(), String> {
+    let problem = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('/') {
+        "it has a `/`, and it goes into file names (the pidfile, the log)"
+    } else if name == "." || name == ".." {
+        "it is `.` or `..`, and it goes into file names (the pidfile, the log)"
+    } else if name.chars().any(char::is_control) {
+        "it has a control character (a newline, a tab...), and it goes into file names and log lines"
+    } else if name.len() > MAX_SUBCONSUMER_NAME {
+        "it is longer than 64 bytes, and it goes into file names (the pidfile, the log)"
+    } else {
+        return Ok(());
+    };
+    Err(format!("the sub-consumer name {name:?} cannot be used: {problem}"))
 }
 
 /// What is wrong with a config file's TOML: where (line and column) and
@@ -324,6 +383,34 @@ mod tests {
             .and_then(|e| std::error::Error::source(&e).map(|s| s.to_string()))
             .unwrap_or_default();
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn every_duration_out_of_range_is_refused_naming_its_key() {
+        for key in ["delay", "dead_interval", "min_interval", "min_lag"] {
+            for value in ["1e300", "-1", "nan", "inf", "31536001"] {
+                let text = format!("db='x'\nqueue='q'\nconsumer='c'\n{key}={value}\n");
+                let e = Config::parse(Path::new("c.toml"), &text).err().map(|e| e.to_string());
+                assert!(
+                    e.as_deref().is_some_and(|e| e.contains(&format!("`{key}`"))),
+                    "{key}={value}: {e:?}"
+                );
+            }
+        }
+        for key in [
+            "ticker_period",
+            "retry_period",
+            "maint_period",
+            "coalesce",
+            "leader_check_period",
+        ] {
+            let text = format!("db='x'\nqueue='q'\nconsumer='c'\n[ticker]\n{key}=1e300\n");
+            let e = Config::parse(Path::new("c.toml"), &text).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(&format!("`ticker.{key}`"))),
+                "{key}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod heartbeat;
 mod libpq;
 mod outcome;
 mod schema;
+mod seconds;
 mod status;
 mod ticker;
 mod tls;
@@ -59,7 +60,9 @@ mod tracking;
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
-pub use config::{Config, ConnString, Filter, TomlSyntax, DB_ENV, REMOTE_DB_ENV};
+pub use config::{
+    check_subconsumer_name, Config, ConnString, Filter, TomlSyntax, DB_ENV, MAX_SUBCONSUMER_NAME, REMOTE_DB_ENV,
+};
 pub use connect::{connect, connect_listening, Database, Notifications};
 pub use conninfo::redact;
 pub use consumer::{BoxError, CommitMode, Consumer, Context};
@@ -67,6 +70,7 @@ pub use error::{Error, Result};
 pub use failpoint::CRASH_AT_ENV;
 pub use libpq::SslMode;
 pub use outcome::{backoff, Outcome};
+pub use seconds::{check_seconds, MAX_SECONDS};
 pub use ticker::{ticker_leader, Ticker, TickerConfig, TickerLeader, TickerTask, LOCK_KEY as TICKER_LOCK_KEY};
 
 // The framework's own SQL (schema `pgq_consumer`): install, failed events,

@@ -32,29 +32,29 @@ where
 {
     let name = &opts.name;
     let Some(pidfile) = &opts.pidfile else {
-        eprintln!("{name}: cannot start without a pidfile: set pidfile, or use `run` to stay in the foreground");
+        crate::errln!("{name}: cannot start without a pidfile: set pidfile, or use `run` to stay in the foreground");
         return ExitCode::Failed;
     };
     let pidfile = match absolute(pidfile) {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            crate::errln!("{name}: {e}");
             return ExitCode::Failed;
         }
     };
     match running_pid(&pidfile) {
         Ok(None) => {}
         Ok(Some(pid)) => {
-            eprintln!("{name} is already running, pid {pid}");
+            crate::errln!("{name} is already running, pid {pid}");
             return ExitCode::WrongState;
         }
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             return e.exit_code();
         }
     }
     let Some(logfile) = &opts.logfile else {
-        eprintln!(
+        crate::errln!(
             "{name}: cannot start without a logfile: a daemon has no terminal: set logfile, or use `run` to log to stderr"
         );
         return ExitCode::Failed;
@@ -62,7 +62,7 @@ where
     let logfile = match absolute(logfile) {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            crate::errln!("{name}: {e}");
             return ExitCode::Failed;
         }
     };
@@ -70,7 +70,7 @@ where
     let (reader, writer) = match pipe {
         Ok(pipe) => pipe,
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             return ExitCode::Failed;
         }
     };
@@ -78,7 +78,7 @@ where
     let _ = std::io::stderr().flush();
     match fork_process() {
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             ExitCode::Failed
         }
         Ok(ForkResult::Parent { child }) => {
@@ -138,20 +138,20 @@ fn fork_process() -> Result<ForkResult> {
 fn await_report(name: &str, logfile: &Path, mut reader: PipeReader) -> ExitCode {
     let mut report = String::new();
     if let Err(e) = reader.read_to_string(&mut report) {
-        eprintln!("{name}: cannot read the daemon's startup report: {e}");
+        crate::errln!("{name}: cannot read the daemon's startup report: {e}");
         return ExitCode::Failed;
     }
     match Report::parse(&report) {
         Some(Report::Ready(pid)) => {
-            println!("{name} started, pid {pid}");
+            crate::outln!("{name} started, pid {pid}");
             ExitCode::Ok
         }
         Some(Report::Failed(code, message)) => {
-            eprintln!("{name}: cannot start: {message}");
+            crate::errln!("{name}: cannot start: {message}");
             code
         }
         None => {
-            eprintln!(
+            crate::errln!(
                 "{name}: the daemon exited during startup without saying why; see {}",
                 logfile.display()
             );

@@ -125,6 +125,7 @@ mod foreground;
 mod level;
 mod logger;
 mod macros;
+pub mod output;
 mod pidfile;
 mod runner;
 mod signals;

@@ -10,5 +10,6 @@
 mod cluster;
 mod faults;
 mod input;
+mod overflow;
 mod privileges;
 mod secrets;
