@@ -5,7 +5,8 @@
 //! points its stdio at /dev/null, takes the pidfile, starts the logger, builds the
 //! runtime, makes the daemon and reads its config. Only then does it report ready,
 //! through a pipe the parent waits on; a failure before that goes through the same
-//! pipe, so the parent prints it and exits with its code.
+//! pipe, so the parent prints it and exits with its code, once the failed daemon
+//! has exited (the pipe closes with it).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -249,17 +250,24 @@ impl Reporter {
     }
 
     fn ready(&self) {
-        self.send(&format!("READY {}\n", std::process::id()));
+        drop(self.send(&format!("READY {}\n", std::process::id())));
     }
 
+    /// Reports a startup failure. The pipe is left open until this process
+    /// exits: the parent reads to its end, so `start` reports the failure only
+    /// once the daemon is gone and its pidfile released, and a `start` right
+    /// after it never finds the failed one still there.
     fn failed(&self, code: ExitCode, message: &str) {
-        self.send(&format!("FAILED {code} {message}\n"));
+        if let Some(writer) = self.send(&format!("FAILED {code} {message}\n")) {
+            std::mem::forget(writer);
+        }
     }
 
-    fn send(&self, line: &str) {
-        if let Some(mut writer) = self.0.take() {
-            // If the parent is gone, there is nobody to tell.
-            let _ = writer.write_all(line.as_bytes());
-        }
+    /// Writes the line, once; returns the pipe.
+    fn send(&self, line: &str) -> Option<PipeWriter> {
+        let mut writer = self.0.take()?;
+        // If the parent is gone, there is nobody to tell.
+        let _ = writer.write_all(line.as_bytes());
+        Some(writer)
     }
 }

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod faults;
+mod files;
 mod input;
 mod overflow;
 mod privileges;
