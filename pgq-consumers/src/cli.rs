@@ -75,6 +75,14 @@ pub(crate) enum Command {
         #[arg(required = true, value_name = "ID|all", value_parser = parse_selection)]
         ids: Vec<Selection>,
     },
+    /// Forget what the remote database recorded of the batches this consumer applied, after its
+    /// queue was dropped and created again (refused while the daemon runs)
+    #[command(alias = "forget_applied")]
+    ForgetApplied {
+        /// Confirm it: batches that record covers would be applied again if the queue is the same
+        #[arg(long)]
+        yes: bool,
+    },
     #[command(flatten)]
     Daemon(DaemonCommand),
 }

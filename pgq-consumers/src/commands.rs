@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::{coop, failed, schema};
 
 pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
+    if let Command::ForgetApplied { yes } = command {
+        // The remote database's business only.
+        return forget_applied(config, yes).await;
+    }
     let db = connect(&config.db, &application_name(config), Database::Queue).await?;
     if matches!(
         command,
@@ -70,7 +74,7 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
             );
             missing_ids(&ids, n)
         }
-        Command::Daemon(_) => unreachable_daemon(),
+        Command::Daemon(_) | Command::ForgetApplied { .. } => unreachable_daemon(),
     }
 }
 
@@ -166,6 +170,38 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
             consumer: config.consumer.clone(),
             source,
         })?;
+    Ok(())
+}
+
+/// `forget-applied --yes`: forgets the remote database's record of the
+/// batches the consumer (and its sub-consumers) applied from the queue, so
+/// that a consumer stopped by [`Error::TrackingInconsistent`] after its queue
+/// was dropped and created again can go on. Refused without `--yes`, and
+/// while the daemon runs (a batch between its two commits would lose its
+/// record).
+async fn forget_applied(config: &Config, yes: bool) -> Result<()> {
+    let Some(dsn) = &config.remote_db else {
+        return Err(Error::Usage(
+            "forget-applied is for remote consumers: this config has no `remote_db`".into(),
+        ));
+    };
+    if !yes {
+        return Err(Error::Usage(format!(
+            "forget-applied forgets what the remote database recorded of the batches consumer {:?} applied from \
+             queue {:?}. Do it only after the queue was dropped and created again (or the consumer was moved on \
+             purpose): any batch of the same queue that record covers would be applied again. Run \
+             `forget-applied --yes` to do it",
+            config.consumer, config.queue
+        )));
+    }
+    refuse_while_running(config)?;
+    let remote = connect(dsn, &application_name(config), Database::Remote).await?;
+    let n = crate::tracking::forget(&remote, &config.queue, &config.consumer).await?;
+    pgq_daemon::outln!(
+        "forgot {n} record(s) of batches consumer {:?} applied from queue {:?} in the remote database",
+        config.consumer,
+        config.queue
+    );
     Ok(())
 }
 

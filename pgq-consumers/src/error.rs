@@ -142,8 +142,9 @@ pub enum Error {
     /// The remote database's record contradicts the queue: the tick ids say
     /// the batch was applied, the tick times say it cannot have been (the
     /// queue was dropped and created again). Check, then forget the old
-    /// record (`forget_applied_batches`).
-    #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} contradicts what the remote database recorded; was the queue created again?")]
+    /// record: the `forget-applied --yes` command, or
+    /// [`forget_applied_batches`](crate::forget_applied_batches).
+    #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} contradicts what the remote database recorded; was the queue created again? If so, stop the consumer and run its `forget-applied --yes` command, which forgets that record, then start it again")]
     TrackingInconsistent {
         /// The queue.
         queue: String,

@@ -11,6 +11,7 @@ mod cluster;
 mod faults;
 mod files;
 mod input;
+mod operator;
 mod overflow;
 mod privileges;
 mod secrets;
