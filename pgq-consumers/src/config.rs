@@ -288,10 +288,14 @@ impl TomlSyntax {
             let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
             Some((line, column))
         });
+        // Without the input, toml says what and in which key, not the line.
+        let mut bare = e.clone();
+        bare.set_input(None);
+        let message = bare.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
         TomlSyntax {
             line: place.map(|p| p.0),
             column: place.map(|p| p.1),
-            message: e.message().trim_end().to_string(),
+            message,
         }
     }
 }
