@@ -48,7 +48,10 @@ async fn status_shows_the_queue_position_and_failed_count_and_exits_0_running_4_
     assert_eq!(lines[0], format!("{CONSUMER} is running, pid {pid}"), "{running:?}");
     assert_eq!(lines[1], "queue: testq", "{running:?}");
     assert_eq!(lines[2], "consumer: testq", "{running:?}");
-    for (line, start) in lines[3..].iter().zip(["last tick: ", "lag: ", "pending events: ", "last seen: "]) {
+    for (line, start) in lines[3..]
+        .iter()
+        .zip(["last tick: ", "lag: ", "pending events: ", "last seen: "])
+    {
         assert!(line.starts_with(start), "`{start}` expected: {running:?}");
     }
     assert!(!lines[3].contains("overdue"), "{running:?}");
