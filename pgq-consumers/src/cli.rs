@@ -283,28 +283,21 @@ where
         config.subconsumer = Some(sub.clone());
     }
     let invalid = config.check(&globals.config).err();
+    if let Some(e) = &invalid {
+        match &parsed {
+            Parsed::Standard(Command::Daemon(cmd)) if finds_only(cmd) => {
+                if *cmd != DaemonCommand::Reload {
+                    pgq_daemon::errln!("warning: {}", error_chain(e));
+                }
+            }
+            _ => return report(e),
+        }
+    }
     let command = match parsed {
         Parsed::Standard(Command::Daemon(cmd)) => {
-            // The commands that only find and signal a running daemon work
-            // whatever values the file holds now: a daemon must always be
-            // stoppable. `reload` still asks the daemon (which reopens its
-            // log and keeps its settings), then fails, saying why.
-            let finds_only = matches!(
-                cmd,
-                DaemonCommand::Stop
-                    | DaemonCommand::Kill
-                    | DaemonCommand::Reload
-                    | DaemonCommand::Status
-                    | DaemonCommand::Logmore
-                    | DaemonCommand::Logless
-            );
-            match &invalid {
-                Some(e) if !finds_only => return report(e),
-                Some(e) if cmd != DaemonCommand::Reload => pgq_daemon::errln!("warning: {}", error_chain(e)),
-                _ => {}
-            }
             let code = daemon::execute(&cmd, globals.config.clone(), globals.subconsumer.clone(), config, make);
             return match invalid {
+                // The daemon was asked, reopened its log and kept its settings.
                 Some(e) if code == 0 && cmd == DaemonCommand::Reload => {
                     pgq_daemon::errln!(
                         "error: {}: the daemon keeps its previous settings (it says so in its log)",
@@ -314,9 +307,6 @@ where
                 }
                 _ => ExitCode::from(code),
             };
-        }
-        Parsed::Standard(_) | Parsed::Extra(_) if invalid.is_some() => {
-            return invalid.map_or(ExitCode::FAILURE, |e| report(&e));
         }
         Parsed::Standard(command) => command,
         Parsed::Extra(extra) => {
@@ -342,6 +332,22 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),
     }
+}
+
+/// Whether a daemon command only finds and signals the running daemon: it
+/// works whatever values the config file holds now (a daemon must always be
+/// stoppable); `reload` then still asks the daemon, which reopens its log,
+/// keeps its settings and logs why, and fails saying so.
+fn finds_only(cmd: &DaemonCommand) -> bool {
+    matches!(
+        cmd,
+        DaemonCommand::Stop
+            | DaemonCommand::Kill
+            | DaemonCommand::Reload
+            | DaemonCommand::Status
+            | DaemonCommand::Logmore
+            | DaemonCommand::Logless
+    )
 }
 
 /// The single-threaded runtime the non-daemon commands run on.

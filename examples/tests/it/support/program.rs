@@ -118,11 +118,16 @@ impl Program {
         let (reader, writer) = std::io::pipe().expect("a pipe");
         drop(reader);
         let mut cmd = self.command(args, &[]);
-        cmd.stdout(Stdio::from(writer)).stderr(Stdio::piped());
-        let out = tokio::time::timeout(PATIENCE, cmd.output())
+        // Not `output()`, which would make standard output a pipe of its own.
+        let child = cmd
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin));
+        let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
             .await
             .unwrap_or_else(|_| panic!("{} {args:?} did not end within {PATIENCE:?}", self.name))
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin));
+            .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.bin));
         Ran {
             code: out.status.code(),
             signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
