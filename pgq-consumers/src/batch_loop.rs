@@ -779,7 +779,7 @@ async fn finish(tx: &tokio_postgres::Transaction<'_>, batch_id: i64, cooperative
 }
 
 fn seconds(s: f64) -> Interval {
-    Interval::from_duration(Duration::from_secs_f64(s))
+    Interval::from_duration(crate::seconds::duration(s))
 }
 
 async fn rollback(queue_tx: tokio_postgres::Transaction<'_>, remote_tx: Option<tokio_postgres::Transaction<'_>>) {

@@ -75,6 +75,14 @@ pub(crate) enum Command {
         #[arg(required = true, value_name = "ID|all", value_parser = parse_selection)]
         ids: Vec<Selection>,
     },
+    /// Forget what the remote database recorded of the batches this consumer applied, after its
+    /// queue was dropped and created again (refused while the daemon runs)
+    #[command(alias = "forget_applied")]
+    ForgetApplied {
+        /// Confirm it: batches that record covers would be applied again if the queue is the same
+        #[arg(long)]
+        yes: bool,
+    },
     #[command(flatten)]
     Daemon(DaemonCommand),
 }
@@ -267,22 +275,42 @@ where
             return ExitCode::from(code);
         }
     };
-    let mut config = match Config::load(&globals.config) {
+    let mut config = match Config::read(&globals.config) {
         Ok(c) => c,
         Err(e) => return report(&e),
     };
     if let Some(sub) = &globals.subconsumer {
+        // Checked before anything is written: it goes into file names.
+        if let Err(problem) = crate::config::check_subconsumer_name(sub) {
+            return report(&Error::Usage(format!("--subconsumer: {problem}")));
+        }
         config.subconsumer = Some(sub.clone());
+    }
+    let invalid = config.check(&globals.config).err();
+    if let Some(e) = &invalid {
+        match &parsed {
+            Parsed::Standard(Command::Daemon(cmd)) if finds_only(cmd) => {
+                if *cmd != DaemonCommand::Reload {
+                    pgq_daemon::errln!("warning: {}", error_chain(e));
+                }
+            }
+            _ => return report(e),
+        }
     }
     let command = match parsed {
         Parsed::Standard(Command::Daemon(cmd)) => {
-            return ExitCode::from(daemon::execute(
-                &cmd,
-                globals.config.clone(),
-                globals.subconsumer.clone(),
-                config,
-                make,
-            ))
+            let code = daemon::execute(&cmd, globals.config.clone(), globals.subconsumer.clone(), config, make);
+            return match invalid {
+                // The daemon was asked, reopened its log and kept its settings.
+                Some(e) if code == 0 && cmd == DaemonCommand::Reload => {
+                    pgq_daemon::errln!(
+                        "error: {}: the daemon keeps its previous settings (it says so in its log)",
+                        error_chain(&e)
+                    );
+                    ExitCode::from(e.exit_code())
+                }
+                _ => ExitCode::from(code),
+            };
         }
         Parsed::Standard(command) => command,
         Parsed::Extra(extra) => {
@@ -293,7 +321,7 @@ where
             return match runtime.block_on(handle(extra, config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {}", error_chain(e.as_ref()));
+                    pgq_daemon::errln!("error: {}", error_chain(e.as_ref()));
                     let code = e.downcast_ref::<Error>().map(Error::exit_code).unwrap_or(1);
                     ExitCode::from(code)
                 }
@@ -310,20 +338,36 @@ where
     }
 }
 
+/// Whether a daemon command only finds and signals the running daemon: it
+/// works whatever values the config file holds now (a daemon must always be
+/// stoppable); `reload` then still asks the daemon, which reopens its log,
+/// keeps its settings and logs why, and fails saying so.
+fn finds_only(cmd: &DaemonCommand) -> bool {
+    matches!(
+        cmd,
+        DaemonCommand::Stop
+            | DaemonCommand::Kill
+            | DaemonCommand::Reload
+            | DaemonCommand::Status
+            | DaemonCommand::Logmore
+            | DaemonCommand::Logless
+    )
+}
+
 /// The single-threaded runtime the non-daemon commands run on.
 fn runtime() -> std::result::Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            pgq_daemon::errln!("error: cannot start the async runtime: {e}");
             ExitCode::from(1)
         })
 }
 
 /// Prints an error with its causes and returns its exit code.
 pub(crate) fn report(e: &Error) -> ExitCode {
-    eprintln!("error: {}", error_chain(e));
+    pgq_daemon::errln!("error: {}", error_chain(e));
     ExitCode::from(e.exit_code())
 }
 

@@ -18,6 +18,10 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
         // The consumer's settings are checked before the database is asked.
         read_settings::<C>(config)?;
     }
+    if let Command::ForgetApplied { yes } = command {
+        // The remote database's business only.
+        return forget_applied(config, yes).await;
+    }
     let db = connect(&config.db, &application_name(config), Database::Queue).await?;
     if matches!(
         command,
@@ -55,7 +59,7 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
                 None => failed::delete_all(&db, &config.queue, &config.consumer).await?,
                 Some(ids) => failed::delete(&db, &config.queue, &config.consumer, &ids).await?,
             };
-            println!("{n} failed event(s) deleted");
+            pgq_daemon::outln!("{n} failed event(s) deleted");
             missing_ids(&ids, n)
         }
         Command::Retry { ids } => {
@@ -63,13 +67,14 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
                 None => failed::retry_all(&db, &config.queue, &config.consumer).await?,
                 Some(ids) => failed::retry(&db, &config.queue, &config.consumer, &ids).await?,
             };
-            println!(
+            pgq_daemon::outln!(
                 "{n} failed event(s) put back into queue {:?} for consumer {:?}",
-                config.queue, config.consumer
+                config.queue,
+                config.consumer
             );
             missing_ids(&ids, n)
         }
-        Command::Daemon(_) => unreachable_daemon(),
+        Command::Daemon(_) | Command::ForgetApplied { .. } => unreachable_daemon(),
     }
 }
 
@@ -103,7 +108,7 @@ fn missing_ids(ids: &[Selection], found: u64) -> Result<()> {
 }
 
 fn say(template: &str, config: &Config) {
-    println!(
+    pgq_daemon::outln!(
         "{}",
         template
             .replace("{q}", &format!("{:?}", config.queue))
@@ -136,7 +141,7 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
     let mode = C::commit_mode(&settings);
     configure(&mut consumer, settings, config).await?;
     let version = schema::install(db).await?;
-    println!("framework schema pgq_consumer is at version {version}");
+    pgq_daemon::outln!("framework schema pgq_consumer is at version {version}");
     let created = pgq::create_queue(db, &config.queue).await?;
     say(
         if created {
@@ -156,7 +161,7 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
             })?;
             let remote = connect(dsn, &application_name(config), Database::Remote).await?;
             let version = schema::install(&remote).await?;
-            println!("framework schema pgq_consumer is at version {version} in the remote database");
+            pgq_daemon::outln!("framework schema pgq_consumer is at version {version} in the remote database");
             Some(remote)
         }
     };
@@ -170,13 +175,46 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
     Ok(())
 }
 
+/// `forget-applied --yes`: forgets the remote database's record of the
+/// batches the consumer (and its sub-consumers) applied from the queue, so
+/// that a consumer stopped by [`Error::TrackingInconsistent`] after its queue
+/// was dropped and created again can go on. Refused without `--yes`, and
+/// while the daemon runs (a batch between its two commits would lose its
+/// record).
+async fn forget_applied(config: &Config, yes: bool) -> Result<()> {
+    let Some(dsn) = &config.remote_db else {
+        return Err(Error::Usage(
+            "forget-applied is for remote consumers: this config has no `remote_db`".into(),
+        ));
+    };
+    if !yes {
+        return Err(Error::Usage(format!(
+            "forget-applied forgets what the remote database recorded of the batches consumer {:?} applied from \
+             queue {:?}. Do it only after the queue was dropped and created again (or the consumer was moved on \
+             purpose): any batch of the same queue that record covers would be applied again. Run \
+             `forget-applied --yes` to do it",
+            config.consumer, config.queue
+        )));
+    }
+    refuse_while_running(config)?;
+    let remote = connect(dsn, &application_name(config), Database::Remote).await?;
+    let n = crate::tracking::forget(&remote, &config.queue, &config.consumer).await?;
+    pgq_daemon::outln!(
+        "forgot {n} record(s) of batches consumer {:?} applied from queue {:?} in the remote database",
+        config.consumer,
+        config.queue
+    );
+    Ok(())
+}
+
 async fn register(db: &Client, config: &Config) -> Result<()> {
     match &config.subconsumer {
         Some(sub) => {
             coop::register_subconsumer(db, &config.queue, &config.consumer, sub).await?;
-            println!(
+            pgq_daemon::outln!(
                 "sub-consumer {sub:?} of consumer {:?} registered on queue {:?}",
-                config.consumer, config.queue
+                config.consumer,
+                config.queue
             );
         }
         None => {
@@ -198,7 +236,7 @@ async fn unregister(db: &Client, config: &Config, force: bool) -> Result<()> {
     refuse_while_running(config)?;
     if let Some(sub) = &config.subconsumer {
         coop::unregister_subconsumer(db, &config.queue, &config.consumer, sub).await?;
-        println!("sub-consumer {sub:?} of consumer {:?} unregistered", config.consumer);
+        pgq_daemon::outln!("sub-consumer {sub:?} of consumer {:?} unregistered", config.consumer);
         return Ok(());
     }
     let consumers = pgq::get_consumer_info_queue(db, &config.queue).await?;
@@ -243,7 +281,7 @@ async fn uninstall(db: &Client, config: &Config) -> Result<()> {
         say("queue {q} dropped", config);
     } else {
         let names: Vec<&str> = left.iter().map(|c| c.consumer_name.as_str()).collect();
-        println!(
+        pgq_daemon::outln!(
             "queue {:?} kept: other consumers are registered on it ({})",
             config.queue,
             names.join(", ")

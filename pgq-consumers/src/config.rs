@@ -113,14 +113,24 @@ fn default_fetch_size() -> u32 {
 }
 
 impl Config {
-    /// Reads and checks a config file, then applies the environment
-    /// overrides ([`DB_ENV`], [`REMOTE_DB_ENV`]).
+    /// Reads a config file, applies the environment overrides ([`DB_ENV`],
+    /// [`REMOTE_DB_ENV`]) and checks it ([`Config::check`]).
     pub fn load(path: &Path) -> Result<Config> {
+        let config = Config::read(path)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Reads a config file and applies the environment overrides, without
+    /// checking the values ([`Config::check`] does): for the commands that
+    /// only need to find a running daemon, which must work even when the
+    /// file now holds a value the daemon would refuse.
+    pub fn read(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Config::parse(path, &text)?;
+        let mut config = Config::parse_unchecked(path, &text)?;
         if let Ok(db) = std::env::var(DB_ENV) {
             config.db = ConnString(db);
         }
@@ -132,12 +142,8 @@ impl Config {
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|source| Error::ConfigSyntax {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })?;
+        let config = Config::parse_unchecked(path, text)?;
         config.check(path)?;
-        config.origin = path.to_path_buf();
         Ok(config)
     }
 
@@ -147,7 +153,22 @@ impl Config {
         &self.origin
     }
 
-    fn check(&self, path: &Path) -> Result<()> {
+    fn parse_unchecked(path: &Path, text: &str) -> Result<Config> {
+        let mut config: Config = toml::from_str(text).map_err(|e| Error::ConfigSyntax {
+            path: path.to_path_buf(),
+            source: TomlSyntax::new(&e, text),
+        })?;
+        config.origin = path.to_path_buf();
+        Ok(config)
+    }
+
+    /// Checks the values, naming the key of the first that is wrong: names
+    /// not empty and without control characters (they go into log lines),
+    /// a sub-consumer's name fit for a file name ([`check_subconsumer_name`]),
+    /// every duration a number of seconds from 0 to
+    /// [`MAX_SECONDS`](crate::seconds::MAX_SECONDS) (a year), the log level one of the
+    /// six, and the `[ticker]` table.
+    pub fn check(&self, path: &Path) -> Result<()> {
         let invalid = |problem: String| Error::ConfigInvalid {
             path: path.to_path_buf(),
             problem,
@@ -156,6 +177,14 @@ impl Config {
             if value.trim().is_empty() {
                 return Err(invalid(format!("`{key}` is empty")));
             }
+            if value.chars().any(char::is_control) {
+                return Err(invalid(format!(
+                    "`{key}` {value:?} has a control character (a newline, a tab...): names go into log lines"
+                )));
+            }
+        }
+        if let Some(sub) = &self.subconsumer {
+            check_subconsumer_name(sub).map_err(|problem| invalid(format!("`subconsumer`: {problem}")))?;
         }
         if self.db.0.trim().is_empty() {
             return Err(invalid("`db` is empty".into()));
@@ -173,11 +202,7 @@ impl Config {
             ("min_lag", self.min_lag),
         ] {
             if let Some(v) = value {
-                if !v.is_finite() || v < 0.0 {
-                    return Err(invalid(format!(
-                        "`{key}` is {v}; it must be a number of seconds, 0 or more"
-                    )));
-                }
+                crate::seconds::check(key, v, true).map_err(invalid)?;
             }
         }
         if self.fetch_size == 0 {
@@ -197,12 +222,22 @@ impl Config {
 
     /// The idle delay between polls.
     pub fn delay(&self) -> Duration {
-        Duration::from_secs_f64(self.delay)
+        crate::seconds::duration(self.delay)
     }
 
     /// The dead interval of cooperative consumers, if set.
     pub fn dead_interval(&self) -> Option<Duration> {
-        self.dead_interval.map(Duration::from_secs_f64)
+        self.dead_interval.map(crate::seconds::duration)
+    }
+
+    /// `min_interval`, if set.
+    pub fn min_interval(&self) -> Option<Duration> {
+        self.min_interval.map(crate::seconds::duration)
+    }
+
+    /// `min_lag`, if set.
+    pub fn min_lag(&self) -> Option<Duration> {
+        self.min_lag.map(crate::seconds::duration)
     }
 }
 
@@ -217,6 +252,75 @@ impl fmt::Debug for Config {
             .finish_non_exhaustive()
     }
 }
+
+/// The longest sub-consumer name, in bytes.
+pub const MAX_SUBCONSUMER_NAME: usize = 64;
+
+/// Checks a sub-consumer's name. It goes into file names (`--subconsumer
+/// NAME` gives the daemon the pidfile and log `NAME` before their
+/// extension) and log lines, so it must be 1 to [`MAX_SUBCONSUMER_NAME`]
+/// bytes, without `/` or control characters, and neither `.` nor `..`.
+/// Returns what is wrong, naming the name (control characters escaped).
+pub fn check_subconsumer_name(name: &str) -> std::result::Result<(), String> {
+    let problem = if name.is_empty() {
+        "it is empty"
+    } else if name.contains('/') {
+        "it has a `/`, and it goes into file names (the pidfile, the log)"
+    } else if name == "." || name == ".." {
+        "it is `.` or `..`, and it goes into file names (the pidfile, the log)"
+    } else if name.chars().any(char::is_control) {
+        "it has a control character (a newline, a tab...), and it goes into file names and log lines"
+    } else if name.len() > MAX_SUBCONSUMER_NAME {
+        "it is longer than 64 bytes, and it goes into file names (the pidfile, the log)"
+    } else {
+        return Ok(());
+    };
+    Err(format!("the sub-consumer name {name:?} cannot be used: {problem}"))
+}
+
+/// What is wrong with a config file's TOML: where (line and column) and
+/// what, without the text of the line. toml's own message quotes the line,
+/// and the line may be `db = "... password=..."`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TomlSyntax {
+    /// The line (from 1), when the error has a place.
+    pub line: Option<usize>,
+    /// The column (from 1, in characters), when the error has a place.
+    pub column: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl TomlSyntax {
+    fn new(e: &toml::de::Error, text: &str) -> TomlSyntax {
+        let place = e.span().and_then(|span| {
+            let before = text.get(..span.start)?;
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            Some((line, column))
+        });
+        // Without the input, toml says what and in which key, not the line.
+        let mut bare = e.clone();
+        bare.set_input(None);
+        let message = bare.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+        TomlSyntax {
+            line: place.map(|p| p.0),
+            column: place.map(|p| p.1),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for TomlSyntax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let (Some(line), Some(column)) = (self.line, self.column) {
+            write!(f, "line {line}, column {column}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TomlSyntax {}
 
 /// A connection string. It may hold a password, so it shows itself only
 /// with the password hidden ([`ConnString::redacted`]).
@@ -236,9 +340,9 @@ impl ConnString {
     }
 
     /// The connection string with any password replaced by `***`, in both
-    /// the `key=value` and the URL forms.
+    /// the `key=value` and the URL forms ([`crate::redact`]).
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        crate::conninfo::redact(&self.0)
     }
 }
 
@@ -254,189 +358,9 @@ impl fmt::Display for ConnString {
     }
 }
 
-/// Keys of a libpq connection string whose values are shown. Every other
-/// value is hidden: `password`, and any key libpq does not know, since a
-/// mistyped `passwrd=...` holds a password too.
-const SHOWN_KEYS: [&str; 38] = [
-    "host",
-    "hostaddr",
-    "port",
-    "dbname",
-    "user",
-    "passfile",
-    "options",
-    "application_name",
-    "fallback_application_name",
-    "connect_timeout",
-    "client_encoding",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_count",
-    "tcp_user_timeout",
-    "sslmode",
-    "sslnegotiation",
-    "sslcompression",
-    "sslcert",
-    "sslkey",
-    "sslcertmode",
-    "sslrootcert",
-    "sslcrl",
-    "sslcrldir",
-    "sslsni",
-    "ssl_min_protocol_version",
-    "ssl_max_protocol_version",
-    "requirepeer",
-    "require_auth",
-    "channel_binding",
-    "gssencmode",
-    "krbsrvname",
-    "gsslib",
-    "gssdelegation",
-    "service",
-    "target_session_attrs",
-    "load_balance_hosts",
-];
-
-/// Hides the password of a connection string, in both the `key=value` and
-/// the URL forms, and the value of any key libpq does not know.
-pub fn redact(dsn: &str) -> String {
-    let trimmed = dsn.trim_start();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        return redact_url(trimmed);
-    }
-    let mut out = String::with_capacity(dsn.len());
-    let mut rest = dsn;
-    loop {
-        let blank = rest.len() - rest.trim_start().len();
-        out.push_str(&rest[..blank]);
-        rest = &rest[blank..];
-        if rest.is_empty() {
-            return out;
-        }
-        let key_end = rest.find(|c: char| c == '=' || c.is_whitespace()).unwrap_or(rest.len());
-        if key_end == 0 {
-            // A stray `=`: copy it and go on.
-            out.push('=');
-            rest = &rest[1..];
-            continue;
-        }
-        let key = &rest[..key_end];
-        let after_key = &rest[key_end..];
-        let eq = after_key.len() - after_key.trim_start().len();
-        if !after_key[eq..].starts_with('=') {
-            // Not `key=value` (libpq refuses it): show the word.
-            out.push_str(key);
-            rest = after_key;
-            continue;
-        }
-        out.push_str(key);
-        out.push_str(&after_key[..=eq]);
-        let value_part = &after_key[eq + 1..];
-        let after_value = skip_value(value_part.trim_start());
-        if SHOWN_KEYS.contains(&key) {
-            out.push_str(&value_part[..value_part.len() - after_value.len()]);
-        } else {
-            out.push_str("***");
-        }
-        rest = after_value;
-    }
-}
-
-/// Skips a `key=value` value: quoted with backslash escapes, or up to white space.
-fn skip_value(value: &str) -> &str {
-    if let Some(inner) = value.strip_prefix('\'') {
-        let mut escaped = false;
-        for (i, c) in inner.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '\'' if !escaped => return &inner[i + 1..],
-                _ => escaped = false,
-            }
-        }
-        ""
-    } else {
-        let end = value.find(char::is_whitespace).unwrap_or(value.len());
-        &value[end..]
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let after = &url[scheme_end + 3..];
-    let authority_end = after.find(['/', '?']).unwrap_or(after.len());
-    let authority = &after[..authority_end];
-    let mut out = match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let shown = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{}{}{}", &url[..scheme_end + 3], shown, &authority[at..])
-        }
-        None => url[..scheme_end + 3 + authority_end].to_string(),
-    };
-    // The query string may carry password=... too.
-    let tail = &after[authority_end..];
-    match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _)) if !SHOWN_KEYS.contains(&k) => format!("{k}=***"),
-                    _ => kv.to_string(),
-                })
-                .collect();
-            out.push_str(path);
-            out.push('?');
-            out.push_str(&query.join("&"));
-        }
-        None => out.push_str(tail),
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn passwords_are_hidden_in_key_value_strings() {
-        assert_eq!(redact("host=h password=s3cret user=u"), "host=h password=*** user=u");
-        assert_eq!(redact("password = 'a b\\' c' host=h"), "password =*** host=h");
-        assert_eq!(redact("host=h"), "host=h");
-        assert_eq!(redact("user=passwordless host=h"), "user=passwordless host=h");
-    }
-
-    #[test]
-    fn values_of_keys_libpq_does_not_know_are_hidden_too() {
-        assert_eq!(
-            redact("host=h passwrd=s3cret dbname=d"),
-            "host=h passwrd=*** dbname=d",
-            "a mistyped password key"
-        );
-        assert_eq!(redact("PASSWORD='x y' port=5"), "PASSWORD=*** port=5");
-        assert_eq!(redact("host = h  sslmode=require"), "host = h  sslmode=require");
-        assert_eq!(redact("host=h junk = =x"), "host=h junk =***", "the value is `=x`");
-        assert_eq!(
-            redact("postgres://u@h/db?passwrd=x&sslmode=require"),
-            "postgres://u@h/db?passwrd=***&sslmode=require"
-        );
-    }
-
-    #[test]
-    fn passwords_are_hidden_in_urls() {
-        assert_eq!(redact("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(
-            redact("postgresql://u@h/db?password=x&sslmode=require"),
-            "postgresql://u@h/db?password=***&sslmode=require"
-        );
-    }
 
     #[test]
     fn unknown_keys_are_named() {
@@ -453,12 +377,55 @@ mod tests {
     }
 
     #[test]
+    fn syntax_errors_do_not_quote_the_line_which_may_hold_a_password() {
+        let e = Config::parse(Path::new("c.toml"), "queue='q'\ndb = \"host=h password=Qz9\"Xw7\"\n").err();
+        let msg = e
+            .map(|e| {
+                format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
+        assert!(msg.contains("line 2, column 27"), "{msg}");
+        assert!(!msg.contains("Qz9") && !msg.contains("Xw7"), "{msg}");
+    }
+
+    #[test]
     fn syntax_errors_name_the_line() {
         let e = Config::parse(Path::new("c.toml"), "db='x'\nqueue = = 'q'\n").err();
         let msg = e
             .and_then(|e| std::error::Error::source(&e).map(|s| s.to_string()))
             .unwrap_or_default();
         assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn every_duration_out_of_range_is_refused_naming_its_key() {
+        for key in ["delay", "dead_interval", "min_interval", "min_lag"] {
+            for value in ["1e300", "-1", "nan", "inf", "31536001"] {
+                let text = format!("db='x'\nqueue='q'\nconsumer='c'\n{key}={value}\n");
+                let e = Config::parse(Path::new("c.toml"), &text).err().map(|e| e.to_string());
+                assert!(
+                    e.as_deref().is_some_and(|e| e.contains(&format!("`{key}`"))),
+                    "{key}={value}: {e:?}"
+                );
+            }
+        }
+        for key in [
+            "ticker_period",
+            "retry_period",
+            "maint_period",
+            "coalesce",
+            "leader_check_period",
+        ] {
+            let text = format!("db='x'\nqueue='q'\nconsumer='c'\n[ticker]\n{key}=1e300\n");
+            let e = Config::parse(Path::new("c.toml"), &text).err().map(|e| e.to_string());
+            assert!(
+                e.as_deref().is_some_and(|e| e.contains(&format!("`ticker.{key}`"))),
+                "{key}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -194,8 +194,9 @@ pub enum Error {
     /// The remote database's record contradicts the queue: the tick ids say
     /// the batch was applied, the tick times say it cannot have been (the
     /// queue was dropped and created again). Check, then forget the old
-    /// record (`forget_applied_batches`).
-    #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} contradicts what the remote database recorded; was the queue created again?")]
+    /// record: the `forget-applied --yes` command, or
+    /// [`forget_applied_batches`](crate::forget_applied_batches).
+    #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} contradicts what the remote database recorded; was the queue created again? If so, stop the consumer and run its `forget-applied --yes` command, which forgets that record, then start it again")]
     TrackingInconsistent {
         /// The queue.
         queue: String,
@@ -221,14 +222,15 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The config file is not valid TOML, has a key this program does not
-    /// know, or a value of the wrong type (the source names the line and key).
+    /// know, or a value of the wrong type (the source names the line and key,
+    /// and does not quote the line, which may hold a password).
     #[error("config file {} is not valid", path.display())]
     ConfigSyntax {
         /// The file.
         path: std::path::PathBuf,
         /// The TOML error, with line and column.
         #[source]
-        source: Box<toml::de::Error>,
+        source: crate::config::TomlSyntax,
     },
     /// A config value is not acceptable.
     #[error("config file {}: {problem}", path.display())]

@@ -42,6 +42,7 @@ mod cli;
 mod commands;
 mod config;
 mod connect;
+mod conninfo;
 mod consumer;
 mod coop;
 mod daemon;
@@ -61,8 +62,11 @@ mod tracking;
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
-pub use config::{redact, Config, ConnString, Filter, DB_ENV, REMOTE_DB_ENV};
+pub use config::{
+    check_subconsumer_name, Config, ConnString, Filter, TomlSyntax, DB_ENV, MAX_SUBCONSUMER_NAME, REMOTE_DB_ENV,
+};
 pub use connect::{connect, connect_listening, Database, Notifications};
+pub use conninfo::redact;
 pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};
 pub use error::{Error, Result};
 pub use failpoint::CRASH_AT_ENV;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_postgres::config::Host;
 
 use crate::connect::Database;
+use crate::conninfo;
 use crate::error::{Error, Result};
 
 /// libpq's `sslmode`.
@@ -179,36 +180,83 @@ struct SslKeys {
     sslrootcert: Option<String>,
 }
 
+/// Keys tokio-postgres takes (`sslmode` and `sslrootcert` are taken out
+/// before it sees the string). Any other key is refused here, by a message
+/// that names it only when that is safe ([`crate::conninfo`]), instead of by
+/// tokio-postgres, whose message would name it whatever it is.
+const TOKIO_KEYS: [&str; 18] = [
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "sslnegotiation",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+];
+
+/// Says that a key is not one this program takes, naming it when it may be shown.
+fn unknown_key(shown: Option<&str>) -> String {
+    match shown {
+        Some(key) => format!("`{key}` is not a connection option this program knows"),
+        None => "an option this program does not know follows a hidden value (a password with a space, `&` or `@` \
+                 in it? quote it, 'like this', or put a backslash before the space; in a URL, percent-encode it)"
+            .into(),
+    }
+}
+
 /// Takes `sslmode` and `sslrootcert` out of a connection string: tokio-postgres
 /// knows only three of the six modes and no CA file, so these are handled here.
+/// The rest is checked (every key one tokio-postgres knows, a URL that reads
+/// the same to every parser) and handed on as tokio-postgres will read it.
 fn take_ssl_keys(dsn: &str) -> std::result::Result<(String, SslKeys), String> {
     let trimmed = dsn.trim();
-    if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        return Ok(take_ssl_keys_url(trimmed));
+    if conninfo::is_url(trimmed) {
+        return take_ssl_keys_url(trimmed);
+    }
+    let read = conninfo::key_values(trimmed);
+    if let Some((_, error)) = read.error {
+        return Err(error.to_string());
     }
     let mut keys = SslKeys::default();
     let mut kept = Vec::new();
-    for (key, value) in parse_key_values(trimmed)? {
-        match key.as_str() {
-            "sslmode" => keys.sslmode = Some(value),
-            "sslrootcert" => keys.sslrootcert = Some(value),
-            _ => kept.push(format!("{key}={}", quote_value(&value))),
+    for pair in read.pairs {
+        match pair.key.as_str() {
+            "sslmode" => keys.sslmode = Some(pair.value),
+            "sslrootcert" => keys.sslrootcert = Some(pair.value),
+            key if TOKIO_KEYS.contains(&key) => kept.push(format!("{key}={}", quote_value(&pair.value))),
+            _ => return Err(unknown_key(pair.shown_key())),
         }
     }
     Ok((kept.join(" "), keys))
 }
 
-fn take_ssl_keys_url(url: &str) -> (String, SslKeys) {
+fn take_ssl_keys_url(url: &str) -> std::result::Result<(String, SslKeys), String> {
+    conninfo::check_url(url)?;
     let mut keys = SslKeys::default();
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_string(), keys);
+    let Some(q) = url.find('?') else {
+        return Ok((url.to_string(), keys));
     };
+    let (base, query) = (&url[..q], &url[q + 1..]);
     let mut kept = Vec::new();
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("sslmode", v)) => keys.sslmode = Some(percent_decode(v)),
-            Some(("sslrootcert", v)) => keys.sslrootcert = Some(percent_decode(v)),
-            _ => kept.push(pair),
+    for (item, pair) in conninfo::query_items(url, q + 1).into_iter().zip(query.split('&')) {
+        let value = pair.split_once('=').map(|(_, v)| v).unwrap_or_default();
+        match item.key.as_deref() {
+            Some("sslmode") => keys.sslmode = Some(percent_decode(value)),
+            Some("sslrootcert") => keys.sslrootcert = Some(percent_decode(value)),
+            Some(key) if TOKIO_KEYS.contains(&key) => kept.push(pair),
+            Some(_) => return Err(unknown_key(item.key.as_deref().filter(|_| item.key_shown))),
+            None => return Err("a parameter of the URL is not `key=value`".into()),
         }
     }
     let url = if kept.is_empty() {
@@ -216,71 +264,11 @@ fn take_ssl_keys_url(url: &str) -> (String, SslKeys) {
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    (url, keys)
+    Ok((url, keys))
 }
 
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            if let Some(b) = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Splits libpq's `key=value` syntax: values may be single-quoted, and a
-/// backslash escapes the next character.
-fn parse_key_values(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Ok(out);
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
-            return Err(format!("`{key}` has no `=value`"));
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next() {
-                    None => return Err(format!("the quoted value of `{key}` has no closing quote")),
-                    Some('\'') => break,
-                    Some('\\') => value.extend(chars.next()),
-                    Some(c) => value.push(c),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        out.push((key, value));
-    }
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 fn quote_value(v: &str) -> String {
@@ -458,15 +446,39 @@ mod tests {
 
     #[test]
     fn quoted_values_and_escapes_survive() {
-        let kv = parse_key_values(r"a='x y' b=c\ d c='it\'s'").expect("parses");
-        assert_eq!(
-            kv,
-            vec![
-                ("a".into(), "x y".into()),
-                ("b".into(), "c d".into()),
-                ("c".into(), "it's".into())
-            ]
-        );
-        assert!(parse_key_values("a='open").is_err());
+        let e = env(&[]);
+        let r = resolved(r"host=h user='x y' password=c\ d options='it\'s'", &e);
+        assert_eq!(r.config.get_user(), Some("x y"));
+        assert_eq!(r.config.get_password(), Some(&b"c d"[..]));
+        assert_eq!(r.config.get_options(), Some("it's"));
+        assert!(resolve("host=h password='open", "x", Database::Queue, &e).is_err());
+    }
+
+    #[test]
+    fn errors_never_name_a_part_of_a_password() {
+        let e = env(&[]);
+        for dsn in [
+            "host=h password=Qz9 Xw7 port=5",
+            "host=h password=Qz9 Xw7=1",
+            r"password=Qz9\ Xw7 bogus=1",
+            "postgres://u:Qz9@Xw7@h/db",
+            "postgres://u:Qz9/Xw7@h/db",
+            "postgres://h/db?password=Qz9&Xw7=1",
+            "postgres://h/db?password=Qz9@Xw7",
+        ] {
+            let redacted = crate::conninfo::redact(dsn);
+            let message = match resolve(dsn, &redacted, Database::Queue, &e) {
+                Ok(_) => panic!("{dsn}: accepted"),
+                Err(err) => crate::cli::error_chain(&err),
+            };
+            for part in ["Qz9", "Xw7"] {
+                assert!(!message.contains(part), "{dsn}: {message}");
+            }
+        }
+        let message = resolve("host=h bogus=1", "host=h bogus=***", Database::Queue, &e)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("`bogus` is not a connection option"), "{message}");
     }
 }

@@ -1,5 +1,10 @@
-//! Durations written in a config as a number of seconds (`timeout = 30`,
-//! `delay = 0.5`), for settings types:
+//! Durations written in a config as a number of seconds (`delay = 0.5`,
+//! `timeout = 30`): the range they may take, checked when the config is
+//! read, and their conversion to [`Duration`], which never panics.
+//!
+//! Every duration of the config ([`Config`](crate::Config)'s keys, the
+//! `[ticker]` periods) is checked by [`check`]; a consumer's settings type
+//! gets the same check from `#[serde(with = "pgq_consumers::seconds")]`:
 //!
 //! ```
 //! use std::time::Duration;
@@ -17,37 +22,58 @@
 //! assert_eq!(settings.timeout, Duration::from_millis(2500));
 //! assert!(toml::from_str::<Settings>("timeout = 1e300").is_err());
 //! ```
-//!
-//! A number that is negative, not finite or longer than [`MAX`] is refused,
-//! with an error that names the key.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// The longest duration a config may give: a year.
-pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest duration a config may give: one year (365 days), in
+/// seconds. A year is far more than any key needs, far less than what
+/// [`Duration`], PostgreSQL's `interval` or a deadline computed from it can
+/// hold, and a value beyond it (`1e300`) is a mistake to report, not a time
+/// to wait.
+pub const MAX_SECONDS: f64 = 31_536_000.0;
 
-/// `secs` seconds as a [`Duration`]; an error saying what is wrong when it is
-/// negative, not a number, or longer than [`MAX`].
-pub fn from_secs(secs: f64) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{secs} is not a number of seconds, 0 or more"));
-    }
-    if secs > MAX.as_secs_f64() {
-        return Err(format!(
-            "{secs} seconds is more than the {} seconds (a year) a config may give",
-            MAX.as_secs()
-        ));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{secs} seconds: {e}"))
+/// Checks a number of seconds read from a config (`key` names it in the
+/// message) and returns it as a [`Duration`]: finite, at most
+/// [`MAX_SECONDS`], and 0 or more (more than 0 unless `zero_ok`).
+///
+/// ```
+/// use std::time::Duration;
+/// use pgq_consumers::seconds;
+///
+/// assert_eq!(seconds::check("delay", 1.5, true), Ok(Duration::from_millis(1500)));
+/// assert!(seconds::check("delay", 1e300, true).is_err_and(|e| e.contains("`delay`")));
+/// ```
+pub fn check(key: &str, value: f64, zero_ok: bool) -> Result<Duration, String> {
+    in_range(value, zero_ok).map_err(|why| format!("`{key}` is {value:?}; {why}"))
 }
 
-/// Reads a number of seconds (integer or not) as a [`Duration`]; for
-/// `#[serde(with = "pgq_consumers::seconds")]`.
+/// `Ok` when `value` is a number of seconds in range; else what the range is.
+fn in_range(value: f64, zero_ok: bool) -> Result<Duration, String> {
+    let least_ok = if zero_ok { value >= 0.0 } else { value > 0.0 };
+    if value.is_finite() && least_ok && value <= MAX_SECONDS {
+        return Ok(duration(value));
+    }
+    let least = if zero_ok { "from 0" } else { "more than 0 and" };
+    Err(format!(
+        "it must be a number of seconds {least} up to {MAX_SECONDS} (a year)"
+    ))
+}
+
+/// A number of seconds as a [`Duration`], brought into `0..=MAX_SECONDS`
+/// first (NaN counts as 0): for values checked already, or as a last line of
+/// defence for values set by code after the check.
+pub(crate) fn duration(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.clamp(0.0, MAX_SECONDS)).unwrap_or(Duration::ZERO)
+}
+
+/// Reads a number of seconds (integer or not, from 0 up to
+/// [`MAX_SECONDS`]) as a [`Duration`]; for
+/// `#[serde(with = "pgq_consumers::seconds")]`. The error names the key.
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let secs = f64::deserialize(deserializer)?;
-    from_secs(secs).map_err(serde::de::Error::custom)
+    in_range(secs, true).map_err(|why| serde::de::Error::custom(format!("{secs:?} seconds: {why}")))
 }
 
 /// An optional number of seconds; for
@@ -60,7 +86,9 @@ pub mod option {
     /// Reads an optional number of seconds as an optional [`Duration`].
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
         match Option::<f64>::deserialize(deserializer)? {
-            Some(secs) => super::from_secs(secs).map(Some).map_err(serde::de::Error::custom),
+            Some(secs) => super::in_range(secs, true)
+                .map(Some)
+                .map_err(|why| serde::de::Error::custom(format!("{secs:?} seconds: {why}"))),
             None => Ok(None),
         }
     }
@@ -71,12 +99,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seconds_are_read_up_to_a_year_and_never_panic() {
-        assert_eq!(from_secs(1.5), Ok(Duration::from_millis(1500)));
-        assert_eq!(from_secs(0.0), Ok(Duration::ZERO));
-        assert_eq!(from_secs(MAX.as_secs_f64()), Ok(MAX));
-        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e300, MAX.as_secs_f64() + 1.0] {
-            assert!(from_secs(bad).is_err(), "{bad}");
+    fn values_out_of_range_are_refused_naming_the_key_and_never_panic() {
+        for v in [1e300, f64::INFINITY, f64::NAN, -1.0, MAX_SECONDS * 1.01, f64::MAX] {
+            let e = check("min_lag", v, true);
+            assert!(e.as_ref().is_err_and(|e| e.contains("`min_lag`")), "{v}: {e:?}");
+        }
+        assert!(check("ticker_period", 0.0, false).is_err());
+        assert_eq!(check("coalesce", 0.0, true), Ok(Duration::ZERO));
+        assert_eq!(check("delay", MAX_SECONDS, true), Ok(Duration::from_secs(31_536_000)));
+        for v in [1e300, f64::NAN, -5.0, f64::NEG_INFINITY] {
+            assert!(duration(v) <= Duration::from_secs(31_536_000), "{v}");
+        }
+    }
+
+    #[test]
+    fn settings_read_seconds_up_to_a_year() {
+        #[derive(Deserialize)]
+        struct S {
+            #[serde(with = "super")]
+            t: Duration,
+        }
+        let read = |text: &str| toml::from_str::<S>(text).map(|s| s.t).map_err(|e| e.to_string());
+        assert_eq!(read("t = 2"), Ok(Duration::from_secs(2)));
+        assert_eq!(read("t = 0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["t = -1", "t = 1e300", "t = inf", "t = nan"] {
+            assert!(
+                read(bad).is_err_and(|e| e.contains("a year") && e.contains('t')),
+                "{bad}"
+            );
         }
     }
 }

@@ -127,7 +127,9 @@ impl TickerConfig {
         }
     }
 
-    /// Says what is wrong with a value, naming its key.
+    /// Says what is wrong with a value, naming its key: every period is a
+    /// number of seconds more than 0 (`coalesce`: 0 or more) and at most
+    /// [`MAX_SECONDS`](crate::seconds::MAX_SECONDS).
     pub fn check(&self) -> std::result::Result<(), String> {
         for (key, v, zero_ok) in [
             ("ticker_period", self.ticker_period, false),
@@ -136,19 +138,16 @@ impl TickerConfig {
             ("coalesce", self.coalesce, true),
             ("leader_check_period", self.leader_check_period, false),
         ] {
-            let ok = v.is_finite() && if zero_ok { v >= 0.0 } else { v > 0.0 };
-            if !ok || v > 1e6 {
-                let least = if zero_ok { "0 or more" } else { "more than 0" };
-                return Err(format!(
-                    "`ticker.{key}` is {v}; it must be a number of seconds, {least}"
-                ));
-            }
+            crate::seconds::check(&format!("ticker.{key}"), v, zero_ok)?;
         }
         Ok(())
     }
 
     fn period(v: f64) -> Duration {
-        Duration::try_from_secs_f64(v).unwrap_or(Duration::from_secs(1))
+        match crate::seconds::duration(v) {
+            Duration::ZERO => Duration::from_secs(1),
+            d => d,
+        }
     }
 }
 
@@ -666,7 +665,7 @@ struct LeaderState {
 impl LeaderState {
     fn new(config: &TickerConfig) -> LeaderState {
         let now = Instant::now();
-        let coalesce = Duration::try_from_secs_f64(config.coalesce).unwrap_or(Duration::ZERO);
+        let coalesce = crate::seconds::duration(config.coalesce);
         LeaderState {
             next_tick: now,
             next_retry: now,

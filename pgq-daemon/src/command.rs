@@ -135,7 +135,7 @@ where
             let code = control::status(opts);
             if code != ExitCode::Failed {
                 for line in details() {
-                    println!("{line}");
+                    crate::outln!("{line}");
                 }
             }
             code

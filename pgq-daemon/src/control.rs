@@ -26,20 +26,20 @@ const SIGKILL_WAIT: Duration = Duration::from_secs(5);
 pub fn status(opts: &Options) -> ExitCode {
     let name = &opts.name;
     let Some(path) = &opts.pidfile else {
-        eprintln!("{name}: no pidfile is configured: cannot tell whether it runs");
+        crate::errln!("{name}: no pidfile is configured: cannot tell whether it runs");
         return ExitCode::Failed;
     };
     match running_pid(path) {
         Ok(Some(pid)) => {
-            println!("{name} is running, pid {pid}");
+            crate::outln!("{name} is running, pid {pid}");
             ExitCode::Ok
         }
         Ok(None) => {
-            println!("{name} is not running");
+            crate::outln!("{name} is not running");
             ExitCode::WrongState
         }
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             ExitCode::Failed
         }
     }
@@ -62,7 +62,7 @@ fn notify(opts: &Options, signal: Signal, what: &str) -> ExitCode {
     let result = find(opts).and_then(|(_, pid)| send(name, pid, signal).map(|()| pid));
     match result {
         Ok(pid) => {
-            println!("{name}, pid {pid}: asked to {what} ({})", signal.as_str());
+            crate::outln!("{name}, pid {pid}: asked to {what} ({})", signal.as_str());
             ExitCode::Ok
         }
         Err(code) => code,
@@ -74,7 +74,7 @@ pub(crate) fn stop(opts: &Options) -> ExitCode {
     match terminate(opts) {
         Ok(None) => ExitCode::Ok,
         Ok(Some((_, pid))) => {
-            eprintln!(
+            crate::errln!(
                 "{} is still running, pid {pid}, {:?} after SIGTERM: its round in flight may be long; use `kill` to stop it at once",
                 opts.name, opts.stop_timeout
             );
@@ -92,7 +92,7 @@ fn terminate(opts: &Options) -> Result<Option<(PathBuf, u32)>, ExitCode> {
     let (path, pid) = find(opts)?;
     send(name, pid, Signal::SIGTERM)?;
     if wait_gone(&path, pid, opts.stop_timeout) {
-        println!("{name} stopped, pid {pid}");
+        crate::outln!("{name} stopped, pid {pid}");
         Ok(None)
     } else {
         Ok(Some((path, pid)))
@@ -115,19 +115,19 @@ fn kill_found(opts: &Options, path: &Path, pid: u32) -> ExitCode {
     }
     let wait = opts.kill_wait();
     if wait_gone(path, pid, wait) {
-        println!("{name} killed, pid {pid}");
+        crate::outln!("{name} killed, pid {pid}");
         return ExitCode::Ok;
     }
-    eprintln!("{name}, pid {pid}, did not quit {wait:?} after SIGQUIT: sending SIGKILL");
+    crate::errln!("{name}, pid {pid}, did not quit {wait:?} after SIGQUIT: sending SIGKILL");
     match send(name, pid, Signal::SIGKILL) {
         Ok(()) | Err(ExitCode::WrongState) => {}
         Err(code) => return code,
     }
     if wait_gone(path, pid, SIGKILL_WAIT) {
-        println!("{name} killed with SIGKILL, pid {pid}");
+        crate::outln!("{name} killed with SIGKILL, pid {pid}");
         ExitCode::Ok
     } else {
-        eprintln!("{name} is still running, pid {pid}, after SIGKILL");
+        crate::errln!("{name} is still running, pid {pid}, after SIGKILL");
         ExitCode::Failed
     }
 }
@@ -138,9 +138,10 @@ pub(crate) fn stop_for_restart(opts: &Options) -> ExitCode {
     match terminate(opts) {
         Ok(None) => ExitCode::Ok,
         Ok(Some((path, pid))) => {
-            eprintln!(
+            crate::errln!(
                 "{}, pid {pid}, did not stop {:?} after SIGTERM: killing it",
-                opts.name, opts.stop_timeout
+                opts.name,
+                opts.stop_timeout
             );
             kill_found(opts, &path, pid)
         }
@@ -152,17 +153,17 @@ pub(crate) fn stop_for_restart(opts: &Options) -> ExitCode {
 fn find(opts: &Options) -> Result<(PathBuf, u32), ExitCode> {
     let name = &opts.name;
     let Some(path) = &opts.pidfile else {
-        eprintln!("{name}: no pidfile is configured: cannot find the daemon");
+        crate::errln!("{name}: no pidfile is configured: cannot find the daemon");
         return Err(ExitCode::Failed);
     };
     match running_pid(path) {
         Ok(Some(pid)) => Ok((path.clone(), pid)),
         Ok(None) => {
-            eprintln!("{name} is not running");
+            crate::errln!("{name} is not running");
             Err(ExitCode::WrongState)
         }
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             Err(ExitCode::Failed)
         }
     }
@@ -170,13 +171,13 @@ fn find(opts: &Options) -> Result<(PathBuf, u32), ExitCode> {
 
 fn send(name: &str, pid: u32, signal: Signal) -> Result<(), ExitCode> {
     let Ok(raw) = i32::try_from(pid) else {
-        eprintln!("{name}: pid {pid} is out of range");
+        crate::errln!("{name}: pid {pid} is out of range");
         return Err(ExitCode::Failed);
     };
     match send_signal(Pid::from_raw(raw), signal) {
         Ok(()) => Ok(()),
         Err(Errno::ESRCH) => {
-            eprintln!("{name} is not running (pid {pid} is gone)");
+            crate::errln!("{name} is not running (pid {pid} is gone)");
             Err(ExitCode::WrongState)
         }
         Err(source) => {
@@ -185,7 +186,7 @@ fn send(name: &str, pid: u32, signal: Signal) -> Result<(), ExitCode> {
                 signal: signal.as_str(),
                 source,
             };
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             Err(ExitCode::Failed)
         }
     }
@@ -196,7 +197,8 @@ fn send(name: &str, pid: u32, signal: Signal) -> Result<(), ExitCode> {
 /// ended: the lock goes a moment before the process does, and "stopped"
 /// must mean the process is gone.
 fn wait_gone(path: &Path, pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    // No deadline for a timeout too long to reach: wait as long as it takes.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         let released = match running_pid(path) {
             Ok(Some(holder)) => holder != pid,
@@ -207,7 +209,7 @@ fn wait_gone(path: &Path, pid: u32, timeout: Duration) -> bool {
         if released && process_ended(pid) {
             return true;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         std::thread::sleep(POLL_EVERY);

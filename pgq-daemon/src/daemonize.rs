@@ -5,7 +5,8 @@
 //! points its stdio at /dev/null, takes the pidfile, starts the logger, builds the
 //! runtime, makes the daemon and reads its config. Only then does it report ready,
 //! through a pipe the parent waits on; a failure before that goes through the same
-//! pipe, so the parent prints it and exits with its code.
+//! pipe, so the parent prints it and exits with its code, once the failed daemon
+//! has exited (the pipe closes with it).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -32,29 +33,29 @@ where
 {
     let name = &opts.name;
     let Some(pidfile) = &opts.pidfile else {
-        eprintln!("{name}: cannot start without a pidfile: set pidfile, or use `run` to stay in the foreground");
+        crate::errln!("{name}: cannot start without a pidfile: set pidfile, or use `run` to stay in the foreground");
         return ExitCode::Failed;
     };
     let pidfile = match absolute(pidfile) {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            crate::errln!("{name}: {e}");
             return ExitCode::Failed;
         }
     };
     match running_pid(&pidfile) {
         Ok(None) => {}
         Ok(Some(pid)) => {
-            eprintln!("{name} is already running, pid {pid}");
+            crate::errln!("{name} is already running, pid {pid}");
             return ExitCode::WrongState;
         }
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             return e.exit_code();
         }
     }
     let Some(logfile) = &opts.logfile else {
-        eprintln!(
+        crate::errln!(
             "{name}: cannot start without a logfile: a daemon has no terminal: set logfile, or use `run` to log to stderr"
         );
         return ExitCode::Failed;
@@ -62,7 +63,7 @@ where
     let logfile = match absolute(logfile) {
         Ok(path) => path,
         Err(e) => {
-            eprintln!("{name}: {e}");
+            crate::errln!("{name}: {e}");
             return ExitCode::Failed;
         }
     };
@@ -70,7 +71,7 @@ where
     let (reader, writer) = match pipe {
         Ok(pipe) => pipe,
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             return ExitCode::Failed;
         }
     };
@@ -78,7 +79,7 @@ where
     let _ = std::io::stderr().flush();
     match fork_process() {
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             ExitCode::Failed
         }
         Ok(ForkResult::Parent { child }) => {
@@ -138,20 +139,20 @@ fn fork_process() -> Result<ForkResult> {
 fn await_report(name: &str, logfile: &Path, mut reader: PipeReader) -> ExitCode {
     let mut report = String::new();
     if let Err(e) = reader.read_to_string(&mut report) {
-        eprintln!("{name}: cannot read the daemon's startup report: {e}");
+        crate::errln!("{name}: cannot read the daemon's startup report: {e}");
         return ExitCode::Failed;
     }
     match Report::parse(&report) {
         Some(Report::Ready(pid)) => {
-            println!("{name} started, pid {pid}");
+            crate::outln!("{name} started, pid {pid}");
             ExitCode::Ok
         }
         Some(Report::Failed(code, message)) => {
-            eprintln!("{name}: cannot start: {message}");
+            crate::errln!("{name}: cannot start: {message}");
             code
         }
         None => {
-            eprintln!(
+            crate::errln!(
                 "{name}: the daemon exited during startup without saying why; see {}",
                 logfile.display()
             );
@@ -252,17 +253,24 @@ impl Reporter {
     }
 
     fn ready(&self) {
-        self.send(&format!("READY {}\n", std::process::id()));
+        drop(self.send(&format!("READY {}\n", std::process::id())));
     }
 
+    /// Reports a startup failure. The pipe is left open until this process
+    /// exits: the parent reads to its end, so `start` reports the failure only
+    /// once the daemon is gone and its pidfile released, and a `start` right
+    /// after it never finds the failed one still there.
     fn failed(&self, code: ExitCode, message: &str) {
-        self.send(&format!("FAILED {code} {message}\n"));
+        if let Some(writer) = self.send(&format!("FAILED {code} {message}\n")) {
+            std::mem::forget(writer);
+        }
     }
 
-    fn send(&self, line: &str) {
-        if let Some(mut writer) = self.0.take() {
-            // If the parent is gone, there is nobody to tell.
-            let _ = writer.write_all(line.as_bytes());
-        }
+    /// Writes the line, once; returns the pipe.
+    fn send(&self, line: &str) -> Option<PipeWriter> {
+        let mut writer = self.0.take()?;
+        // If the parent is gone, there is nobody to tell.
+        let _ = writer.write_all(line.as_bytes());
+        Some(writer)
     }
 }

@@ -60,6 +60,24 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The log file cannot be opened for appending.
+    #[error("cannot open log file {}", path.display())]
+    LogfileOpen {
+        /// The log file.
+        path: PathBuf,
+        /// Why: the system's error, or what is wrong with the path.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The pidfile is a symbolic link: writing a pid through it would
+    /// overwrite whatever it points at.
+    #[error("pidfile {} is a symbolic link: refusing to follow it (give the real path, or remove the link)", path.display())]
+    PidfileSymlink {
+        /// The pidfile.
+        path: PathBuf,
+    },
+
     /// The logger could not be started on the log file.
     #[error("cannot log to {}", path.display())]
     Logfile {

@@ -23,18 +23,18 @@ where
         None => None,
         Some(Ok(held)) => Some(held),
         Some(Err(Error::PidfileLocked { pid: Some(pid), .. })) => {
-            eprintln!("{name} is already running, pid {pid}");
+            crate::errln!("{name} is already running, pid {pid}");
             return ExitCode::WrongState;
         }
         Some(Err(e)) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             return e.exit_code();
         }
     };
     let log = match init_logger(opts.logfile.as_deref(), opts.level) {
         Ok(log) => log,
         Err(e) => {
-            eprintln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", chain(&e));
             return ExitCode::Failed;
         }
     };
@@ -44,7 +44,7 @@ where
             crate::fatal!("cannot start: {failure}");
             log.flush();
             if log.logfile().is_some() {
-                eprintln!("{name}: cannot start: {failure}");
+                crate::errln!("{name}: cannot start: {failure}");
             }
             failure.code
         }

@@ -85,6 +85,9 @@
 //! pidfile; `status` prints whether it runs, then the lines of the `details`
 //! callback given to [`execute`].
 //!
+//! Commands print with [`outln!`] and [`errln!`], which never panic: a closed
+//! standard output (`NAME status | head -1`) ends a command quietly.
+//!
 //! Exit codes ([`ExitCode`]): 0 ok, 1 usage error or operation failed, 3 cannot
 //! connect, 4 the daemon is in the wrong state (not running, or already running).
 //!
@@ -93,7 +96,8 @@
 //! The daemon holds an exclusive lock ([`std::fs::File::try_lock`], `flock`) on its
 //! [`Pidfile`] while it lives. The lock decides whether a daemon runs, never the pid in
 //! the file, so a stale pidfile (process gone, pid reused) never blocks a start. The
-//! pidfile is removed when the daemon exits normally.
+//! pidfile is removed when the daemon exits normally, as the last thing before it
+//! exits. A pidfile that is a symbolic link is refused ([`Error::PidfileSymlink`]).
 //!
 //! # Logging
 //!
@@ -106,7 +110,9 @@
 //! 2026-01-31 12:00:00.123 +01:00 [4242] NOTICE counter started, pid 4242, log level NOTICE, delay 5s
 //! ```
 //!
-//! to the log file (appended) or to stderr. A reload reopens the file, so logrotate
+//! to the log file (appended) or to stderr. A log file that cannot be opened for
+//! appending (a directory, a missing directory, no permission) is a startup failure
+//! naming it ([`Error::LogfileOpen`]); no directory is created. A reload reopens the file, so logrotate
 //! only needs `postrotate NAME -c CONF reload` (no `copytruncate`). Level changes
 //! (`logmore`, `logless`, a reload with a new level) are announced by a NOTICE line
 //! written whatever the level. A reload sets the level the config says, undoing
@@ -125,6 +131,7 @@ mod foreground;
 mod level;
 mod logger;
 mod macros;
+pub mod output;
 mod pidfile;
 mod runner;
 mod signals;

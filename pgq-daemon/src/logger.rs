@@ -59,6 +59,10 @@ impl fmt::Debug for LogHandle {
 /// handshake, which would bury the daemon's own DEBUG and VERBOSE lines and put
 /// event data in the log. Their warnings and errors are kept.
 ///
+/// A log file that cannot be opened for appending (a directory, a missing
+/// directory, no permission, a file system that takes no files) fails with
+/// [`Error::LogfileOpen`], naming it and saying why.
+///
 /// A process has one logger: a second call fails with [`Error::Logger`] or
 /// [`Error::Logfile`]. [`execute`](crate::execute) calls this itself for `start` and `run`.
 pub fn init_logger(logfile: Option<&Path>, level: Level) -> Result<LogHandle> {
@@ -70,6 +74,7 @@ pub fn init_logger(logfile: Option<&Path>, level: Level) -> Result<LogHandle> {
         }));
     let flexi = match logfile {
         Some(path) => {
+            check_logfile(path)?;
             let fail = |source| Error::Logfile {
                 path: path.to_path_buf(),
                 source,
@@ -90,6 +95,39 @@ pub fn init_logger(logfile: Option<&Path>, level: Level) -> Result<LogHandle> {
             logfile: logfile.map(Path::to_path_buf),
         }),
     })
+}
+
+/// Opens the log file (appending, creating it) once before the logger
+/// does, so that a file that cannot be written is an error with its path and
+/// the reason, not a daemon logging nowhere: flexi_logger only reports such
+/// a failure to a standard error that a daemon has pointed at /dev/null, and
+/// creates missing directories on its own (a typo in the path would make a
+/// new directory tree).
+fn check_logfile(path: &Path) -> Result<()> {
+    let fail = |source| Error::LogfileOpen {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_dir() {
+        return Err(fail(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory; give a file's path",
+        )));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            return Err(fail(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("its directory {} does not exist (or is not a directory)", dir.display()),
+            )));
+        }
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map(drop)
+        .map_err(fail)
 }
 
 impl LogHandle {
@@ -324,6 +362,28 @@ mod tests {
                 "{target}: below the level"
             );
         }
+    }
+
+    #[test]
+    fn a_log_file_that_cannot_be_opened_is_an_error_naming_it_and_saying_why() {
+        let dir = std::env::temp_dir().join(format!("pgq-daemon-logfile-{}", std::process::id()));
+        let made = std::fs::create_dir_all(&dir);
+        assert!(made.is_ok(), "{made:?}");
+        let cases = [
+            (dir.clone(), "directory"),
+            (dir.join("missing/x.log"), "does not exist"),
+        ];
+        for (path, why) in cases {
+            let message = check_logfile(&path)
+                .err()
+                .map(|e| crate::error::chain(&e))
+                .unwrap_or_default();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains(why), "{message}");
+        }
+        assert!(!dir.join("missing").exists(), "no directory is made");
+        assert!(check_logfile(&dir.join("ok.log")).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

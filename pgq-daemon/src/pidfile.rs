@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ impl Pidfile {
     /// Creates or opens the pidfile, locks it (exclusively, without waiting), and
     /// writes this process's pid into it.
     ///
+    /// A pidfile that is a symbolic link is refused ([`Error::PidfileSymlink`]):
+    /// the pid would be written into whatever file the link points at.
+    ///
     /// Fails with [`Error::PidfileLocked`] (naming the holder's pid when it can be
     /// read) when a live daemon holds it.
     pub fn acquire(path: impl AsRef<Path>) -> Result<Pidfile> {
@@ -43,11 +46,9 @@ impl Pidfile {
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .custom_flags(nix::libc::O_NOFOLLOW)
                 .open(path)
-                .map_err(|source| Error::PidfileOpen {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+                .map_err(|source| open_error(path, source))?;
             match file.try_lock() {
                 Ok(()) => {}
                 Err(TryLockError::WouldBlock) => {
@@ -103,8 +104,24 @@ impl Drop for Pidfile {
     }
 }
 
+/// The error of opening a pidfile; `O_NOFOLLOW` fails with `ELOOP` on a
+/// symbolic link.
+fn open_error(path: &Path, source: std::io::Error) -> Error {
+    if source.raw_os_error() == Some(nix::libc::ELOOP) {
+        return Error::PidfileSymlink {
+            path: path.to_path_buf(),
+        };
+    }
+    Error::PidfileOpen {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Whether `path` names the very file `file` is (a symbolic link put there
+/// since does not).
 fn same_file(file: &File, path: &Path) -> bool {
-    match (file.metadata(), std::fs::metadata(path)) {
+    match (file.metadata(), std::fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
@@ -125,15 +142,14 @@ fn read_pid(file: &mut File) -> std::io::Result<Option<u32>> {
 /// holds no pid ([`Error::PidfileContent`]).
 pub fn running_pid(path: impl AsRef<Path>) -> Result<Option<u32>> {
     let path = path.as_ref();
-    let mut file = match File::open(path) {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path);
+    let mut file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(Error::PidfileOpen {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(open_error(path, source)),
     };
     match file.try_lock_shared() {
         Ok(()) => return Ok(None),
@@ -203,6 +219,22 @@ mod tests {
         assert!(held.is_ok(), "{held:?}");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         assert_eq!(text, format!("{}\n", std::process::id()));
+    }
+
+    #[test]
+    fn a_pidfile_that_is_a_symbolic_link_is_refused_and_its_target_left_alone() {
+        let path = scratch("symlink");
+        let target = path.with_file_name("precious");
+        let written = std::fs::write(&target, "keep me\n");
+        assert!(written.is_ok());
+        let linked = std::os::unix::fs::symlink(&target, &path);
+        assert!(linked.is_ok(), "{linked:?}");
+        match Pidfile::acquire(&path) {
+            Err(Error::PidfileSymlink { path: p }) => assert_eq!(p, path),
+            other => panic!("expected PidfileSymlink, got {other:?}"),
+        }
+        assert!(matches!(running_pid(&path), Err(Error::PidfileSymlink { .. })));
+        assert_eq!(std::fs::read_to_string(&target).unwrap_or_default(), "keep me\n");
     }
 
     #[test]

@@ -109,11 +109,15 @@ where
         ready();
         let code = run_loop(&mut daemon, log, control, settings.delay, once).await;
         daemon.shutdown().await;
-        crate::notice!("{name} stopped, pid {pid}");
         Ok(code)
     });
     // Tasks the daemon left behind (connections...) get a moment, not forever.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if result.is_ok() {
+        // Last, so that a daemon that says it stopped has nothing left to do
+        // but let go of its pidfile and exit.
+        crate::notice!("{name} stopped, pid {pid}");
+    }
     log.flush();
     result
 }

@@ -413,9 +413,9 @@ fn status_lines(config: &Config, settings: &Result<Settings, String>) -> Vec<Str
 async fn install(config: &Config) -> Result<(), BoxError> {
     let db = connect(config).await.map_err(|f| f.error)?;
     if pgq::create_queue(&db, &config.queue).await? {
-        println!("queue {:?} created", config.queue);
+        pgq_daemon::outln!("queue {:?} created", config.queue);
     } else {
-        println!("queue {:?} already exists", config.queue);
+        pgq_daemon::outln!("queue {:?} already exists", config.queue);
     }
     Ok(())
 }
@@ -432,7 +432,7 @@ fn main() -> ExitCode {
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {}", chain(&e));
+            pgq_daemon::errln!("error: {}", chain(&e));
             return ExitCode::from(e.exit_code());
         }
     };
@@ -443,7 +443,7 @@ fn main() -> ExitCode {
         Command::Install | Command::Daemon(DaemonCommand::Start | DaemonCommand::Run { .. } | DaemonCommand::Restart)
     );
     if let (true, Err(e)) = (needs_settings, &settings) {
-        eprintln!("error: {e}");
+        pgq_daemon::errln!("error: {e}");
         return ExitCode::from(1);
     }
     match cli.command {
@@ -451,14 +451,14 @@ fn main() -> ExitCode {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
+                    pgq_daemon::errln!("error: cannot start the async runtime: {e}");
                     return ExitCode::from(1);
                 }
             };
             match runtime.block_on(install(&config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("error: {}", chain(e.as_ref()));
+                    pgq_daemon::errln!("error: {}", chain(e.as_ref()));
                     let connect = e.downcast_ref::<pgq_consumers::Error>().map(|e| e.exit_code());
                     ExitCode::from(connect.unwrap_or(1))
                 }

@@ -241,10 +241,7 @@ async fn extra(command: Extra, config: Config) -> Result<(), BoxError> {
         .into());
     }
     let deadline = match timeout {
-        Some(t) => Some(
-            Instant::now()
-                + Duration::try_from_secs_f64(t).map_err(|_| format!("--timeout {t} is not a number of seconds"))?,
-        ),
+        Some(t) => Some(Instant::now() + pgq_consumers::seconds::check("--timeout", t, true)?),
         None => None,
     };
     let mut db = pgq_consumers::connect(&config.db, &format!("{} map", config.consumer), Database::Queue).await?;
@@ -342,7 +339,7 @@ impl Map {
         match self.map_id {
             Some(map_id) => collect(db, config, map_id, &self.args, &ids, self.deadline).await,
             None => {
-                eprintln!("{} jobs enqueued", jobs.len());
+                pgq_daemon::errln!("{} jobs enqueued", jobs.len());
                 Ok(0)
             }
         }
@@ -417,9 +414,9 @@ async fn collect(
         }
         while let Some(Some((ok, result))) = results.get(printed) {
             if *ok {
-                println!("{}\t{result}", args[printed]);
+                pgq_daemon::outln!("{}\t{result}", args[printed]);
             } else {
-                println!("{}\terror: {result}", args[printed]);
+                pgq_daemon::outln!("{}\terror: {result}", args[printed]);
                 failed += 1;
             }
             printed += 1;

@@ -166,15 +166,15 @@ async fn consume(db: &str, queue: &str, consumer: &str) -> Result<()> {
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("batches={count}");
+    pgq_daemon::outln!("batches={count}");
     if let Some(first) = batches.consumer().first {
-        println!(
+        pgq_daemon::outln!(
             "first_event_ms={:.1}",
             first.duration_since(start).as_secs_f64() * 1000.0
         );
     }
     if let Some(kib) = peak_rss_kib() {
-        println!("peak_rss_kib={kib}");
+        pgq_daemon::outln!("peak_rss_kib={kib}");
     }
     report_rate(events, secs);
     Ok(())
@@ -289,7 +289,7 @@ async fn daemon_like<C: Consumer>(
                     Ok(Round::Idle) => break,
                     Ok(_) => {}
                     Err(e) => {
-                        eprintln!("consumer: {e}");
+                        pgq_daemon::errln!("consumer: {e}");
                         break;
                     }
                 }
@@ -313,7 +313,7 @@ async fn latency(db: &str, samples: usize, gap_ms: u64) -> Result<()> {
         let i = ((times.len() as f64 - 1.0) * p).round() as usize;
         times.get(i).map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0)
     };
-    println!(
+    pgq_daemon::outln!(
         "samples={} p50_ms={:.1} p99_ms={:.1}",
         times.len(),
         pick(0.5),
@@ -363,7 +363,7 @@ async fn idle(db: &str, seconds: u64, daemons: usize, delay: f64) -> Result<()> 
     let result = idle_in(&fresh, seconds, daemons, delay).await;
     fresh.drop_db().await?;
     let (secs, n) = result?;
-    println!(
+    pgq_daemon::outln!(
         "daemons={daemons} delay={delay} seconds={secs:.1} transactions={n} per_s={:.2}",
         n as f64 / secs
     );
@@ -396,7 +396,7 @@ async fn idle_in(fresh: &Fresh, seconds: u64, daemons: usize, delay: f64) -> Res
 
 fn report_rate(events: u64, secs: f64) {
     let rate = if secs > 0.0 { events as f64 / secs } else { 0.0 };
-    println!("events={events} secs={secs:.3} ev_per_s={rate:.0}");
+    pgq_daemon::outln!("events={events} secs={secs:.3} ev_per_s={rate:.0}");
 }
 
 /// The process's peak resident set (VmHWM), from /proc.
@@ -424,7 +424,7 @@ fn main() -> ExitCode {
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            pgq_daemon::errln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -450,7 +450,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            pgq_daemon::errln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }

@@ -102,12 +102,7 @@ impl TickerFile {
 
     fn check(&self) -> Result<(), String> {
         self.ticker.check()?;
-        if !self.check_period.is_finite() || self.check_period <= 0.0 {
-            return Err(format!(
-                "`check_period` is {}; it must be more than 0",
-                self.check_period
-            ));
-        }
+        pgq_consumers::seconds::check("check_period", self.check_period, false)?;
         if self.loglevel.parse::<Level>().is_err() {
             return Err(format!(
                 "`loglevel` is {:?}; use one of debug, verbose, notice, warning, error, fatal",
@@ -250,7 +245,7 @@ impl Daemon for TickerDaemon {
             }
         }
         Ok(Settings {
-            delay: Duration::from_secs_f64(self.file.check_period),
+            delay: pgq_consumers::seconds::check("check_period", self.file.check_period, false)?,
             level: self.file.level(),
         })
     }
@@ -319,7 +314,7 @@ fn main() -> ExitCode {
     let file = match TickerFile::load(&cli.config) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("error: {e}");
+            pgq_daemon::errln!("error: {e}");
             return ExitCode::Failed;
         }
     };

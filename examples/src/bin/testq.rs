@@ -4,7 +4,9 @@
 //! delivery, then is done; `abort` aborts the batch the first time this
 //! process sees the event, then is done; `panic` panics (the framework marks
 //! it failed and carries on); anything else is done. Done means a row in
-//! `testq_done`, written in the batch's transaction, and a NOTICE line.
+//! `testq_done`, written in the batch's transaction, and a NOTICE line
+//! (`done: event N type "T" data "D"`, the type and the data cut at 200
+//! bytes, with their full length, so a huge payload makes a short line).
 //!
 //! `[settings] mode` picks the consumer kind: `local` (the default: rows go
 //! to the queue database), `remote` (rows go to `remote_db`, committed before
@@ -60,8 +62,35 @@ impl Testq {
                 &[&ev.ev_id, &ev.ev_type, &ev.ev_data],
             )
             .await?;
-        notice!("done: event {} type {:?} data {:?}", ev.ev_id, ev.kind(), ev.data());
+        notice!(
+            "done: event {} type {} data {}",
+            ev.ev_id,
+            Shown(ev.kind()),
+            Shown(ev.data())
+        );
         Ok(Outcome::Ok)
+    }
+}
+
+/// The most of a type or payload a log line shows, in bytes.
+const SHOWN_BYTES: usize = 200;
+
+/// A text as a log line shows it: quoted, at most its first [`SHOWN_BYTES`]
+/// bytes (cut at a character's start), then `...` and its full length when it
+/// is longer. A payload of any size makes a short line.
+struct Shown<'a>(&'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = self.0;
+        if text.len() <= SHOWN_BYTES {
+            return write!(f, "{text:?}");
+        }
+        let mut end = SHOWN_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "{:?}... ({} bytes)", &text[..end], text.len())
     }
 }
 

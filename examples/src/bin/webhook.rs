@@ -269,7 +269,7 @@ async fn extra(command: Extra, config: Config) -> Result<(), BoxError> {
     let payload = serde_json::to_string(&request)?;
     let db = pgq_consumers::connect(&config.db, "webhook enqueue", Database::Queue).await?;
     let id = pgq::insert_event(&db, &config.queue, EV_TYPE, &payload).await?;
-    println!("enqueued event {id}: {} {}", request.method, request.url);
+    pgq_daemon::outln!("enqueued event {id}: {} {}", request.method, request.url);
     Ok(())
 }
 

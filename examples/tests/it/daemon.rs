@@ -48,10 +48,14 @@ async fn status_shows_the_queue_position_and_failed_count_and_exits_0_running_4_
     assert_eq!(lines[0], format!("{CONSUMER} is running, pid {pid}"), "{running:?}");
     assert_eq!(lines[1], "queue: testq", "{running:?}");
     assert_eq!(lines[2], "consumer: testq", "{running:?}");
-    for (line, start) in lines[3..].iter().zip(["lag: ", "pending events: ", "last seen: "]) {
+    for (line, start) in lines[3..]
+        .iter()
+        .zip(["last tick: ", "lag: ", "pending events: ", "last seen: "])
+    {
         assert!(line.starts_with(start), "`{start}` expected: {running:?}");
     }
-    assert_eq!(lines[6..], ["batch in flight: none", "failed events: 1"], "{running:?}");
+    assert!(!lines[3].contains("overdue"), "{running:?}");
+    assert_eq!(lines[7..], ["batch in flight: none", "failed events: 1"], "{running:?}");
     assert_eq!(testq.done().await, [ids[0], ids[2]]);
 
     testq.ok(&["stop"]).await;

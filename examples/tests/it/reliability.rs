@@ -10,6 +10,9 @@
 mod cluster;
 mod faults;
 mod fencing;
+mod files;
 mod input;
+mod operator;
+mod overflow;
 mod privileges;
 mod secrets;

@@ -79,8 +79,16 @@ impl Conf {
 
     fn settings(&self) -> Result<Settings, BoxError> {
         let level = self.text("loglevel").unwrap_or("notice").parse::<Level>()?;
-        let delay = Duration::from_secs_f64(self.number("delay", 0.5)?);
+        let delay = seconds("delay", self.number("delay", 0.5)?)?;
         Ok(Settings { delay, level })
+    }
+}
+
+/// A number of seconds from the config, up to a day.
+fn seconds(key: &str, value: f64) -> Result<Duration, BoxError> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(d) if d <= Duration::from_secs(86_400) => Ok(d),
+        _ => Err(format!("`{key}` is {value}; it must be a number of seconds from 0 to 86400").into()),
     }
 }
 
@@ -183,7 +191,7 @@ fn main() -> ExitCode {
     let conf = match Conf::read(&cli.config) {
         Ok(conf) => conf,
         Err(e) => {
-            eprintln!("pgq-daemon-demo: {e}");
+            pgq_daemon::errln!("pgq-daemon-demo: {e}");
             return ExitCode::Failed;
         }
     };
@@ -192,10 +200,13 @@ fn main() -> ExitCode {
     opts.logfile = conf.path("logfile");
     // A bad level is reported by the first config(), as a startup failure.
     opts.level = conf.text("loglevel").and_then(|l| l.parse().ok()).unwrap_or_default();
-    match conf.number("stop_timeout", 30.0) {
-        Ok(seconds) => opts.stop_timeout = Duration::from_secs_f64(seconds),
+    match conf
+        .number("stop_timeout", 30.0)
+        .and_then(|s| seconds("stop_timeout", s))
+    {
+        Ok(timeout) => opts.stop_timeout = timeout,
         Err(e) => {
-            eprintln!("pgq-daemon-demo: {e}");
+            pgq_daemon::errln!("pgq-daemon-demo: {e}");
             return ExitCode::Failed;
         }
     }

@@ -13,6 +13,8 @@ fn a_startup_failure_is_printed_with_its_exit_code() {
         "demo: cannot start: cannot connect to the demo's imaginary server"
     );
     assert!(ran.stdout.is_empty(), "{ran:?}");
+    // Reported once the failed daemon has exited: nothing of it is left.
+    assert!(!demo.pidfile().exists(), "the failed daemon's pidfile is gone already");
     assert_eq!(demo.run(&["status"]).code, Some(4));
     assert!(
         demo.log().contains("FATAL cannot start: cannot connect"),

@@ -1,6 +1,6 @@
 //! stop, kill, and the round in flight.
 
-use crate::harness::{unfinished, wait_gone, Demo};
+use crate::harness::{alive, unfinished, wait_gone, Demo};
 
 #[test]
 fn stop_lets_the_round_in_flight_finish() {
@@ -10,6 +10,8 @@ fn stop_lets_the_round_in_flight_finish() {
     demo.wait_until("a round is in flight", || demo.round_in_flight());
     let ran = demo.ok(&["stop"]);
     assert_eq!(ran.stdout.trim(), format!("demo stopped, pid {pid}"));
+    assert!(!alive(pid), "stop says stopped only once the process has exited");
+    assert!(!demo.pidfile().exists());
     wait_gone(&demo, pid);
     let work = demo.work();
     assert!(unfinished(&work).is_empty(), "every begin has its end: {work:?}");
@@ -27,6 +29,8 @@ fn kill_abandons_the_round_in_flight() {
     demo.wait_until("a round is in flight", || demo.round_in_flight());
     let ran = demo.ok(&["kill"]);
     assert_eq!(ran.stdout.trim(), format!("demo killed, pid {pid}"));
+    assert!(!alive(pid), "kill says killed only once the process has exited");
+    assert!(!demo.pidfile().exists());
     wait_gone(&demo, pid);
     let work = demo.work();
     assert_eq!(unfinished(&work), ["1"], "round 1 was dropped: {work:?}");
@@ -44,6 +48,7 @@ fn kill_escalates_to_sigkill_when_the_daemon_does_not_quit() {
     let ran = demo.ok(&["kill"]);
     assert!(ran.stderr.contains("sending SIGKILL"), "{ran:?}");
     assert_eq!(ran.stdout.trim(), format!("demo killed with SIGKILL, pid {pid}"));
+    assert!(!alive(pid), "kill says killed only once the process has exited");
     wait_gone(&demo, pid);
     assert_eq!(demo.run(&["status"]).code, Some(4));
 }

@@ -174,3 +174,116 @@ async fn passwords_never_appear_in_output_logs_status_or_errors_whether_commands
     );
     assert_eq!(done_count(&rclient).await, ids.len() + 1, "the daemon carried on");
 }
+
+/// A password with a space, `@`, `:` and `/` in it; no piece of it may show.
+const AWKWARD: &str = "Pq7x Zr8y@Km2:Wn5/Jt4";
+const AWKWARD_PIECES: [&str; 5] = ["Pq7x", "Zr8y", "Km2", "Wn5", "Jt4"];
+
+/// Fails the test if the text shows any piece of [`AWKWARD`].
+fn assert_no_piece(what: &str, text: &str) {
+    for piece in AWKWARD_PIECES {
+        assert!(!text.contains(piece), "{what} shows `{piece}` of the password:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_password_with_spaces_at_signs_colons_and_slashes_is_read_as_libpq_reads_it_and_no_piece_of_it_ever_shows() {
+    const ROLE: &str = "pgq_awkward_user";
+    let cluster = Cluster::start("awkward", &format!("host all {ROLE} 127.0.0.1/32 scram-sha-256")).await;
+    let admin = cluster.connect("postgres").await;
+    admin
+        .batch_execute(&format!("create role {ROLE} login superuser password '{AWKWARD}'"))
+        .await
+        .expect("create the role");
+    cluster.create_db("q", true).await;
+    let port = cluster.port();
+    let escaped = AWKWARD.replace(' ', "\\ ");
+    let encoded = AWKWARD
+        .replace(' ', "%20")
+        .replace('@', "%40")
+        .replace(':', "%3A")
+        .replace('/', "%2F");
+    let mut testq = Testq::new("awkward", "", "testq", "testq");
+    testq.set("loglevel", "debug");
+
+    // libpq's own spellings of that password connect: escaped, quoted, percent-encoded.
+    let good = [
+        format!("host=127.0.0.1 port={port} user={ROLE} password={escaped} dbname=q"),
+        format!("host=127.0.0.1 port={port} user={ROLE} password='{AWKWARD}' dbname=q"),
+        format!("postgres://{ROLE}:{encoded}@127.0.0.1:{port}/q"),
+    ];
+    for (n, db) in good.iter().enumerate() {
+        testq.set("db", db.as_str());
+        let ran = testq.ok(&[if n == 0 { "install" } else { "check" }]).await;
+        assert_no_piece(db, &format!("{}{}", ran.stdout, ran.stderr));
+    }
+
+    // Strings that cannot be used, each failing before or at the server.
+    let bad: [(&str, String, Option<i32>); 7] = [
+        (
+            "escaped password and an unknown option",
+            format!("host=127.0.0.1 port={port} user={ROLE} password={escaped} dbname=q bogus=1"),
+            Some(1),
+        ),
+        (
+            "unknown option right after the escaped password",
+            format!("host=127.0.0.1 port={port} user={ROLE} password={escaped} bogus=1"),
+            Some(1),
+        ),
+        (
+            "unescaped space",
+            format!("host=127.0.0.1 port={port} user={ROLE} password={AWKWARD} dbname=q"),
+            Some(1),
+        ),
+        (
+            "unencoded URL",
+            format!("postgres://{ROLE}:{AWKWARD}@127.0.0.1:{port}/q"),
+            Some(1),
+        ),
+        (
+            "URL with the password in the query, unencoded",
+            format!("postgresql://{ROLE}@127.0.0.1:{port}/q?password={AWKWARD}&sslmode=disable"),
+            Some(1),
+        ),
+        (
+            "unterminated quote",
+            format!("host=127.0.0.1 port={port} user={ROLE} dbname=q password='{AWKWARD}"),
+            Some(1),
+        ),
+        (
+            "the right pieces in the wrong order: the server refuses it",
+            format!(
+                "host=127.0.0.1 port={port} user={ROLE} dbname=q password='{}'",
+                AWKWARD_PIECES.iter().rev().copied().collect::<Vec<_>>().join(" ")
+            ),
+            Some(3),
+        ),
+    ];
+    for (what, db, code) in bad {
+        testq.set("db", db.as_str());
+        let ran = testq.run(&["check"]).await;
+        assert_eq!(ran.code, code, "{what}: {ran:?}");
+        assert!(ran.stderr.contains("error: "), "{what}: says why: {ran:?}");
+        assert_no_piece(what, &format!("{}{}", ran.stdout, ran.stderr));
+    }
+    // The same strings from PGQ_DB, and in `remote_db` for a remote consumer.
+    testq.set("db", good[0].as_str());
+    let unencoded = format!("postgres://{ROLE}:{AWKWARD}@127.0.0.1:{port}/q");
+    let ran = testq.run_with(&["check"], &[("PGQ_DB", unencoded.as_str())]).await;
+    assert_eq!(ran.code, Some(1), "PGQ_DB: {ran:?}");
+    assert_no_piece("PGQ_DB", &format!("{}{}", ran.stdout, ran.stderr));
+    testq.set("remote_db", unencoded.as_str()).setting("mode", "remote");
+    let ran = testq.run(&["run", "--once"]).await;
+    assert_eq!(ran.code, Some(1), "remote_db: {ran:?}");
+    assert_no_piece("remote_db", &format!("{}{}", ran.stdout, ran.stderr));
+
+    // A TOML syntax error on the `db` line: the line is not quoted back.
+    testq.write_config(&format!(
+        "queue = 'testq'\nconsumer = 'testq'\ndb = \"host=127.0.0.1 password={AWKWARD}\"x\"\n"
+    ));
+    let ran = testq.run(&["check"]).await;
+    assert_eq!(ran.code, Some(1), "TOML syntax: {ran:?}");
+    assert!(ran.stderr.contains("line 3"), "names the line: {ran:?}");
+    assert_no_piece("a TOML syntax error", &format!("{}{}", ran.stdout, ran.stderr));
+    assert_no_piece("the log", &testq.log());
+}

@@ -111,6 +111,31 @@ impl Program {
         }
     }
 
+    /// Runs `BIN -c CONFIG args...` to its end with its standard output a
+    /// pipe whose reading end is closed before it writes a byte, as when the
+    /// reader (`| head -1`) has gone; `stdout` of the result is empty.
+    pub async fn run_with_stdout_closed(&self, args: &[&str]) -> Ran {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let mut cmd = self.command(args, &[]);
+        // Not `output()`, which would make standard output a pipe of its own.
+        let child = cmd
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin));
+        let out = tokio::time::timeout(PATIENCE, child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("{} {args:?} did not end within {PATIENCE:?}", self.name))
+            .unwrap_or_else(|e| panic!("cannot wait for {}: {e}", self.bin));
+        Ran {
+            code: out.status.code(),
+            signal: std::os::unix::process::ExitStatusExt::signal(&out.status),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Runs a command that must exit 0; on failure shows what it printed and
     /// the log.
     pub async fn ok(&self, args: &[&str]) -> Ran {
