@@ -8,13 +8,27 @@ use tokio_postgres::Client;
 use crate::batch_loop::application_name;
 use crate::cli::{Command, Selection};
 use crate::config::Config;
-use crate::connect::{connect, Database};
+use crate::connect::{connect, connect_control, within_control_timeout, Database};
 use crate::consumer::{apply_settings, CommitMode, Consumer};
 use crate::error::{Error, Result};
 use crate::{coop, failed, schema};
 
+/// Runs a command. Every one but `install` is a control command: it
+/// answers within [`CONTROL_TIMEOUT`](crate::CONTROL_TIMEOUT) whatever the
+/// database does (exit 3 when it does not answer). `install` works as a
+/// daemon's connection does, since its schema changes and the consumer's
+/// own install step may wait for locks or take a while.
 pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
-    let db = connect(&config.db, &application_name(config), Database::Queue).await?;
+    if let Command::Install = command {
+        let db = connect(&config.db, &application_name(config), Database::Queue).await?;
+        return install(&db, config, make()).await;
+    }
+    within_control_timeout(&config.db, Database::Queue, control(command, config)).await
+}
+
+/// A control command (any but `install`), on a control connection.
+async fn control(command: Command, config: &Config) -> Result<()> {
+    let db = connect_control(&config.db, &application_name(config), Database::Queue).await?;
     if matches!(
         command,
         Command::Failed { .. } | Command::Delete { .. } | Command::Retry { .. }
@@ -22,7 +36,6 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
         verify_schema(&db, config).await?;
     }
     match command {
-        Command::Install => install(&db, config, make()).await,
         Command::Uninstall => uninstall(&db, config).await,
         Command::Check => check(&db, config).await,
         Command::CreateQueue => {
@@ -65,13 +78,13 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
             );
             missing_ids(&ids, n)
         }
-        Command::Daemon(_) => unreachable_daemon(),
+        Command::Install | Command::Daemon(_) => not_here(),
     }
 }
 
-fn unreachable_daemon() -> Result<()> {
-    // The entry point hands daemon commands to the daemon layer.
-    Err(Error::Usage("daemon commands are not handled here".into()))
+fn not_here() -> Result<()> {
+    // `run` handles `install`; the entry point hands daemon commands to the daemon layer.
+    Err(Error::Usage("this command is not handled here".into()))
 }
 
 /// `None` for `all`, else the ids.
