@@ -207,7 +207,8 @@ fn server_major(connection: &Connection) -> Option<u32> {
 }
 
 /// Drives a connection on a task of its own, passing its notifications to
-/// `sink` when there is one. A connection given up as silent says so.
+/// `sink` when there is one. A connection given up as silent says so, before
+/// its requests hear that it is gone (they do once it is dropped).
 fn drive(
     mut connection: Connection,
     which: Database,
@@ -216,7 +217,7 @@ fn drive(
 ) {
     let ended = move |e: tokio_postgres::Error| match silence::silent_in(&e) {
         Some(silent) => log::warn!(
-            "the {which} at {target} did not answer for {:.1}s, nor a question on a connection of its own: \
+            "no answer from the {which} at {target} for {:.1}s, nor from its server on a connection of its own: \
              connection given up (a silent network or server)",
             silent.after.as_secs_f64()
         ),
@@ -225,14 +226,15 @@ fn drive(
     match sink {
         None => {
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
+                if let Err(e) = (&mut connection).await {
                     ended(e);
                 }
+                drop(connection);
             });
         }
         Some(sink) => {
             tokio::spawn(async move {
-                let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
                 while let Some(message) = messages.next().await {
                     match message {
                         Ok(AsyncMessage::Notification(n)) => {
@@ -250,6 +252,8 @@ fn drive(
                         }
                     }
                 }
+                drop(messages);
+                drop(connection);
             });
         }
     }

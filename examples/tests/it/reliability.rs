@@ -1,6 +1,7 @@
 //! Reliability and security of a consumer, through the real `testq` binary:
 //! the faults a daemon survives (SIGKILL, PostgreSQL restarted, backends
-//! terminated, the remote database down, crashes between the commits),
+//! terminated, the remote database down, crashes between the commits, a
+//! network gone silent),
 //! bad input, hostile names, secrets, and least privilege. The README's
 //! "Guarantees" and "Privileges" sections cite these tests.
 //!
@@ -10,5 +11,6 @@
 mod cluster;
 mod faults;
 mod input;
+mod network;
 mod privileges;
 mod secrets;
