@@ -300,7 +300,10 @@ async fn open(
     if ports.len() > 1 && ports.len() != count {
         return Err(Failed::Io(IoError::new(
             ErrorKind::InvalidInput,
-            format!("{count} host(s) but {} ports: give one port, or one per host", ports.len()),
+            format!(
+                "{count} host(s) but {} ports: give one port, or one per host",
+                ports.len()
+            ),
         )));
     }
     let random = config.get_load_balance_hosts() == LoadBalanceHosts::Random;
@@ -324,9 +327,12 @@ async fn open(
             (None, Some(Host::Tcp(name))) => {
                 let lookup = tokio::net::lookup_host((name.as_str(), port));
                 let found = match options.connect_timeout {
-                    Some(t) => tokio::time::timeout(t, lookup)
-                        .await
-                        .unwrap_or_else(|_| Err(IoError::new(ErrorKind::TimedOut, "the host name did not resolve in time"))),
+                    Some(t) => tokio::time::timeout(t, lookup).await.unwrap_or_else(|_| {
+                        Err(IoError::new(
+                            ErrorKind::TimedOut,
+                            "the host name did not resolve in time",
+                        ))
+                    }),
                     None => lookup.await,
                 };
                 match found {

@@ -171,10 +171,7 @@ pub(crate) fn resolve(dsn: &str, redacted: &str, which: Database, env: &dyn Envi
             ))
         })?,
     };
-    let mut sslrootcert = own
-        .sslrootcert
-        .or_else(|| env.var("PGSSLROOTCERT"))
-        .map(PathBuf::from);
+    let mut sslrootcert = own.sslrootcert.or_else(|| env.var("PGSSLROOTCERT")).map(PathBuf::from);
     if sslrootcert.is_none() && matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
         // libpq's default place for the CA of the servers one trusts.
         sslrootcert = env.home().map(|h| h.join(".postgresql/root.crt"));
@@ -541,10 +538,17 @@ mod tests {
                 tcp_user_timeout: Some(1500),
             }
         );
-        let r = resolved("postgres://u@h/db?keepalives=0&keepalives_retries=9&tcp_user_timeout=-1", &e);
+        let r = resolved(
+            "postgres://u@h/db?keepalives=0&keepalives_retries=9&tcp_user_timeout=-1",
+            &e,
+        );
         assert!(r.socket.keepalives_off);
         assert_eq!(r.socket.keepalives_count, Some(9), "tokio-postgres' name for it");
-        assert_eq!(r.socket.tcp_user_timeout, Some(0), "negative: the system's default, as libpq");
+        assert_eq!(
+            r.socket.tcp_user_timeout,
+            Some(0),
+            "negative: the system's default, as libpq"
+        );
         assert_eq!(resolved("host=h", &e).socket, SocketKeys::default());
         let err = resolve("host=h keepalives_idle=soon", "x", Database::Queue, &e)
             .err()

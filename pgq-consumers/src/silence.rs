@@ -155,10 +155,7 @@ impl Watch {
                     };
                 }
                 State::Silent => {
-                    return Poll::Ready(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        Silent { after: self.allowed },
-                    ))
+                    return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, Silent { after: self.allowed }))
                 }
             }
         }
@@ -172,7 +169,8 @@ async fn answers(peer: Peer, within: Duration) -> bool {
     async fn ask<T: AsyncRead + AsyncWrite + Unpin>(mut stream: T) -> io::Result<()> {
         stream.write_all(&GSSENC_REQUEST).await?;
         let mut byte = [0u8; 1];
-        stream.read(&mut byte).await?;
+        // A byte, or none at the end of the stream: the server read the question.
+        let _answered_with: usize = stream.read(&mut byte).await?;
         Ok(())
     }
     let question = async {

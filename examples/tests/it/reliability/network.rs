@@ -88,10 +88,16 @@ async fn a_silent_queue_database_is_given_up_within_net_timeout_with_one_error_s
     // Control commands answer, whatever the database does.
     let asked = Instant::now();
     let status = testq.run(&["status"]).await;
-    assert!(asked.elapsed() < CONTROL_ANSWERS_WITHIN, "status took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < CONTROL_ANSWERS_WITHIN,
+        "status took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(status.code, Some(3), "{status:?}");
     assert!(
-        status.stdout.starts_with(&format!("{CONSUMER} is running, pid {pid}\n")),
+        status
+            .stdout
+            .starts_with(&format!("{CONSUMER} is running, pid {pid}\n")),
         "{status:?}"
     );
     // Connecting gives up first: after net_timeout, shorter than a control
@@ -105,7 +111,11 @@ async fn a_silent_queue_database_is_given_up_within_net_timeout_with_one_error_s
     );
     let asked = Instant::now();
     let check = testq.run(&["check"]).await;
-    assert!(asked.elapsed() < CONTROL_ANSWERS_WITHIN, "check took {:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < CONTROL_ANSWERS_WITHIN,
+        "check took {:?}",
+        asked.elapsed()
+    );
     assert_eq!(check.code, Some(3), "{check:?}");
     assert!(
         check.stderr.contains("cannot connect to the queue database") && check.stderr.contains("within 3.0s"),
@@ -136,7 +146,9 @@ async fn stop_meets_its_deadline_while_the_queue_database_is_silent_and_the_next
     let db = TestDb::create().await;
     let client = db.connect().await;
     let proxy = Proxy::start(db.dsn()).await;
-    let testq = testq("silent_stop", proxy.dsn(), None).await;
+    let mut testq = testq("silent_stop", proxy.dsn(), None).await;
+    // Each reconnect attempt would show.
+    testq.set("loglevel", "verbose");
     let pid = testq.start().await;
     let ids = produce_plain_batch(&client, QUEUE, 20).await;
     testq.wait_for_log(&format!("done: event {} ", ids[0])).await;
@@ -185,7 +197,11 @@ async fn a_silent_remote_database_is_given_up_within_net_timeout_with_one_error_
     noticed(&testq, Instant::now()).await;
     let log = testq.log();
     assert!(log.contains(&format!("{LOST}remote database")), "it says which:\n{log}");
-    assert_eq!(done_count(&rclient).await, 0, "nothing applied while the remote is silent");
+    assert_eq!(
+        done_count(&rclient).await,
+        0,
+        "nothing applied while the remote is silent"
+    );
 
     proxy.resume();
     testq.wait_for_log(BACK).await;
