@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use rand::seq::SliceRandom;
 use tokio_postgres::config::{Host, LoadBalanceHosts, TargetSessionAttrs};
 use tokio_postgres::tls::MakeTlsConnect;
@@ -158,19 +158,19 @@ async fn connect_with(
     let session = session_settings(&connection, net_timeout, purpose, tcp);
     drive(connection, which, target.clone(), sink);
     if !session.is_empty() {
-        if let Err(source) = client.batch_execute(&session).await {
-            if client.is_closed() {
-                return Err(Error::Connect { which, target, source });
-            }
-            // The connection works; it just keeps the server's defaults.
-            log::debug!("{which}: cannot set the session's timeouts: {source}");
+        // Sent now, and its answer not waited for (no round trip more to
+        // connect): a connection runs its requests in order, so the settings
+        // hold for every statement after them. Refused, they would leave the
+        // server's defaults (the answer nobody reads says so).
+        if let Some(Err(source)) = client.batch_execute(&session).now_or_never() {
+            return Err(Error::Connect { which, target, source });
         }
     }
     Ok(client)
 }
 
-/// The `SET` statements a new session runs (one round trip, at connect
-/// time): over TCP, the server's keepalives and `tcp_user_timeout` follow
+/// The `SET` statements a new session runs (sent at connect time, their
+/// answer not waited for): over TCP, the server's keepalives and `tcp_user_timeout` follow
 /// `net_timeout`, so the server, too, ends a session whose client has
 /// vanished and rolls back its transaction, instead of holding it (and
 /// PgQ's rotation and vacuum) for the hours of the system's defaults. A
