@@ -68,6 +68,10 @@ enum Purpose {
 /// does not answer a question on a connection of its own either fails the
 /// connection, as a lost one: its requests fail with a closed-connection
 /// error, and a WARNING says why. A statement running long is no silence.
+///
+/// The socket is this crate's, so tokio-postgres does not know where it
+/// goes: to cancel a query, use the client's cancel token with
+/// `cancel_query_raw` over a connection of your own.
 pub async fn connect(dsn: &ConnString, application_name: &str, which: Database) -> Result<Client> {
     connect_with(dsn, application_name, which, None, Purpose::Work).await
 }
