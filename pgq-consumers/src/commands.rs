@@ -8,21 +8,36 @@ use tokio_postgres::Client;
 use crate::batch_loop::application_name;
 use crate::cli::{Command, Selection};
 use crate::config::Config;
-use crate::connect::{connect, Database};
+use crate::connect::{connect, connect_control, within_control_timeout, Database};
 use crate::consumer::{configure, read_settings, CommitMode, Consumer};
 use crate::error::{Error, Result};
 use crate::{coop, failed, schema};
 
+/// Runs a command. Every one but `install` is a control command: it
+/// answers within [`CONTROL_TIMEOUT`](crate::CONTROL_TIMEOUT) whatever the
+/// database does (exit 3 when it does not answer). `install` works as a
+/// daemon's connection does, since its schema changes and the consumer's
+/// own install step may wait for locks or take a while.
 pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
     if let Command::Check = command {
         // The consumer's settings are checked before the database is asked.
         read_settings::<C>(config)?;
     }
-    if let Command::ForgetApplied { yes } = command {
+    match command {
+        Command::Install => {
+            let db = connect(&config.db, &application_name(config), Database::Queue).await?;
+            install(&db, config, make()).await
+        }
         // The remote database's business only.
-        return forget_applied(config, yes).await;
+        Command::ForgetApplied { yes } => forget_applied(config, yes).await,
+        command => within_control_timeout(&config.db, Database::Queue, control(command, config)).await,
     }
-    let db = connect(&config.db, &application_name(config), Database::Queue).await?;
+}
+
+/// A control command (any but `install` and `forget-applied`), on a control
+/// connection.
+async fn control(command: Command, config: &Config) -> Result<()> {
+    let db = connect_control(&config.db, &application_name(config), Database::Queue).await?;
     if matches!(
         command,
         Command::Failed { .. } | Command::Delete { .. } | Command::Retry { .. }
@@ -30,7 +45,6 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
         verify_schema(&db, config).await?;
     }
     match command {
-        Command::Install => install(&db, config, make()).await,
         Command::Uninstall => uninstall(&db, config).await,
         Command::Check => check(&db, config).await,
         Command::CreateQueue => {
@@ -74,13 +88,13 @@ pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config:
             );
             missing_ids(&ids, n)
         }
-        Command::Daemon(_) | Command::ForgetApplied { .. } => unreachable_daemon(),
+        Command::Install | Command::ForgetApplied { .. } | Command::Daemon(_) => not_here(),
     }
 }
 
-fn unreachable_daemon() -> Result<()> {
-    // The entry point hands daemon commands to the daemon layer.
-    Err(Error::Usage("daemon commands are not handled here".into()))
+fn not_here() -> Result<()> {
+    // `run` handles `install`; the entry point hands daemon commands to the daemon layer.
+    Err(Error::Usage("this command is not handled here".into()))
 }
 
 /// `None` for `all`, else the ids.
@@ -197,8 +211,11 @@ async fn forget_applied(config: &Config, yes: bool) -> Result<()> {
         )));
     }
     refuse_while_running(config)?;
-    let remote = connect(dsn, &application_name(config), Database::Remote).await?;
-    let n = crate::tracking::forget(&remote, &config.queue, &config.consumer).await?;
+    let n = within_control_timeout(dsn, Database::Remote, async {
+        let remote = connect_control(dsn, &application_name(config), Database::Remote).await?;
+        crate::tracking::forget(&remote, &config.queue, &config.consumer).await
+    })
+    .await?;
     pgq_daemon::outln!(
         "forgot {n} record(s) of batches consumer {:?} applied from queue {:?} in the remote database",
         config.consumer,

@@ -77,6 +77,12 @@ pub struct Config {
     /// Only events matching this filter reach the handler.
     #[serde(default)]
     pub filter: Filter,
+    /// Seconds a database may stay silent (no answer to a request, no
+    /// acknowledgement of sent data, no connection) before its connection is
+    /// given up as lost: see [`ConnString::net_timeout`]. Applied to `db` and
+    /// `remote_db` when the config is read.
+    #[serde(default = "default_net_timeout")]
+    pub net_timeout: f64,
     /// The embedded ticker (`[ticker]`): off unless `enabled = true`.
     #[serde(default)]
     pub ticker: crate::ticker::TickerConfig,
@@ -112,6 +118,15 @@ fn default_fetch_size() -> u32 {
     1000
 }
 
+fn default_net_timeout() -> f64 {
+    DEFAULT_NET_TIMEOUT.as_secs_f64()
+}
+
+/// The `net_timeout` of a connection string that names none: 30 s.
+pub const DEFAULT_NET_TIMEOUT: Duration = Duration::from_secs(30);
+/// The range of `net_timeout`, in seconds.
+const NET_TIMEOUT_RANGE: std::ops::RangeInclusive<f64> = 1.0..=3600.0;
+
 impl Config {
     /// Reads a config file, applies the environment overrides ([`DB_ENV`],
     /// [`REMOTE_DB_ENV`]) and checks it ([`Config::check`]).
@@ -132,18 +147,20 @@ impl Config {
         })?;
         let mut config = Config::parse_unchecked(path, &text)?;
         if let Ok(db) = std::env::var(DB_ENV) {
-            config.db = ConnString(db);
+            config.db = ConnString::new(db);
         }
         if let Ok(db) = std::env::var(REMOTE_DB_ENV) {
-            config.remote_db = Some(ConnString(db));
+            config.remote_db = Some(ConnString::new(db));
         }
+        config.apply_net_timeout();
         Ok(config)
     }
 
     /// Parses and checks config text; `path` is only used in messages.
     pub fn parse(path: &Path, text: &str) -> Result<Config> {
-        let config = Config::parse_unchecked(path, text)?;
+        let mut config = Config::parse_unchecked(path, text)?;
         config.check(path)?;
+        config.apply_net_timeout();
         Ok(config)
     }
 
@@ -160,6 +177,15 @@ impl Config {
         })?;
         config.origin = path.to_path_buf();
         Ok(config)
+    }
+
+    /// Gives `db` and `remote_db` the config's `net_timeout`.
+    fn apply_net_timeout(&mut self) {
+        let timeout = self.net_timeout();
+        self.db.net_timeout = timeout;
+        if let Some(remote) = &mut self.remote_db {
+            remote.net_timeout = timeout;
+        }
     }
 
     /// Checks the values, naming the key of the first that is wrong: names
@@ -186,7 +212,7 @@ impl Config {
         if let Some(sub) = &self.subconsumer {
             check_subconsumer_name(sub).map_err(|problem| invalid(format!("`subconsumer`: {problem}")))?;
         }
-        if self.db.0.trim().is_empty() {
+        if self.db.dsn.trim().is_empty() {
             return Err(invalid("`db` is empty".into()));
         }
         if self.loglevel.parse::<pgq_daemon::Level>().is_err() {
@@ -204,6 +230,14 @@ impl Config {
             if let Some(v) = value {
                 crate::seconds::check(key, v, true).map_err(invalid)?;
             }
+        }
+        if !NET_TIMEOUT_RANGE.contains(&self.net_timeout) {
+            return Err(invalid(format!(
+                "`net_timeout` is {}; it must be a number of seconds from {} to {}",
+                self.net_timeout,
+                NET_TIMEOUT_RANGE.start(),
+                NET_TIMEOUT_RANGE.end()
+            )));
         }
         if self.fetch_size == 0 {
             return Err(invalid("`fetch_size` is 0; it must be 1 or more".into()));
@@ -238,6 +272,16 @@ impl Config {
     /// `min_lag`, if set.
     pub fn min_lag(&self) -> Option<Duration> {
         self.min_lag.map(crate::seconds::duration)
+    }
+
+    /// How long a database may stay silent before its connection is given
+    /// up (`net_timeout`; the default when out of range).
+    pub fn net_timeout(&self) -> Duration {
+        if NET_TIMEOUT_RANGE.contains(&self.net_timeout) {
+            crate::seconds::duration(self.net_timeout)
+        } else {
+            DEFAULT_NET_TIMEOUT
+        }
     }
 }
 
@@ -322,27 +366,57 @@ impl fmt::Display for TomlSyntax {
 
 impl std::error::Error for TomlSyntax {}
 
-/// A connection string. It may hold a password, so it shows itself only
-/// with the password hidden ([`ConnString::redacted`]).
+/// A connection string, and how long its database may stay silent before a
+/// connection to it is given up ([`ConnString::net_timeout`]). It may hold a
+/// password, so it shows itself only with the password hidden
+/// ([`ConnString::redacted`]).
 #[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct ConnString(String);
+#[serde(from = "String")]
+pub struct ConnString {
+    dsn: String,
+    net_timeout: Duration,
+}
+
+impl From<String> for ConnString {
+    fn from(dsn: String) -> ConnString {
+        ConnString {
+            dsn,
+            net_timeout: DEFAULT_NET_TIMEOUT,
+        }
+    }
+}
 
 impl ConnString {
-    /// Wraps a connection string.
+    /// Wraps a connection string, with the default `net_timeout` (30 s).
     pub fn new(s: impl Into<String>) -> ConnString {
-        ConnString(s.into())
+        ConnString::from(s.into())
+    }
+
+    /// The same connection string with another `net_timeout`.
+    pub fn with_net_timeout(mut self, timeout: Duration) -> ConnString {
+        self.net_timeout = timeout;
+        self
+    }
+
+    /// How long the database may stay silent before a connection to it is
+    /// given up as lost: the connect timeout (unless the string sets
+    /// `connect_timeout`), the TCP keepalives and `TCP_USER_TIMEOUT` of the
+    /// socket (unless the string sets libpq's keys for them), and how long a
+    /// request may go unanswered before the server is asked, on a
+    /// connection of its own, whether it is still there.
+    pub fn net_timeout(&self) -> Duration {
+        self.net_timeout
     }
 
     /// The connection string itself, password included: for connecting only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.dsn
     }
 
     /// The connection string with any password replaced by `***`, in both
     /// the `key=value` and the URL forms ([`crate::redact`]).
     pub fn redacted(&self) -> String {
-        crate::conninfo::redact(&self.0)
+        crate::conninfo::redact(&self.dsn)
     }
 }
 
@@ -425,6 +499,22 @@ mod tests {
                 e.as_deref().is_some_and(|e| e.contains(&format!("`ticker.{key}`"))),
                 "{key}: {e:?}"
             );
+        }
+    }
+
+    #[test]
+    fn net_timeout_defaults_to_30s_is_checked_and_goes_with_both_connection_strings() {
+        let base = "db='host=a'\nremote_db='host=b'\nqueue='q'\nconsumer='c'\n";
+        let c = Config::parse(Path::new("c.toml"), base).expect("parses");
+        assert_eq!(c.db.net_timeout(), Duration::from_secs(30));
+        let c = Config::parse(Path::new("c.toml"), &format!("{base}net_timeout = 3\n")).expect("parses");
+        assert_eq!(c.net_timeout(), Duration::from_secs(3));
+        assert_eq!(c.db.net_timeout(), Duration::from_secs(3));
+        assert_eq!(c.remote_db.map(|r| r.net_timeout()), Some(Duration::from_secs(3)));
+        for bad in ["0", "0.5", "-1", "3601", "nan", "inf"] {
+            let e = Config::parse(Path::new("c.toml"), &format!("{base}net_timeout = {bad}\n")).err();
+            let msg = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(msg.contains("net_timeout"), "{bad}: {msg}");
         }
     }
 

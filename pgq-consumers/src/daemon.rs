@@ -271,9 +271,11 @@ where
         pidfile: own_file(&config.pidfile),
         logfile: own_file(&config.logfile),
         level: config.level(),
-        stop_timeout: Duration::from_secs(60),
+        stop_timeout: stop_timeout(&config),
     };
-    let status_config = config.clone();
+    if let DaemonCommand::Status = cmd {
+        return status(&options, &config);
+    }
     let once = matches!(cmd, DaemonCommand::Run { once: true });
     let code = pgq_daemon::execute(
         cmd,
@@ -304,9 +306,46 @@ where
             daemon.sync_ticker().await;
             Ok(daemon)
         },
-        move || status::describe(&status_config),
+        Vec::new,
     );
     code.code() as u8
+}
+
+/// How long `stop` waits for the round in flight to end: a minute, and
+/// longer than `net_timeout` (plus time to roll back and log), so that a
+/// round blocked on a silent database has ended, its connection given up,
+/// before `stop` gives up.
+fn stop_timeout(config: &Config) -> Duration {
+    STOP_TIMEOUT.max(config.net_timeout() + STOP_SLACK)
+}
+
+/// The least time `stop` waits.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// What `stop` waits beyond `net_timeout`.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+
+/// `status`: whether the daemon runs (exit 0, or 4 when it does not), then
+/// the queue state, within a few seconds whatever the database does; a
+/// running daemon whose queue database cannot be reached or does not answer
+/// in time makes it exit 3.
+fn status(options: &pgq_daemon::Options, config: &Config) -> u8 {
+    use std::io::Write;
+    let code = pgq_daemon::status(options);
+    if code == ExitCode::Failed {
+        return code.code() as u8;
+    }
+    let (lines, error) = status::describe(config);
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        // A closed stdout (`status | head -1`) is no failure.
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    match error {
+        Some(e) if e.exit_code() == 3 && code == ExitCode::Ok => 3,
+        _ => code.code() as u8,
+    }
 }
 
 /// The `pgq_consumer` version from which registering a sub-consumer takes

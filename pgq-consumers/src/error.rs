@@ -283,6 +283,33 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// No server was reached: the host name did not resolve, the connection
+    /// was refused, or no working connection came within the connect timeout.
+    #[error("cannot connect to the {which} at {target}")]
+    Unreachable {
+        /// Which database.
+        which: crate::connect::Database,
+        /// host:port/dbname.
+        target: String,
+        /// What the socket said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A control command's database did not answer within its time
+    /// ([`CONTROL_TIMEOUT`](crate::CONTROL_TIMEOUT)): a silent network or
+    /// server, or one too busy to answer.
+    #[error(
+        "the {which} at {target} did not answer within {:.0}s (a silent network, or a server that does not respond); try again later",
+        after.as_secs_f64()
+    )]
+    NoAnswer {
+        /// Which database.
+        which: crate::connect::Database,
+        /// host:port/dbname.
+        target: String,
+        /// How long it was waited for.
+        after: std::time::Duration,
+    },
     /// A statement on the queue database failed outside any PgQ function
     /// (begin, commit).
     #[error("the queue database failed for consumer {consumer:?} on queue {queue:?}")]
@@ -429,10 +456,10 @@ impl Error {
     }
 
     /// The documented exit code for this error: 3 when a database cannot be
-    /// reached, 4 when the daemon is in the wrong state, 1 otherwise.
+    /// reached or does not answer in time, 4 when the daemon is in the wrong state, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Connect { .. } => 3,
+            Error::Connect { .. } | Error::Unreachable { .. } | Error::NoAnswer { .. } => 3,
             Error::DaemonRunning { .. } => 4,
             _ => 1,
         }

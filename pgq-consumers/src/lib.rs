@@ -54,6 +54,8 @@ mod libpq;
 mod outcome;
 mod schema;
 pub mod seconds;
+mod silence;
+mod socket;
 mod status;
 mod ticker;
 mod tls;
@@ -63,9 +65,10 @@ pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
 pub use config::{
-    check_subconsumer_name, Config, ConnString, Filter, TomlSyntax, DB_ENV, MAX_SUBCONSUMER_NAME, REMOTE_DB_ENV,
+    check_subconsumer_name, Config, ConnString, Filter, TomlSyntax, DB_ENV, DEFAULT_NET_TIMEOUT, MAX_SUBCONSUMER_NAME,
+    REMOTE_DB_ENV,
 };
-pub use connect::{connect, connect_listening, Database, Notifications};
+pub use connect::{connect, connect_listening, Database, Notifications, CONTROL_TIMEOUT};
 pub use conninfo::redact;
 pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};
 pub use error::{Error, Result};

@@ -1,7 +1,9 @@
 //! libpq's conventions, which users already rely on: the `PG*` environment
 //! variables fill in what a connection string leaves out, the password file
-//! (`PGPASSFILE` or `~/.pgpass`) supplies a missing password, and the TLS
-//! keys `sslmode` (all six values) and `sslrootcert` are understood.
+//! (`PGPASSFILE` or `~/.pgpass`) supplies a missing password, the TLS
+//! keys `sslmode` (all six values) and `sslrootcert` are understood, and so
+//! are the socket keys `keepalives`, `keepalives_idle`, `keepalives_interval`,
+//! `keepalives_count` and `tcp_user_timeout` (milliseconds), in libpq's units.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +55,24 @@ pub(crate) struct Resolved {
     pub sslmode: SslMode,
     /// The CA certificate file for verifying the server.
     pub sslrootcert: Option<PathBuf>,
+    /// The socket keys the string sets.
+    pub socket: SocketKeys,
+}
+
+/// libpq's socket keys as a connection string sets them: `None` when it
+/// does not (the caller picks a value), `Some(0)` for the system's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SocketKeys {
+    /// `keepalives=0` turns TCP keepalives off.
+    pub keepalives_off: bool,
+    /// `keepalives_idle`, seconds.
+    pub keepalives_idle: Option<u64>,
+    /// `keepalives_interval`, seconds.
+    pub keepalives_interval: Option<u64>,
+    /// `keepalives_count` (or tokio-postgres' `keepalives_retries`).
+    pub keepalives_count: Option<u64>,
+    /// `tcp_user_timeout`, milliseconds.
+    pub tcp_user_timeout: Option<u64>,
 }
 
 /// Where the process environment comes from: the real one, or a test's.
@@ -82,7 +102,8 @@ pub(crate) fn resolve(dsn: &str, redacted: &str, which: Database, env: &dyn Envi
         dsn: redacted.to_string(),
         problem,
     };
-    let (rest, ssl_keys) = take_ssl_keys(dsn).map_err(&bad)?;
+    let (rest, own) = take_own_keys(dsn).map_err(&bad)?;
+    let socket = own.socket_keys().map_err(&bad)?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(|source| Error::BadConnString {
         which,
         dsn: redacted.to_string(),
@@ -142,7 +163,7 @@ pub(crate) fn resolve(dsn: &str, redacted: &str, which: Database, env: &dyn Envi
         }
     }
 
-    let sslmode_text = ssl_keys.sslmode.or_else(|| env.var("PGSSLMODE"));
+    let sslmode_text = own.sslmode.or_else(|| env.var("PGSSLMODE"));
     let sslmode = match sslmode_text {
         None => SslMode::default(),
         Some(s) => SslMode::parse(&s).ok_or_else(|| {
@@ -151,10 +172,7 @@ pub(crate) fn resolve(dsn: &str, redacted: &str, which: Database, env: &dyn Envi
             ))
         })?,
     };
-    let mut sslrootcert = ssl_keys
-        .sslrootcert
-        .or_else(|| env.var("PGSSLROOTCERT"))
-        .map(PathBuf::from);
+    let mut sslrootcert = own.sslrootcert.or_else(|| env.var("PGSSLROOTCERT")).map(PathBuf::from);
     if sslrootcert.is_none() && matches!(sslmode, SslMode::VerifyCa | SslMode::VerifyFull) {
         // libpq's default place for the CA of the servers one trusts.
         sslrootcert = env.home().map(|h| h.join(".postgresql/root.crt"));
@@ -163,6 +181,7 @@ pub(crate) fn resolve(dsn: &str, redacted: &str, which: Database, env: &dyn Envi
         config,
         sslmode,
         sslrootcert,
+        socket,
     })
 }
 
@@ -174,17 +193,26 @@ fn default_host() -> String {
     }
 }
 
+/// The keys this module handles itself, taken out of a connection string:
+/// tokio-postgres knows only three of the six TLS modes and no CA file,
+/// calls `keepalives_count` `keepalives_retries`, and reads
+/// `tcp_user_timeout` in seconds where libpq reads milliseconds.
 #[derive(Default)]
-struct SslKeys {
+struct OwnKeys {
     sslmode: Option<String>,
     sslrootcert: Option<String>,
+    keepalives: Option<String>,
+    keepalives_idle: Option<String>,
+    keepalives_interval: Option<String>,
+    keepalives_count: Option<String>,
+    tcp_user_timeout: Option<String>,
 }
 
-/// Keys tokio-postgres takes (`sslmode` and `sslrootcert` are taken out
-/// before it sees the string). Any other key is refused here, by a message
-/// that names it only when that is safe ([`crate::conninfo`]), instead of by
+/// Keys tokio-postgres takes (those of [`OwnKeys`] are taken out before it
+/// sees the string). Any other key is refused here, by a message that names
+/// it only when that is safe ([`crate::conninfo`]), instead of by
 /// tokio-postgres, whose message would name it whatever it is.
-const TOKIO_KEYS: [&str; 18] = [
+const TOKIO_KEYS: [&str; 13] = [
     "user",
     "password",
     "dbname",
@@ -195,11 +223,6 @@ const TOKIO_KEYS: [&str; 18] = [
     "hostaddr",
     "port",
     "connect_timeout",
-    "tcp_user_timeout",
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_retries",
     "target_session_attrs",
     "channel_binding",
     "load_balance_hosts",
@@ -215,35 +238,77 @@ fn unknown_key(shown: Option<&str>) -> String {
     }
 }
 
-/// Takes `sslmode` and `sslrootcert` out of a connection string: tokio-postgres
-/// knows only three of the six modes and no CA file, so these are handled here.
-/// The rest is checked (every key one tokio-postgres knows, a URL that reads
-/// the same to every parser) and handed on as tokio-postgres will read it.
-fn take_ssl_keys(dsn: &str) -> std::result::Result<(String, SslKeys), String> {
+impl OwnKeys {
+    /// Takes `key=value` if it is one of these keys; gives it back otherwise.
+    fn take(&mut self, key: &str, value: String) -> Option<String> {
+        let slot = match key {
+            "sslmode" => &mut self.sslmode,
+            "sslrootcert" => &mut self.sslrootcert,
+            "keepalives" => &mut self.keepalives,
+            "keepalives_idle" => &mut self.keepalives_idle,
+            "keepalives_interval" => &mut self.keepalives_interval,
+            "keepalives_count" | "keepalives_retries" => &mut self.keepalives_count,
+            "tcp_user_timeout" => &mut self.tcp_user_timeout,
+            _ => return Some(value),
+        };
+        *slot = Some(value);
+        None
+    }
+
+    /// The socket keys' values, checked as libpq checks them: integers, a
+    /// negative one counting as 0 (the system's default).
+    fn socket_keys(&self) -> std::result::Result<SocketKeys, String> {
+        let int = |key: &str, value: &Option<String>| -> std::result::Result<Option<u64>, String> {
+            value
+                .as_deref()
+                .map(|v| {
+                    v.trim()
+                        .parse::<i64>()
+                        .map(|n| n.max(0).unsigned_abs())
+                        .map_err(|_| format!("`{key}` is {v:?}, not an integer"))
+                })
+                .transpose()
+        };
+        Ok(SocketKeys {
+            keepalives_off: int("keepalives", &self.keepalives)? == Some(0),
+            keepalives_idle: int("keepalives_idle", &self.keepalives_idle)?,
+            keepalives_interval: int("keepalives_interval", &self.keepalives_interval)?,
+            keepalives_count: int("keepalives_count", &self.keepalives_count)?,
+            tcp_user_timeout: int("tcp_user_timeout", &self.tcp_user_timeout)?,
+        })
+    }
+}
+
+/// Takes the keys of [`OwnKeys`] out of a connection string. The rest is
+/// checked (every key one tokio-postgres knows, a URL that reads the same to
+/// every parser) and handed on as tokio-postgres will read it.
+fn take_own_keys(dsn: &str) -> std::result::Result<(String, OwnKeys), String> {
     let trimmed = dsn.trim();
     if conninfo::is_url(trimmed) {
-        return take_ssl_keys_url(trimmed);
+        return take_own_keys_url(trimmed);
     }
     let read = conninfo::key_values(trimmed);
     if let Some((_, error)) = read.error {
         return Err(error.to_string());
     }
-    let mut keys = SslKeys::default();
+    let mut keys = OwnKeys::default();
     let mut kept = Vec::new();
     for pair in read.pairs {
-        match pair.key.as_str() {
-            "sslmode" => keys.sslmode = Some(pair.value),
-            "sslrootcert" => keys.sslrootcert = Some(pair.value),
-            key if TOKIO_KEYS.contains(&key) => kept.push(format!("{key}={}", quote_value(&pair.value))),
-            _ => return Err(unknown_key(pair.shown_key())),
+        let shown = pair.shown_key().map(str::to_owned);
+        match keys.take(&pair.key, pair.value) {
+            None => {}
+            Some(value) if TOKIO_KEYS.contains(&pair.key.as_str()) => {
+                kept.push(format!("{}={}", pair.key, quote_value(&value)));
+            }
+            Some(_) => return Err(unknown_key(shown.as_deref())),
         }
     }
     Ok((kept.join(" "), keys))
 }
 
-fn take_ssl_keys_url(url: &str) -> std::result::Result<(String, SslKeys), String> {
+fn take_own_keys_url(url: &str) -> std::result::Result<(String, OwnKeys), String> {
     conninfo::check_url(url)?;
-    let mut keys = SslKeys::default();
+    let mut keys = OwnKeys::default();
     let Some(q) = url.find('?') else {
         return Ok((url.to_string(), keys));
     };
@@ -251,12 +316,13 @@ fn take_ssl_keys_url(url: &str) -> std::result::Result<(String, SslKeys), String
     let mut kept = Vec::new();
     for (item, pair) in conninfo::query_items(url, q + 1).into_iter().zip(query.split('&')) {
         let value = pair.split_once('=').map(|(_, v)| v).unwrap_or_default();
-        match item.key.as_deref() {
-            Some("sslmode") => keys.sslmode = Some(percent_decode(value)),
-            Some("sslrootcert") => keys.sslrootcert = Some(percent_decode(value)),
-            Some(key) if TOKIO_KEYS.contains(&key) => kept.push(pair),
-            Some(_) => return Err(unknown_key(item.key.as_deref().filter(|_| item.key_shown))),
-            None => return Err("a parameter of the URL is not `key=value`".into()),
+        let Some(key) = item.key.as_deref() else {
+            return Err("a parameter of the URL is not `key=value`".into());
+        };
+        match keys.take(key, percent_decode(value)) {
+            None => {}
+            Some(_) if TOKIO_KEYS.contains(&key) => kept.push(pair),
+            Some(_) => return Err(unknown_key(Some(key).filter(|_| item.key_shown))),
         }
     }
     let url = if kept.is_empty() {
@@ -442,6 +508,42 @@ mod tests {
         let r = resolved("postgres://u@h/db?sslmode=require&connect_timeout=5", &e);
         assert_eq!(r.sslmode, SslMode::Require);
         assert!(resolve("host=h sslmode=bogus", "x", Database::Queue, &e).is_err());
+    }
+
+    #[test]
+    fn socket_keys_are_read_in_libpqs_units_and_names() {
+        let e = env(&[]);
+        let r = resolved(
+            "host=h keepalives=1 keepalives_idle=7 keepalives_interval=2 keepalives_count=4 tcp_user_timeout=1500",
+            &e,
+        );
+        assert_eq!(
+            r.socket,
+            SocketKeys {
+                keepalives_off: false,
+                keepalives_idle: Some(7),
+                keepalives_interval: Some(2),
+                keepalives_count: Some(4),
+                tcp_user_timeout: Some(1500),
+            }
+        );
+        let r = resolved(
+            "postgres://u@h/db?keepalives=0&keepalives_retries=9&tcp_user_timeout=-1",
+            &e,
+        );
+        assert!(r.socket.keepalives_off);
+        assert_eq!(r.socket.keepalives_count, Some(9), "tokio-postgres' name for it");
+        assert_eq!(
+            r.socket.tcp_user_timeout,
+            Some(0),
+            "negative: the system's default, as libpq"
+        );
+        assert_eq!(resolved("host=h", &e).socket, SocketKeys::default());
+        let err = resolve("host=h keepalives_idle=soon", "x", Database::Queue, &e)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("keepalives_idle"), "{err}");
     }
 
     #[test]

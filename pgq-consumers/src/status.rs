@@ -2,28 +2,36 @@
 
 use crate::batch_loop::application_name;
 use crate::config::Config;
-use crate::connect::{connect, Database};
-use crate::error::Result;
+use crate::connect::{connect_control, within_control_timeout, Database};
+use crate::error::{Error, Result};
 use crate::failed;
 
 /// Lines describing the consumer's queue position: queue, consumer, the age
 /// of the queue's last tick (and whether a tick is overdue), the embedded
 /// ticker's leader when `[ticker]` is enabled, lag, pending events, last
 /// seen, batch in flight, failed-event count. Runs its own small runtime:
-/// `status` is a synchronous command.
-pub(crate) fn describe(config: &Config) -> Vec<String> {
+/// `status` is a synchronous command. It answers within
+/// [`CONTROL_TIMEOUT`](crate::CONTROL_TIMEOUT) whatever the database does;
+/// when it cannot read the state, the one line saying why, and the error.
+pub(crate) fn describe(config: &Config) -> (Vec<String>, Option<Error>) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return vec![format!("cannot read the queue state: {e}")],
+        Err(e) => return (vec![format!("cannot read the queue state: {e}")], None),
     };
-    match runtime.block_on(query(config)) {
-        Ok(lines) => lines,
-        Err(e) => vec![format!("cannot read the queue state: {}", crate::cli::error_chain(&e))],
+    let read = runtime.block_on(within_control_timeout(&config.db, Database::Queue, query(config)));
+    // Whatever the connection left behind (a socket to a silent server) is not waited for.
+    runtime.shutdown_background();
+    match read {
+        Ok(lines) => (lines, None),
+        Err(e) => (
+            vec![format!("cannot read the queue state: {}", crate::cli::error_chain(&e))],
+            Some(e),
+        ),
     }
 }
 
 async fn query(config: &Config) -> Result<Vec<String>> {
-    let db = connect(
+    let db = connect_control(
         &config.db,
         &format!("{} status", application_name(config)),
         Database::Queue,

@@ -1,5 +1,8 @@
 //! Fixtures shared by the workspace's integration tests.
 //!
+//! Besides the databases: [`Proxy`], a TCP proxy that can freeze (a silent
+//! network), and [`Pgqd`], the stock ticker.
+//!
 //! The server comes from one environment variable, `PGQ_TEST_DSN`; the
 //! project's `scripts/test.sh` starts a throwaway PostgreSQL with the pgq
 //! extension and sets it. Every test gets a database of its own with the
@@ -21,6 +24,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::{Client, NoTls};
+
+mod proxy;
+pub use proxy::Proxy;
 
 /// The environment variable naming the test server.
 pub const DSN_VAR: &str = "PGQ_TEST_DSN";

@@ -1,6 +1,7 @@
 //! Reliability and security of a consumer, through the real `testq` binary:
 //! the faults a daemon survives (SIGKILL, PostgreSQL restarted, backends
-//! terminated, the remote database down, crashes between the commits),
+//! terminated, the remote database down, crashes between the commits, a
+//! network gone silent),
 //! bad input, hostile names, secrets, and least privilege. The README's
 //! "Guarantees" and "Privileges" sections cite these tests.
 //!
@@ -12,6 +13,7 @@ mod faults;
 mod fencing;
 mod files;
 mod input;
+mod network;
 mod operator;
 mod overflow;
 mod privileges;

@@ -170,3 +170,87 @@ async fn connection_errors_never_show_the_password() {
     assert!(text.contains("127.0.0.1:1"), "the message names host and port: {text}");
     assert_eq!(err.exit_code(), 3);
 }
+
+/// The test database's connection string with `net_timeout` set.
+fn with_net_timeout(dsn: &str, secs: u64) -> ConnString {
+    ConnString::new(dsn).with_net_timeout(std::time::Duration::from_secs(secs))
+}
+
+async fn setting(client: &Client, name: &str) -> String {
+    client
+        .query_one("select current_setting($1)", &[&name])
+        .await
+        .expect("current_setting")
+        .try_get(0)
+        .expect("text")
+}
+
+#[tokio::test]
+async fn the_servers_side_of_a_session_gives_up_a_vanished_client_within_net_timeout_too() {
+    let db = TestDb::create().await;
+    let client = connect(&with_net_timeout(db.dsn(), 12), "t", Database::Queue)
+        .await
+        .expect("connects");
+    assert_eq!(setting(&client, "tcp_keepalives_idle").await, "6");
+    assert_eq!(setting(&client, "tcp_keepalives_interval").await, "2");
+    assert_eq!(setting(&client, "tcp_keepalives_count").await, "3");
+    assert_eq!(setting(&client, "tcp_user_timeout").await, "12000", "milliseconds");
+    assert_eq!(
+        setting(&client, "statement_timeout").await,
+        "0",
+        "a consumer's statements may run as long as they need"
+    );
+}
+
+#[tokio::test]
+async fn libpqs_socket_keys_are_accepted_in_its_units() {
+    let db = TestDb::create().await;
+    let dsn = format!(
+        "{} keepalives=1 keepalives_idle=10 keepalives_interval=3 keepalives_count=4 tcp_user_timeout=2500",
+        db.dsn()
+    );
+    let client = try_connect(dsn).await.expect("libpq's keys, keepalives_count included");
+    let name: String = client
+        .query_one("select current_database()", &[])
+        .await
+        .expect("query")
+        .try_get(0)
+        .expect("text");
+    assert_eq!(name, db.name());
+}
+
+#[tokio::test]
+async fn a_statement_running_longer_than_net_timeout_is_not_silence() {
+    let db = TestDb::create().await;
+    let client = connect(&with_net_timeout(db.dsn(), 1), "t", Database::Queue)
+        .await
+        .expect("connects");
+    // The server answers the question of whether it is there, twice or more.
+    client
+        .batch_execute("select pg_sleep(2.5)")
+        .await
+        .expect("a long statement runs to its end");
+    assert!(!client.is_closed());
+}
+
+#[tokio::test]
+async fn a_server_that_takes_the_connection_and_never_answers_is_given_up_after_net_timeout_with_exit_3() {
+    // Accepts (the kernel does) but never says a word.
+    let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = mute.local_addr().expect("addr").port();
+    let dsn = with_net_timeout(
+        &format!("host=127.0.0.1 port={port} user=u dbname=d sslmode=disable"),
+        2,
+    );
+    let started = std::time::Instant::now();
+    let err = connect(&dsn, "t", Database::Queue).await.expect_err("no answer");
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(err.exit_code(), 3, "{err:?}");
+    let text = format!("{err}: {:?}", std::error::Error::source(&err));
+    assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    drop(mute);
+}
