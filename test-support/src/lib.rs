@@ -65,7 +65,21 @@ impl TestDb {
     /// Creates a fresh database with the pgq extension.
     pub async fn create() -> TestDb {
         let db = Self::create_empty().await;
-        let client = db.connect().await;
+        db.install_pgq().await;
+        db
+    }
+
+    /// Creates a fresh database with the pgq extension whose encoding is
+    /// `SQL_ASCII`, as legacy PgQ installations have: it stores text as bytes,
+    /// whether they are UTF-8 or not.
+    pub async fn create_sql_ascii() -> TestDb {
+        let db = Self::new_database("encoding 'SQL_ASCII' template template0 lc_collate 'C' lc_ctype 'C'").await;
+        db.install_pgq().await;
+        db
+    }
+
+    async fn install_pgq(&self) {
+        let client = self.connect().await;
         // PgQ creates its roles (pgq_reader, ...) cluster-wide on first install;
         // databases created in parallel race on them, and the loser of the race
         // sees a unique violation. Once the roles exist, a retry succeeds.
@@ -76,14 +90,18 @@ impl TestDb {
                 Err(e) if attempt < 5 && e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
                     attempt += 1;
                 }
-                Err(e) => panic!("cannot create the pgq extension in {}: {e:?}", db.name),
+                Err(e) => panic!("cannot create the pgq extension in {}: {e:?}", self.name),
             }
         }
-        db
     }
 
     /// Creates a fresh database without any extension (a remote database, say).
     pub async fn create_empty() -> TestDb {
+        Self::new_database("").await
+    }
+
+    /// Creates a fresh database, with `options` for `create database`.
+    async fn new_database(options: &str) -> TestDb {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -97,7 +115,7 @@ impl TestDb {
         );
         let admin = connect(&server_dsn()).await;
         admin
-            .batch_execute(&format!("create database {name}"))
+            .batch_execute(&format!("create database {name} {options}"))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e:?}"));
         let dsn = format!("{} dbname={name}", server_dsn());

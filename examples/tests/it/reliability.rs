@@ -9,6 +9,7 @@
 //! restarts the server) and a scratch directory of its own.
 
 mod cluster;
+mod encoding;
 mod faults;
 mod fencing;
 mod files;
