@@ -1,16 +1,15 @@
 //! One batch being processed: reading its events, applying outcomes.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::pin::Pin;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
 use pgq::Event;
 
 use crate::consumer::{CommitMode, Context};
 use crate::error::{Error, Result};
 use crate::failed;
 use crate::outcome::Outcome;
+use crate::source::EventSource;
 use crate::tracking::AppliedOutcome;
 
 /// How a batch ends: finished (its effects commit and the consumer moves
@@ -43,10 +42,7 @@ pub struct BatchReport {
     pub already_applied: bool,
 }
 
-const CURSOR: &str = "pgq_consumer_batch";
-
-/// A batch's events as they are read from the database.
-pub(crate) type EventStream = Pin<Box<dyn Stream<Item = pgq::Result<Event>> + Send>>;
+/// The savepoint of the event handed out, in remote_event mode.
 const SAVEPOINT: &str = "pgq_consumer_event";
 
 /// A batch being processed: hands out its events, applies their outcomes.
@@ -54,17 +50,8 @@ const SAVEPOINT: &str = "pgq_consumer_event";
 pub struct Batch<'a> {
     cx: Context<'a>,
     mode: CommitMode,
-    fetch_size: u32,
-    filter: Option<String>,
     max_retries: Option<u32>,
-    buffer: VecDeque<Event>,
-    /// The events streamed by the batch query from the reader connection;
-    /// `None` reads them through a cursor in the batch's transaction. (In a
-    /// mutex only to keep `Batch` `Sync`; it is never locked, only reached
-    /// through `&mut self`.)
-    stream: Option<std::sync::Mutex<EventStream>>,
-    opened: bool,
-    exhausted: bool,
+    events: EventSource,
     /// The events handed out whose outcomes are not applied yet.
     handed_out: HashSet<i64>,
     poisoned: &'a HashMap<i64, String>,
@@ -81,8 +68,7 @@ impl<'a> Batch<'a> {
     pub(crate) fn new(
         cx: Context<'a>,
         mode: CommitMode,
-        fetch_size: u32,
-        filter: Option<String>,
+        events: EventSource,
         max_retries: Option<u32>,
         poisoned: &'a HashMap<i64, String>,
     ) -> Batch<'a> {
@@ -90,13 +76,8 @@ impl<'a> Batch<'a> {
         Batch {
             cx,
             mode,
-            fetch_size,
-            filter,
             max_retries,
-            buffer: VecDeque::new(),
-            stream: None,
-            opened: false,
-            exhausted: false,
+            events,
             handed_out: HashSet::new(),
             poisoned,
             in_flight: None,
@@ -106,13 +87,6 @@ impl<'a> Batch<'a> {
                 ..BatchReport::default()
             },
         }
-    }
-
-    /// Reads the events from `stream` (the batch query on the reader
-    /// connection) instead of a cursor.
-    pub(crate) fn with_stream(mut self, stream: EventStream) -> Batch<'a> {
-        self.stream = Some(std::sync::Mutex::new(stream));
-        self
     }
 
     /// What the handler can reach: the transactions and the batch's ids.
@@ -143,45 +117,27 @@ impl<'a> Batch<'a> {
             }
         }
         loop {
-            let next = match &mut self.stream {
-                // Streamed: taken straight from the connection, which reads
-                // ahead no further than this.
-                Some(stream) => {
-                    let stream = stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    match stream.next().await.transpose() {
-                        Ok(None) => {
-                            self.stream = None;
-                            self.exhausted = true;
-                            None
-                        }
-                        Ok(Some(event)) => Some(event),
-                        // Bytes that are not UTF-8 (an SQL_ASCII database):
-                        // the event is stored as failed as it is, in the
-                        // database, and the batch goes on.
-                        Err(pgq::Error::Undecodable { ev_id, field, .. }) => {
-                            self.report.events += 1;
-                            let reason = format!(
-                                "undecodable: {field} is not valid UTF-8 (the database's encoding is SQL_ASCII); \
-                                 the event is kept here as it was"
-                            );
-                            let batch_id = self.cx.ticks.batch_id;
-                            failed::add_from_batch(self.cx.db, batch_id, ev_id, &reason).await?;
-                            log::warn!("event {ev_id} of batch {batch_id} stored as failed: {reason}");
-                            self.note_failed(ev_id, reason);
-                            continue;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+            let batch_id = self.cx.ticks.batch_id;
+            let next = match self.events.next(self.cx.db, batch_id).await {
+                Ok(next) => next,
+                // Bytes that are not UTF-8 (an SQL_ASCII database): the
+                // event is stored as failed as it is, in the database, and
+                // the batch goes on.
+                Err(pgq::Error::Undecodable { ev_id, field, .. }) => {
+                    self.report.events += 1;
+                    let reason = format!(
+                        "undecodable: {field} is not valid UTF-8 (the database's encoding is SQL_ASCII); \
+                         the event is kept here as it was"
+                    );
+                    failed::add_from_batch(self.cx.db, batch_id, ev_id, &reason).await?;
+                    log::warn!("event {ev_id} of batch {batch_id} stored as failed: {reason}");
+                    self.note_failed(ev_id, reason);
+                    continue;
                 }
-                None => {
-                    if self.buffer.is_empty() && !self.exhausted {
-                        self.fill().await?;
-                    }
-                    self.buffer.pop_front()
-                }
+                Err(e) => return Err(e.into()),
             };
             let Some(event) = next else {
-                self.in_flight = None;
+                self.in_flight = self.handed_out.iter().next().copied();
                 return Ok(None);
             };
             self.report.events += 1;
@@ -200,26 +156,6 @@ impl<'a> Batch<'a> {
             self.handed_out.insert(event.ev_id);
             return Ok(Some(event));
         }
-    }
-
-    /// Reads the next events through the cursor.
-    async fn fill(&mut self) -> Result<()> {
-        let batch_id = self.cx.ticks.batch_id;
-        let quick = i32::try_from(self.fetch_size).unwrap_or(i32::MAX);
-        let events = if !self.opened {
-            self.opened = true;
-            match &self.filter {
-                Some(cond) => pgq::get_batch_cursor_where(self.cx.db, batch_id, CURSOR, quick, cond).await?,
-                None => pgq::get_batch_cursor(self.cx.db, batch_id, CURSOR, quick).await?,
-            }
-        } else {
-            pgq::fetch_batch_cursor(self.cx.db, CURSOR, self.fetch_size).await?
-        };
-        if events.len() < self.fetch_size as usize {
-            self.exhausted = true;
-        }
-        self.buffer.extend(events);
-        Ok(())
     }
 
     /// Applies an event's outcome: nothing more for [`Outcome::Ok`]; the

@@ -1,24 +1,31 @@
 //! The batch loop: one round takes one batch from where batches come from
 //! (a plain or a cooperative consumer), runs the handler over it, and commits
 //! the way the consumer's work commits (local, remote, savepoint per event).
+//!
+//! A round reads as its phases ([`BatchLoop::round`]): take the batch; open
+//! the transactions and the event source; skip a remote batch already
+//! applied; run the handler; then commit, or roll back for an abort, an
+//! error, a panic or a lost batch.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use pgq::{BatchLimits, BatchReader, BatchStatements, BatchTicks, EventFilter, Interval};
-use tokio_postgres::Client;
+use pgq::{BatchLimits, BatchStatements, BatchTicks, Interval};
+use tokio::time::Instant;
+use tokio_postgres::{Client, Transaction};
 
-use crate::batch::{Batch, BatchEnd, BatchReport, EventStream};
+use crate::batch::{Batch, BatchEnd, BatchReport};
 use crate::config::Config;
-use crate::connect::{connect, connect_listening, Database, Notifications};
-use crate::consumer::{configure, read_settings, CommitMode, Consumer, Context};
+use crate::connect::{connect, Database};
+use crate::consumer::{configure, read_settings, BoxError, CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
-use crate::heartbeat::{Heartbeat, Lease};
-use crate::tracking;
+use crate::heartbeat::{Heartbeat, Lease, Loss};
+use crate::reader::{Prefetch, Reader};
+use crate::source::{event_filter, EventSource};
+use crate::tracking::{self, AppliedOutcome};
 
 /// What one round of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +72,10 @@ pub struct BatchLoop<C> {
     mode: CommitMode,
     queue_db: Client,
     remote_db: Option<Client>,
+    /// Events that made the handler panic, replayed as failed.
     poisoned: HashMap<i64, String>,
-    /// Cooperative consumers: marks the sub-consumer as seen while it works
-    /// on a batch, so that only a silent one loses it.
+    /// Cooperative consumers: keeps the sub-consumer's hold on its batch
+    /// while it works on it, so that only a silent one loses it.
     heartbeat: Heartbeat,
     /// `next_batch_custom` and `finish_batch`, prepared on `queue_db`.
     statements: Option<BatchStatements>,
@@ -79,140 +87,42 @@ pub struct BatchLoop<C> {
     pending: Option<Pending>,
     /// When a cooperative remote consumer last dropped the remote records
     /// of its group's finished batches.
-    pruned: Option<tokio::time::Instant>,
+    pruned: Option<Instant>,
 }
 
 /// A batch opened by the transaction that finished the previous one.
 struct Pending {
     ticks: BatchTicks,
-    /// Its batch query, started (on a task of its own, so that nobody waits
-    /// for its first rows) while that transaction committed.
-    stream: Option<Prefetch>,
+    /// Its batch query, started while that transaction committed.
+    prefetch: Option<Prefetch>,
 }
 
-/// A batch query started on a task of its own.
-type Prefetch = tokio::task::JoinHandle<Option<EventStream>>;
-
-/// The reader connection: a batch's events are streamed from it while the
-/// queue connection carries the batch's transaction, so the handler's own
-/// statements never wait behind unread rows, and the two round trips that
-/// start a batch overlap. It also listens on the queue's tick channel.
-struct Reader {
-    client: Arc<Client>,
-    notifications: Notifications,
-    /// The batch query, prepared on this connection.
-    batch: Option<BatchReader>,
-    listening: bool,
+/// A batch taken by a round.
+struct Taken {
+    ticks: BatchTicks,
+    /// When it was asked for: a sub-consumer's hold on it counts from then.
+    asked_at: Instant,
+    /// Its batch query, started already.
+    prefetch: Option<Prefetch>,
 }
 
-impl Reader {
-    async fn open(config: &Config, app: &str) -> Result<Reader> {
-        let (client, notifications) = connect_listening(&config.db, app, Database::Queue).await?;
-        // The batch query's best plan does not depend on the batch: without
-        // this, PostgreSQL plans it afresh for every batch, which costs more
-        // than running it.
-        // And a big batch's sort is what takes longest: let PostgreSQL share
-        // it among parallel workers (only the statement for big batches can
-        // be planned in parallel).
-        client
-            .batch_execute(
-                "set plan_cache_mode = force_generic_plan; \
-                 set parallel_setup_cost = 0; set parallel_tuple_cost = 0",
-            )
-            .await
-            .map_err(Error::db(&config.queue, &config.consumer))?;
-        let listening = match pgq::listen(&client, &pgq::tick_channel(&config.queue)).await {
-            Ok(()) => true,
-            Err(e) => {
-                log::warn!("cannot listen for ticks (polling every `delay` instead): {e}");
-                false
-            }
-        };
-        Ok(Reader {
-            client: Arc::new(client),
-            notifications,
-            batch: None,
-            listening,
-        })
-    }
-
-    /// Starts streaming a batch's events; `None` when the batch query cannot
-    /// be used (the caller reads through a cursor instead). `consumer` is
-    /// the plain consumer whose batch it is; `None` (a sub-consumer's
-    /// batch) reads it by its id.
-    async fn stream(
-        &mut self,
-        queue: &str,
-        consumer: Option<&str>,
-        ticks: &BatchTicks,
-        filter: &EventFilter,
-    ) -> Option<EventStream> {
-        if self.batch.is_none() {
-            match BatchReader::prepare(&*self.client, queue).await {
-                Ok(r) => self.batch = Some(r),
-                Err(e) => {
-                    log::warn!("cannot prepare the batch query, reading through a cursor: {e}");
-                    return None;
-                }
-            }
-        }
-        self.start(consumer, ticks, filter).await
-    }
-
-    /// Starts the batch query: by the batch's ticks for a plain consumer (so
-    /// it may run before the transaction that opened the batch commits), in
-    /// its parallel form for a big batch; by the batch's id otherwise.
-    async fn start(&mut self, consumer: Option<&str>, ticks: &BatchTicks, filter: &EventFilter) -> Option<EventStream> {
-        let reader = self.batch.as_ref()?;
-        match start(reader, &self.client, consumer, ticks, filter).await {
-            Ok(stream) => Some(stream),
-            Err(e) => {
-                log::warn!("the batch query failed, reading through a cursor: {e}");
-                // Prepared again next time (the queue may have been re-created).
-                self.batch = None;
-                None
-            }
-        }
-    }
-
-    /// As [`Reader::start`] for a plain consumer's batch, on a task of its
-    /// own: the caller goes on while the first rows come.
-    fn spawn_start(&self, consumer: &str, ticks: &BatchTicks, filter: &EventFilter) -> Option<Prefetch> {
-        let reader = self.batch.clone()?;
-        let client = Arc::clone(&self.client);
-        let (consumer, ticks, filter) = (consumer.to_string(), ticks.clone(), filter.clone());
-        Some(tokio::spawn(async move {
-            match start(&reader, &client, Some(&consumer), &ticks, &filter).await {
-                Ok(stream) => Some(stream),
-                Err(e) => {
-                    log::warn!("the batch query failed, reading through a cursor: {e}");
-                    None
-                }
-            }
-        }))
-    }
+/// What the handler came to.
+enum Ran {
+    /// `process_batch` returned [`BatchEnd::Finish`].
+    Finished {
+        report: BatchReport,
+        /// The events stored as failed or retried, for the remote record.
+        outcomes: Vec<AppliedOutcome>,
+    },
+    /// `process_batch` returned [`BatchEnd::Abort`].
+    Aborted,
+    /// `process_batch` returned an error.
+    Failed(BoxError),
+    /// The handler panicked, while `in_flight` was handed out.
+    Panicked { in_flight: Option<i64>, message: String },
+    /// The sub-consumer lost its hold on the batch while the handler ran.
+    Lost(Loss),
 }
-
-/// Starts the batch query of `reader` on `client`: see [`Reader::start`].
-async fn start(
-    reader: &BatchReader,
-    client: &Client,
-    consumer: Option<&str>,
-    ticks: &BatchTicks,
-    filter: &EventFilter,
-) -> pgq::Result<EventStream> {
-    Ok(match consumer {
-        Some(c) if ticks.event_estimate() >= LARGE_BATCH => {
-            Box::pin(reader.stream_ticks_large(client, c, ticks, filter).await?)
-        }
-        Some(c) => Box::pin(reader.stream_ticks(client, c, ticks, filter).await?),
-        None => Box::pin(reader.stream(client, ticks.batch_id, filter).await?),
-    })
-}
-
-/// Batches with at least this many events (by the event sequence) are read
-/// with the batch query's parallel form.
-const LARGE_BATCH: i64 = 20_000;
 
 impl<C: Consumer> BatchLoop<C> {
     /// Reads the consumer's settings from `[settings]` and hands them to its
@@ -312,12 +222,8 @@ impl<C: Consumer> BatchLoop<C> {
     ///
     /// Cancellation-safe.
     pub async fn wait_for_tick(&mut self) {
-        let Some(reader) = self.reader.as_mut().filter(|r| r.listening) else {
-            return std::future::pending().await;
-        };
-        match reader.notifications.recv().await {
-            Some(_) => while reader.notifications.try_recv().is_ok() {},
-            // The connection is gone; the next round opens another.
+        match self.reader.as_mut() {
+            Some(reader) => reader.tick().await,
             None => std::future::pending().await,
         }
     }
@@ -325,7 +231,7 @@ impl<C: Consumer> BatchLoop<C> {
     /// Opens the reader connection again when it was lost (quietly: the
     /// queue connection's state is what the daemon reports).
     async fn reopen_reader(&mut self) {
-        if self.reader.as_ref().is_some_and(|r| !r.client.is_closed()) {
+        if self.reader.as_ref().is_some_and(|r| !r.is_closed()) {
             return;
         }
         let app = application_name(&self.config);
@@ -409,209 +315,77 @@ impl<C: Consumer> BatchLoop<C> {
     /// batch is delivered again.
     pub async fn round(&mut self) -> Result<Round> {
         let statements = self.statements().await?;
-        let asked_at = tokio::time::Instant::now();
-        let (ticks, prefetched) = match self.pending.take() {
-            Some(p) => (p.ticks, p.stream),
-            None => match next_batch(&self.queue_db, &statements, &self.config).await? {
-                Some(ticks) => (ticks, None),
-                None => return Ok(Round::Idle),
-            },
+        let Some(taken) = self.take(&statements).await? else {
+            return Ok(Round::Idle);
         };
-        let batch_id = ticks.batch_id;
+        let batch_id = taken.ticks.batch_id;
         crash_point("batch-read");
-        let mode = self.mode;
-        let queue = self.config.queue.clone();
-        let consumer = self.config.consumer.clone();
-        let subconsumer = self.config.subconsumer.clone();
         // A sub-consumer's hold on its batch: its heartbeat beats until this
         // round ends, however it ends.
-        let lease = self.heartbeat.start(&self.config, batch_id, asked_at);
-
-        // The transaction starts while the reader connection starts
-        // streaming the batch: one round trip for both.
+        let lease = self.heartbeat.start(&self.config, batch_id, taken.asked_at);
         self.reopen_reader().await;
-        let event_filter = event_filter(&self.config);
-        let (queue_tx, stream) = match (prefetched, &mut self.reader) {
-            (Some(prefetch), _) => {
-                futures_util::future::join(self.queue_db.transaction(), async { prefetch.await.ok().flatten() }).await
-            }
-            (None, Some(reader)) => {
-                let plain = subconsumer.is_none().then_some(consumer.as_str());
-                futures_util::future::join(
-                    self.queue_db.transaction(),
-                    reader.stream(&queue, plain, &ticks, &event_filter),
-                )
-                .await
-            }
-            (None, None) => (self.queue_db.transaction().await, None),
-        };
-        let queue_tx = queue_tx.map_err(Error::db(&queue, &consumer))?;
-        let remote_tx = match &mut self.remote_db {
-            Some(db) => Some(db.transaction().await.map_err(|source| Error::Remote {
-                queue: queue.clone(),
-                consumer: consumer.clone(),
-                source,
-            })?),
-            None => None,
-        };
+        let BatchLoop {
+            consumer,
+            config,
+            mode,
+            queue_db,
+            remote_db,
+            poisoned,
+            reader,
+            pending,
+            pruned,
+            ..
+        } = self;
 
-        if let (Some(remote), true) = (&remote_tx, subconsumer.is_some()) {
-            prune_group_records(&mut self.pruned, &self.config, &queue_tx, remote).await?;
-        }
-        if let Some(remote) = &remote_tx {
-            if tracking::is_applied(remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await? {
-                // The queue transaction of the first attempt was lost: what
-                // it did besides finishing the batch is done again.
-                let outcomes =
-                    tracking::applied_outcomes(remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await?;
-                drop(remote_tx);
-                let (failed, retried) = replay_outcomes(&queue_tx, &queue, &consumer, batch_id, &outcomes).await?;
-                finish(&queue_tx, batch_id, subconsumer.is_some()).await?;
-                queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
-                log::info!(
-                    "batch {batch_id} was already applied to the remote database; finished it \
-                     ({failed} event(s) stored as failed and {retried} retried again, as the first time)"
-                );
-                return Ok(Round::Finished(BatchReport {
-                    batch_id,
-                    failed,
-                    retried,
-                    already_applied: true,
-                    ..Default::default()
-                }));
+        let Taken { ticks, prefetch, .. } = taken;
+
+        let (queue_tx, remote_tx, events) =
+            open(queue_db, remote_db.as_mut(), reader.as_mut(), prefetch, config, &ticks).await?;
+        let applied = match &remote_tx {
+            Some(remote) => {
+                if config.subconsumer.is_some() {
+                    prune_group_records(pruned, config, &queue_tx, remote).await?;
+                }
+                let sub = config.subconsumer.as_deref();
+                tracking::is_applied(remote, &config.queue, &config.consumer, sub, &ticks).await?
             }
+            None => false,
+        };
+        if applied {
+            return skip_applied(queue_tx, remote_tx, config, &ticks).await;
         }
 
-        let filter = filter_sql(&self.config)?;
         let cx = Context {
             db: &queue_tx,
             tx: remote_tx.as_ref().unwrap_or(&queue_tx),
             ticks: &ticks,
-            queue: &queue,
-            consumer: &consumer,
+            queue: &config.queue,
+            consumer: &config.consumer,
         };
-        let mut batch = Batch::new(
-            cx,
-            mode,
-            self.config.fetch_size,
-            filter,
-            self.config.max_retries,
-            &self.poisoned,
-        );
-        if let Some(stream) = stream {
-            batch = batch.with_stream(stream);
-        }
-        // A panic of the handler is caught here and survived: `catching` makes
-        // the daemon's panic hook log it at ERROR, not FATAL.
-        let handler =
-            std::panic::AssertUnwindSafe(pgq_daemon::catching(self.consumer.process_batch(&mut batch))).catch_unwind();
-        // A sub-consumer that can no longer prove it holds its batch stops
-        // working on it at once.
-        let outcome = match &lease {
-            None => handler.await,
-            Some(lease) => tokio::select! {
-                outcome = handler => outcome,
-                loss = lease.lost() => {
-                    drop(batch);
-                    rollback(queue_tx, remote_tx).await;
-                    return Ok(lost(&self.config, batch_id, &loss));
+        let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned);
+        match run(consumer, batch, lease.as_ref()).await {
+            Ran::Finished { report, outcomes } => {
+                let committed = Commit {
+                    statements: &statements,
+                    config,
+                    ticks: &ticks,
+                    lease: lease.as_ref(),
                 }
-            },
-        }
-        .map_err(|panic| panic_message(panic.as_ref()));
-        let in_flight = batch.in_flight;
-        let report = batch.report.clone();
-        let outcomes = std::mem::take(&mut batch.outcomes);
-        drop(batch);
-
-        match outcome {
-            Ok(Ok(BatchEnd::Finish)) => {
-                crash_point("before-remote-commit");
-                // Checked last before anything commits: the commits
-                // themselves catch what slips past it.
-                if let Some(Err(loss)) = lease.as_ref().map(Lease::check) {
-                    rollback(queue_tx, remote_tx).await;
-                    return Ok(lost(&self.config, batch_id, &loss));
-                }
-                if let Some(remote) = remote_tx {
-                    match tracking::record(&remote, &queue, &consumer, subconsumer.as_deref(), &ticks).await {
-                        Err(e @ Error::BatchAppliedByOther { .. }) => {
-                            rollback(queue_tx, Some(remote)).await;
-                            log::warn!("{}", crate::cli::error_chain(&e));
-                            return Ok(Round::Lost { batch_id });
-                        }
-                        other => other?,
-                    }
-                    if !outcomes.is_empty() {
-                        tracking::record_outcomes(
-                            &remote,
-                            &queue,
-                            &consumer,
-                            subconsumer.as_deref(),
-                            batch_id,
-                            &outcomes,
-                        )
-                        .await?;
-                    }
-                    remote.commit().await.map_err(|source| Error::Remote {
-                        queue: queue.clone(),
-                        consumer: consumer.clone(),
-                        source,
-                    })?;
-                }
-                crash_point("after-remote-commit");
-                let next = if subconsumer.is_some() {
-                    match finish(&queue_tx, batch_id, true).await {
-                        Err(e @ Error::BatchNotActive { .. }) => {
-                            drop(queue_tx);
-                            log::warn!(
-                                "{}; its work here is rolled back (what was committed in the remote database \
-                                 is recorded there, and the sub-consumer holding the batch finds it applied)",
-                                crate::cli::error_chain(&e)
-                            );
-                            return Ok(Round::Lost { batch_id });
-                        }
-                        other => other?,
-                    }
-                    queue_tx.commit().await.map_err(Error::db(&queue, &consumer))?;
-                    None
-                } else {
-                    // Finishing this batch, opening the next one and
-                    // committing: one round trip. The COMMIT goes without
-                    // waiting for the finish: if the finish failed (or found
-                    // the batch not open, which it makes an error), the
-                    // transaction is aborted and the COMMIT rolls it back.
-                    // Order: tokio-postgres sends a request when its future is
-                    // first polled (a prepared statement needs no round trip
-                    // first), and `join` polls the finish before the COMMIT,
-                    // so the finish is inside the transaction it commits with.
-                    let limits = limits(&self.config);
-                    let (next, committed) = futures_util::future::join(
-                        statements.finish_and_next(&queue_tx, batch_id, &queue, &consumer, &limits),
-                        queue_tx.client().batch_execute("commit"),
-                    )
-                    .await;
-                    // The transaction has ended on the server, committed or
-                    // rolled back: its guard must not send a ROLLBACK.
-                    std::mem::forget(queue_tx);
-                    let next = next.map_err(|e| match e {
-                        pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
-                        e => Error::Pgq(e),
-                    })?;
-                    committed.map_err(Error::db(&queue, &consumer))?;
-                    next
+                .commit(queue_tx, remote_tx, &outcomes)
+                .await?;
+                let next = match committed {
+                    Committed::Done(next) => next,
+                    Committed::Lost => return Ok(Round::Lost { batch_id }),
                 };
-                // The next batch's events start streaming on the reader
-                // connection at once.
-                self.pending = next.map(|ticks| {
-                    let stream = match &self.reader {
-                        Some(reader) => reader.spawn_start(&consumer, &ticks, &event_filter),
-                        None => None,
-                    };
-                    Pending { ticks, stream }
+                // The next batch's events start streaming at once.
+                *pending = next.map(|ticks| Pending {
+                    prefetch: reader
+                        .as_ref()
+                        .and_then(|r| r.prefetch(&config.consumer, &ticks, &event_filter(config))),
+                    ticks,
                 });
                 crash_point("after-queue-commit");
-                self.poisoned.clear();
+                poisoned.clear();
                 log::debug!(
                     "batch {batch_id}: {} events, {} ok, {} failed, {} retried",
                     report.events,
@@ -621,44 +395,303 @@ impl<C: Consumer> BatchLoop<C> {
                 );
                 Ok(Round::Finished(report))
             }
-            Ok(Ok(BatchEnd::Abort)) => {
+            Ran::Aborted => {
                 rollback(queue_tx, remote_tx).await;
                 log::info!("batch {batch_id} aborted by the handler; it will be delivered again");
                 Ok(Round::Aborted { batch_id })
             }
-            Ok(Err(source)) => {
+            Ran::Failed(source) => {
                 rollback(queue_tx, remote_tx).await;
-                Err(Error::Handler {
-                    queue,
-                    consumer,
-                    batch_id,
-                    source,
-                })
+                Err(handler_error(config, batch_id, source))
             }
-            Err(message) => {
+            Ran::Panicked { in_flight, message } => {
                 rollback(queue_tx, remote_tx).await;
-                match in_flight {
-                    Some(ev_id) => {
-                        log::error!(
-                            "the handler panicked on event {ev_id} of batch {batch_id}: {message}; \
-                             replaying the batch with that event marked failed"
-                        );
-                        self.poisoned.insert(ev_id, message.clone());
-                        Ok(Round::Panicked {
-                            batch_id,
-                            ev_id,
-                            message,
-                        })
-                    }
-                    None => Err(Error::Handler {
-                        queue,
-                        consumer,
+                let Some(ev_id) = in_flight else {
+                    return Err(Error::Handler {
+                        queue: config.queue.clone(),
+                        consumer: config.consumer.clone(),
                         batch_id,
                         source: format!("panic outside any event: {message}").into(),
-                    }),
-                }
+                    });
+                };
+                log::error!(
+                    "the handler panicked on event {ev_id} of batch {batch_id}: {message}; \
+                     replaying the batch with that event marked failed"
+                );
+                poisoned.insert(ev_id, message.clone());
+                Ok(Round::Panicked {
+                    batch_id,
+                    ev_id,
+                    message,
+                })
+            }
+            Ran::Lost(loss) => {
+                rollback(queue_tx, remote_tx).await;
+                give_up(config, batch_id, &loss);
+                Ok(Round::Lost { batch_id })
             }
         }
+    }
+
+    /// Takes the batch to work on: the one the last round opened, or the
+    /// next one from where this consumer's batches come from (its own queue
+    /// position, or its cooperative group's). `None` when there is none.
+    async fn take(&mut self, statements: &BatchStatements) -> Result<Option<Taken>> {
+        let asked_at = Instant::now();
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(Taken {
+                ticks: p.ticks,
+                asked_at,
+                prefetch: p.prefetch,
+            }));
+        }
+        let c = &self.config;
+        let limits = limits(c);
+        let ticks = match &c.subconsumer {
+            Some(sub) => {
+                coop::next_batch(&self.queue_db, &c.queue, &c.consumer, sub, c.dead_interval(), &limits).await?
+            }
+            None => {
+                statements
+                    .next_batch(&self.queue_db, &c.queue, &c.consumer, &limits)
+                    .await?
+            }
+        };
+        Ok(ticks.map(|ticks| Taken {
+            ticks,
+            asked_at,
+            prefetch: None,
+        }))
+    }
+}
+
+/// Opens the round's transactions (the queue database's, and the remote
+/// one's in the remote modes) and its event source, built here and nowhere
+/// else: the batch query the last round started (`prefetch`), or the one
+/// started now on the reader connection while the queue transaction begins
+/// (one round trip for both), or PgQ's cursor when the reader cannot be
+/// used.
+async fn open<'q, 'r>(
+    queue_db: &'q mut Client,
+    remote_db: Option<&'r mut Client>,
+    reader: Option<&mut Reader>,
+    prefetch: Option<Prefetch>,
+    config: &Config,
+    ticks: &BatchTicks,
+) -> Result<(Transaction<'q>, Option<Transaction<'r>>, EventSource)> {
+    let stream = async {
+        match (prefetch, reader) {
+            (Some(prefetch), _) => prefetch.await.ok().flatten(),
+            (None, Some(reader)) => {
+                // A plain consumer's batch is read by its ticks; a
+                // sub-consumer's by its id.
+                let plain = config.subconsumer.is_none().then_some(config.consumer.as_str());
+                reader.stream(&config.queue, plain, ticks, &event_filter(config)).await
+            }
+            (None, None) => None,
+        }
+    };
+    let (queue_tx, stream) = futures_util::future::join(queue_db.transaction(), stream).await;
+    let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
+    let remote_tx = match remote_db {
+        Some(db) => Some(db.transaction().await.map_err(|source| Error::Remote {
+            queue: config.queue.clone(),
+            consumer: config.consumer.clone(),
+            source,
+        })?),
+        None => None,
+    };
+    Ok((queue_tx, remote_tx, EventSource::new(stream, config)?))
+}
+
+/// Finishes a batch that the remote database has applied already: the
+/// queue transaction of its first attempt was lost (a crash between the two
+/// commits), so what that transaction did besides finishing the batch (the
+/// events it stored as failed or retried, kept with the remote record) is
+/// done again, and the handler is not run.
+async fn skip_applied(
+    queue_tx: Transaction<'_>,
+    remote_tx: Option<Transaction<'_>>,
+    config: &Config,
+    ticks: &BatchTicks,
+) -> Result<Round> {
+    let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
+    let batch_id = ticks.batch_id;
+    let outcomes = match &remote_tx {
+        Some(remote) => tracking::applied_outcomes(remote, queue, consumer, sub, ticks).await?,
+        None => Vec::new(),
+    };
+    drop(remote_tx);
+    let (failed, retried) = replay_outcomes(&queue_tx, queue, consumer, batch_id, &outcomes).await?;
+    if sub.is_some() {
+        coop::finish_batch(&queue_tx, batch_id).await?;
+    } else {
+        pgq::finish_batch(&queue_tx, batch_id).await?;
+    }
+    queue_tx.commit().await.map_err(Error::db(queue, consumer))?;
+    log::info!(
+        "batch {batch_id} was already applied to the remote database; finished it \
+         ({failed} event(s) stored as failed and {retried} retried again, as the first time)"
+    );
+    Ok(Round::Finished(BatchReport {
+        batch_id,
+        failed,
+        retried,
+        already_applied: true,
+        ..Default::default()
+    }))
+}
+
+/// Runs the handler over the batch. A panic is caught and survived:
+/// `catching` makes the daemon's panic hook log it at ERROR, not FATAL. A
+/// sub-consumer that can no longer prove it holds its batch stops working on
+/// it at once.
+async fn run<C: Consumer>(consumer: &mut C, mut batch: Batch<'_>, lease: Option<&Lease>) -> Ran {
+    let outcome = {
+        let handler =
+            std::panic::AssertUnwindSafe(pgq_daemon::catching(consumer.process_batch(&mut batch))).catch_unwind();
+        match lease {
+            None => handler.await,
+            Some(lease) => tokio::select! {
+                outcome = handler => outcome,
+                loss = lease.lost() => return Ran::Lost(loss),
+            },
+        }
+    };
+    match outcome {
+        Ok(Ok(BatchEnd::Finish)) => Ran::Finished {
+            report: batch.report,
+            outcomes: batch.outcomes,
+        },
+        Ok(Ok(BatchEnd::Abort)) => Ran::Aborted,
+        Ok(Err(e)) => Ran::Failed(e),
+        Err(panic) => Ran::Panicked {
+            in_flight: batch.in_flight,
+            message: panic_message(panic.as_ref()),
+        },
+    }
+}
+
+/// The error of a round whose `process_batch` returned `source`. The
+/// framework's own work failing under it (storing a failed event, reading
+/// the batch, a lost connection) is that error, not the handler's; the
+/// handler's own errors, and its misuse of the batch, are
+/// [`Error::Handler`].
+fn handler_error(config: &Config, batch_id: i64, source: BoxError) -> Error {
+    let handler = |source| Error::Handler {
+        queue: config.queue.clone(),
+        consumer: config.consumer.clone(),
+        batch_id,
+        source,
+    };
+    match source.downcast::<Error>() {
+        Ok(e) if matches!(*e, Error::EventNotApplied { .. } | Error::EventNotHandedOut { .. }) => handler(e),
+        Ok(e) => *e,
+        Err(source) => handler(source),
+    }
+}
+
+/// What committing a batch needs besides its transactions.
+struct Commit<'a> {
+    statements: &'a BatchStatements,
+    config: &'a Config,
+    ticks: &'a BatchTicks,
+    lease: Option<&'a Lease>,
+}
+
+/// How committing a batch ended.
+enum Committed {
+    /// Committed; the next batch, opened by the same transaction (a plain
+    /// consumer's).
+    Done(Option<BatchTicks>),
+    /// The sub-consumer's batch went to another member: rolled back.
+    Lost,
+}
+
+impl Commit<'_> {
+    /// Commits the work the way the consumer's work commits: the remote
+    /// transaction first (recording the batch there, with `outcomes`, the
+    /// events stored as failed or retried), then the queue transaction that
+    /// finishes the batch.
+    async fn commit(
+        self,
+        queue_tx: Transaction<'_>,
+        remote_tx: Option<Transaction<'_>>,
+        outcomes: &[AppliedOutcome],
+    ) -> Result<Committed> {
+        let Commit {
+            statements,
+            config,
+            ticks,
+            lease,
+        } = self;
+        let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
+        let batch_id = ticks.batch_id;
+        crash_point("before-remote-commit");
+        // Checked last before anything commits: the commits themselves
+        // catch what slips past it.
+        if let Some(Err(loss)) = lease.map(Lease::check) {
+            rollback(queue_tx, remote_tx).await;
+            give_up(config, batch_id, &loss);
+            return Ok(Committed::Lost);
+        }
+        if let Some(remote) = remote_tx {
+            match tracking::record(&remote, queue, consumer, sub, ticks).await {
+                Err(e @ Error::BatchAppliedByOther { .. }) => {
+                    rollback(queue_tx, Some(remote)).await;
+                    log::warn!("{}", crate::cli::error_chain(&e));
+                    return Ok(Committed::Lost);
+                }
+                other => other?,
+            }
+            if !outcomes.is_empty() {
+                tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await?;
+            }
+            remote.commit().await.map_err(|source| Error::Remote {
+                queue: queue.clone(),
+                consumer: consumer.clone(),
+                source,
+            })?;
+        }
+        crash_point("after-remote-commit");
+        if sub.is_some() {
+            match coop::finish_batch(&queue_tx, batch_id).await {
+                Err(e @ Error::BatchNotActive { .. }) => {
+                    drop(queue_tx);
+                    log::warn!(
+                        "{}; its work here is rolled back (what was committed in the remote database is \
+                         recorded there, and the sub-consumer holding the batch finds it applied)",
+                        crate::cli::error_chain(&e)
+                    );
+                    return Ok(Committed::Lost);
+                }
+                other => other?,
+            }
+            queue_tx.commit().await.map_err(Error::db(queue, consumer))?;
+            return Ok(Committed::Done(None));
+        }
+        // Finishing this batch, opening the next one and committing: one
+        // round trip. The COMMIT goes without waiting for the finish: if the
+        // finish failed (or found the batch not open, which it makes an
+        // error), the transaction is aborted and the COMMIT rolls it back.
+        // Order: tokio-postgres sends a request when its future is first
+        // polled (a prepared statement needs no round trip first), and `join`
+        // polls the finish before the COMMIT, so the finish is inside the
+        // transaction it commits with.
+        let (next, committed) = futures_util::future::join(
+            statements.finish_and_next(&queue_tx, batch_id, queue, consumer, &limits(config)),
+            queue_tx.client().batch_execute("commit"),
+        )
+        .await;
+        // The transaction has ended on the server, committed or rolled back:
+        // its guard must not send a ROLLBACK.
+        std::mem::forget(queue_tx);
+        let next = next.map_err(|e| match e {
+            pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
+            e => Error::Pgq(e),
+        })?;
+        committed.map_err(Error::db(queue, consumer))?;
+        Ok(Committed::Done(next))
     }
 }
 
@@ -670,15 +703,15 @@ const PRUNE_PERIOD: Duration = Duration::from_secs(60);
 /// the remote records of the group's batches that the queue database says
 /// are finished. In the round's transactions: rolled back with them.
 async fn prune_group_records(
-    pruned: &mut Option<tokio::time::Instant>,
+    pruned: &mut Option<Instant>,
     config: &Config,
-    queue_tx: &tokio_postgres::Transaction<'_>,
-    remote: &tokio_postgres::Transaction<'_>,
+    queue_tx: &Transaction<'_>,
+    remote: &Transaction<'_>,
 ) -> Result<()> {
     if pruned.is_some_and(|at| at.elapsed() < PRUNE_PERIOD) {
         return Ok(());
     }
-    *pruned = Some(tokio::time::Instant::now());
+    *pruned = Some(Instant::now());
     let (queue, consumer) = (&config.queue, &config.consumer);
     if let Some(tick) = coop::group_finished_tick(queue_tx, queue, consumer).await? {
         let n = tracking::prune_group(remote, queue, consumer, tick).await?;
@@ -687,25 +720,13 @@ async fn prune_group_records(
     Ok(())
 }
 
-/// The round's result when a sub-consumer lost its batch, logged.
-fn lost(config: &Config, batch_id: i64, loss: &crate::heartbeat::Loss) -> Round {
+/// Logs that a sub-consumer gives up its batch, and why.
+fn give_up(config: &Config, batch_id: i64, loss: &Loss) {
     log::warn!(
         "sub-consumer {:?} of {:?} gives up batch {batch_id} and rolls its work back: {loss}",
         config.subconsumer.as_deref().unwrap_or_default(),
         config.consumer
     );
-    Round::Lost { batch_id }
-}
-
-/// Takes the next batch from where this consumer's batches come from: its
-/// own queue position, or its cooperative group's. A free function, so the
-/// consumer itself need not be `Sync`.
-async fn next_batch(db: &Client, statements: &BatchStatements, c: &Config) -> Result<Option<BatchTicks>> {
-    let limits = limits(c);
-    match &c.subconsumer {
-        Some(sub) => coop::next_batch(db, &c.queue, &c.consumer, sub, c.dead_interval(), &limits).await,
-        None => Ok(statements.next_batch(db, &c.queue, &c.consumer, &limits).await?),
-    }
 }
 
 /// The batch size and age limits of the config.
@@ -717,29 +738,24 @@ fn limits(c: &Config) -> BatchLimits {
     }
 }
 
-/// `[filter]` as the batch query's parameters.
-fn event_filter(c: &Config) -> EventFilter {
-    let list = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
-    EventFilter {
-        ev_type: list(&c.filter.ev_type),
-        ev_extra1: list(&c.filter.ev_extra1),
-    }
+fn seconds(s: f64) -> Interval {
+    Interval::from_duration(crate::seconds::duration(s))
 }
 
 /// Stores as failed and retries again, in the queue transaction, the events
 /// of an applied batch that its first attempt failed or retried (those of
 /// them in this batch: a replay may be cut shorter). Returns how many of each.
 async fn replay_outcomes(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &Transaction<'_>,
     queue: &str,
     consumer: &str,
     batch_id: i64,
-    outcomes: &[tracking::AppliedOutcome],
+    outcomes: &[AppliedOutcome],
 ) -> Result<(u64, u64)> {
     if outcomes.is_empty() {
         return Ok((0, 0));
     }
-    let ids: Vec<i64> = outcomes.iter().map(tracking::AppliedOutcome::ev_id).collect();
+    let ids: Vec<i64> = outcomes.iter().map(AppliedOutcome::ev_id).collect();
     let present: std::collections::HashSet<i64> = tx
         .query(
             "select ev_id from pgq.get_batch_events($1) where ev_id = any($2)",
@@ -754,11 +770,11 @@ async fn replay_outcomes(
     let (mut failed, mut retried) = (0, 0);
     for outcome in outcomes.iter().filter(|o| present.contains(&o.ev_id())) {
         match outcome {
-            tracking::AppliedOutcome::Failed { ev_id, reason } => {
+            AppliedOutcome::Failed { ev_id, reason } => {
                 crate::failed::add_from_batch(tx, batch_id, *ev_id, reason).await?;
                 failed += 1;
             }
-            tracking::AppliedOutcome::Retry { ev_id, seconds } => {
+            AppliedOutcome::Retry { ev_id, seconds } => {
                 pgq::event_retry(tx, batch_id, *ev_id, *seconds).await?;
                 retried += 1;
             }
@@ -767,22 +783,7 @@ async fn replay_outcomes(
     Ok((failed, retried))
 }
 
-/// Finishes a batch. A sub-consumer's batch may have been taken over by
-/// another one meanwhile: that is an error, so the work rolls back.
-async fn finish(tx: &tokio_postgres::Transaction<'_>, batch_id: i64, cooperative: bool) -> Result<()> {
-    if cooperative {
-        coop::finish_batch(tx, batch_id).await
-    } else {
-        pgq::finish_batch(tx, batch_id).await?;
-        Ok(())
-    }
-}
-
-fn seconds(s: f64) -> Interval {
-    Interval::from_duration(crate::seconds::duration(s))
-}
-
-async fn rollback(queue_tx: tokio_postgres::Transaction<'_>, remote_tx: Option<tokio_postgres::Transaction<'_>>) {
+async fn rollback(queue_tx: Transaction<'_>, remote_tx: Option<Transaction<'_>>) {
     if let Some(remote) = remote_tx {
         let _ = remote.rollback().await;
     }
@@ -795,25 +796,6 @@ pub(crate) fn application_name(config: &Config) -> String {
         Some(sub) => format!("{}.{}", config.consumer, sub),
         None => config.consumer.clone(),
     }
-}
-
-/// The SQL condition for `[filter]`, values written as literals.
-fn filter_sql(config: &Config) -> Result<Option<String>> {
-    let mut parts = Vec::new();
-    for (column, values) in [
-        ("ev_type", &config.filter.ev_type),
-        ("ev_extra1", &config.filter.ev_extra1),
-    ] {
-        if values.is_empty() {
-            continue;
-        }
-        let list = values
-            .iter()
-            .map(|v| pgq::quote_literal(v))
-            .collect::<pgq::Result<Vec<_>>>()?;
-        parts.push(format!("{column} in ({})", list.join(", ")));
-    }
-    Ok((!parts.is_empty()).then(|| parts.join(" and ")))
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -190,3 +190,37 @@ async fn typed_settings_are_read_once_at_start_and_again_on_each_reconfigure_and
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_batch_loop_embedded_before_install_is_refused_at_connect_saying_to_run_install() -> Result<()> {
+    let db = pgq_test_support::TestDb::create().await;
+    let client = db.connect().await;
+    client.execute("select pgq.create_queue('q')", &[]).await?;
+    crate::common::register(&client, crate::scripted::CONSUMER).await?;
+    let refused = BatchLoop::connect(Scripted::by_type(), config(&db, "")).await;
+    match refused {
+        Err(e @ Error::SchemaOutdated { installed: None, .. }) => {
+            assert!(chain(&e).contains("run the `install` command first"), "{}", chain(&e));
+        }
+        Err(e) => panic!("expected SchemaOutdated, got {}", chain(&e)),
+        Ok(_) => panic!("a loop without the framework's SQL must be refused"),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_not_as_the_handlers_error() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    insert_all(&mut client, &["ok", "fail", "ok"]).await?;
+    tick(&client).await?;
+    let mut lp = batch_loop(Scripted::by_type(), config(&db, "")).await?;
+    // Storing the failed event will fail: the framework's table is gone.
+    client
+        .batch_execute("alter table pgq_consumer.failed_event rename to failed_event_elsewhere")
+        .await?;
+    let err = lp.round().await.expect_err("storing the failed event fails");
+    assert!(!matches!(err, Error::Handler { .. }), "not the handler's: {}", chain(&err));
+    assert!(chain(&err).contains("pgq_consumer.failed_event_add"), "{}", chain(&err));
+    assert!(done_counts(&client).await?.is_empty(), "the batch was rolled back");
+    Ok(())
+}
