@@ -132,6 +132,8 @@ impl<C: Consumer> BatchLoop<C> {
     /// installed ([`Error::NotInstalled`] or [`Error::SchemaOutdated`]
     /// otherwise: run `install`).
     pub async fn connect(mut consumer: C, config: Config) -> Result<BatchLoop<C>> {
+        // A config built in code is checked here as a file's is when read.
+        config.check(config.origin())?;
         let settings = read_settings::<C>(&config)?;
         let mode = C::commit_mode(&settings);
         configure(&mut consumer, settings, &config).await?;
@@ -732,14 +734,10 @@ fn give_up(config: &Config, batch_id: i64, loss: &Loss) {
 /// The batch size and age limits of the config.
 fn limits(c: &Config) -> BatchLimits {
     BatchLimits {
-        min_lag: c.min_lag.map(seconds),
+        min_lag: c.min_lag().map(Interval::from_duration),
         min_count: c.min_count,
-        min_interval: c.min_interval.map(seconds),
+        min_interval: c.min_interval().map(Interval::from_duration),
     }
-}
-
-fn seconds(s: f64) -> Interval {
-    Interval::from_duration(crate::seconds::duration(s))
 }
 
 /// Stores as failed and retries again, in the queue transaction, the events

@@ -14,7 +14,23 @@ pub const DB_ENV: &str = "PGQ_DB";
 pub const REMOTE_DB_ENV: &str = "PGQ_REMOTE_DB";
 
 /// A consumer's configuration: the keys every consumer has, plus a
-/// `[settings]` table handed untouched to the user's code.
+/// `[settings]` table read into the consumer's settings type.
+///
+/// Read from a file ([`Config::load`]), or built in code, with durations as
+/// [`Duration`] and the log level as a [`Level`](pgq_daemon::Level):
+///
+/// ```
+/// use std::time::Duration;
+/// use pgq_consumers::Config;
+///
+/// let config = Config::new("host=localhost dbname=app", "orders", "mailer")
+///     .with_delay(Duration::from_millis(250))
+///     .with_dead_interval(Duration::from_secs(30))
+///     .with_level(pgq_consumers::Level::Verbose);
+/// assert_eq!(config.delay(), Duration::from_millis(250));
+/// ```
+///
+/// The file:
 ///
 /// ```toml
 /// db = "host=localhost dbname=app"
@@ -44,30 +60,34 @@ pub struct Config {
     /// Log file; without one, `run` logs to stderr and `start` refuses.
     #[serde(default)]
     pub logfile: Option<PathBuf>,
-    /// Log level: debug, verbose, notice, warning, error or fatal.
+    /// Log level: debug, verbose, notice, warning, error or fatal
+    /// ([`Config::level`]).
     #[serde(default = "default_loglevel")]
-    pub loglevel: String,
-    /// Seconds to wait between polls when there is nothing to do.
+    loglevel: String,
+    /// Seconds to wait between polls when there is nothing to do
+    /// ([`Config::delay`]).
     #[serde(default = "default_delay")]
-    pub delay: f64,
+    delay: f64,
     /// Connection string of the remote database, for remote consumers.
     #[serde(default)]
     pub remote_db: Option<ConnString>,
     /// Sub-consumer name, for cooperative consumers (`--subconsumer` overrides it).
     #[serde(default)]
     pub subconsumer: Option<String>,
-    /// Seconds after which a silent sub-consumer's batch goes to another one.
+    /// Seconds after which a silent sub-consumer's batch goes to another one
+    /// ([`Config::dead_interval`]).
     #[serde(default)]
-    pub dead_interval: Option<f64>,
+    dead_interval: Option<f64>,
     /// Open a batch only once it holds at least this many events.
     #[serde(default)]
     pub min_count: Option<i32>,
-    /// Open a batch only once it spans at least this many seconds.
+    /// Open a batch only once it spans at least this many seconds
+    /// ([`Config::min_interval`]).
     #[serde(default)]
-    pub min_interval: Option<f64>,
-    /// Only take events at least this many seconds old.
+    min_interval: Option<f64>,
+    /// Only take events at least this many seconds old ([`Config::min_lag`]).
     #[serde(default)]
-    pub min_lag: Option<f64>,
+    min_lag: Option<f64>,
     /// Events read from the database at a time.
     #[serde(default = "default_fetch_size")]
     pub fetch_size: u32,
@@ -80,9 +100,9 @@ pub struct Config {
     /// Seconds a database may stay silent (no answer to a request, no
     /// acknowledgement of sent data, no connection) before its connection is
     /// given up as lost: see [`ConnString::net_timeout`]. Applied to `db` and
-    /// `remote_db` when the config is read.
+    /// `remote_db` when the config is read ([`Config::net_timeout`]).
     #[serde(default = "default_net_timeout")]
-    pub net_timeout: f64,
+    net_timeout: f64,
     /// The embedded ticker (`[ticker]`): off unless `enabled = true`.
     #[serde(default)]
     pub ticker: crate::ticker::TickerConfig,
@@ -128,6 +148,132 @@ pub const DEFAULT_NET_TIMEOUT: Duration = Duration::from_secs(30);
 const NET_TIMEOUT_RANGE: std::ops::RangeInclusive<f64> = 1.0..=3600.0;
 
 impl Config {
+    /// A config built in code, for `queue` and `consumer` in the database
+    /// `db`, every other key at its default (as in a file that gives only
+    /// these three); the `with_*` methods set the others. A config built so
+    /// is checked like a file's when a [`BatchLoop`](crate::BatchLoop)
+    /// connects with it.
+    pub fn new(db: impl Into<ConnString>, queue: impl Into<String>, consumer: impl Into<String>) -> Config {
+        let mut config = Config {
+            db: db.into(),
+            queue: queue.into(),
+            consumer: consumer.into(),
+            pidfile: None,
+            logfile: None,
+            loglevel: default_loglevel(),
+            delay: default_delay(),
+            remote_db: None,
+            subconsumer: None,
+            dead_interval: None,
+            min_count: None,
+            min_interval: None,
+            min_lag: None,
+            fetch_size: default_fetch_size(),
+            max_retries: None,
+            filter: Filter::default(),
+            net_timeout: default_net_timeout(),
+            ticker: crate::ticker::TickerConfig::default(),
+            settings: toml::Table::new(),
+            origin: PathBuf::from("(config built in code)"),
+        };
+        config.apply_net_timeout();
+        config
+    }
+
+    /// Sets `remote_db`, the remote database of a remote consumer.
+    pub fn with_remote_db(mut self, db: impl Into<ConnString>) -> Config {
+        self.remote_db = Some(db.into());
+        self.apply_net_timeout();
+        self
+    }
+
+    /// Sets `subconsumer`: this is a sub-consumer of the cooperative group
+    /// `consumer`.
+    pub fn with_subconsumer(mut self, name: impl Into<String>) -> Config {
+        self.subconsumer = Some(name.into());
+        self
+    }
+
+    /// Sets `delay`, the rest between polls when there is nothing to do.
+    pub fn with_delay(mut self, delay: Duration) -> Config {
+        self.delay = delay.as_secs_f64();
+        self
+    }
+
+    /// Sets `dead_interval`: how long a silent sub-consumer keeps its batch.
+    pub fn with_dead_interval(mut self, dead_interval: Duration) -> Config {
+        self.dead_interval = Some(dead_interval.as_secs_f64());
+        self
+    }
+
+    /// Sets the batch tuning of `pgq.next_batch_custom`: `min_count`,
+    /// `min_interval`, `min_lag` (`None` leaves one out).
+    pub fn with_batch_limits(
+        mut self,
+        min_count: Option<i32>,
+        min_interval: Option<Duration>,
+        min_lag: Option<Duration>,
+    ) -> Config {
+        self.min_count = min_count;
+        self.min_interval = min_interval.map(|d| d.as_secs_f64());
+        self.min_lag = min_lag.map(|d| d.as_secs_f64());
+        self
+    }
+
+    /// Sets `fetch_size`, the events read at a time through a cursor.
+    pub fn with_fetch_size(mut self, fetch_size: u32) -> Config {
+        self.fetch_size = fetch_size;
+        self
+    }
+
+    /// Sets `max_retries`.
+    pub fn with_max_retries(mut self, max_retries: u32) -> Config {
+        self.max_retries = Some(max_retries);
+        self
+    }
+
+    /// Sets `[filter]`.
+    pub fn with_filter(mut self, filter: Filter) -> Config {
+        self.filter = filter;
+        self
+    }
+
+    /// Sets `net_timeout`, for `db` and `remote_db`.
+    pub fn with_net_timeout(mut self, timeout: Duration) -> Config {
+        self.net_timeout = timeout.as_secs_f64();
+        self.apply_net_timeout();
+        self
+    }
+
+    /// Sets the log level.
+    pub fn with_level(mut self, level: pgq_daemon::Level) -> Config {
+        self.loglevel = level.to_string();
+        self
+    }
+
+    /// Sets `pidfile` and `logfile`, which a daemon needs.
+    pub fn with_files(mut self, pidfile: impl Into<PathBuf>, logfile: impl Into<PathBuf>) -> Config {
+        self.pidfile = Some(pidfile.into());
+        self.logfile = Some(logfile.into());
+        self
+    }
+
+    /// Sets `[ticker]`.
+    pub fn with_ticker(mut self, ticker: crate::ticker::TickerConfig) -> Config {
+        self.ticker = ticker;
+        self
+    }
+
+    /// Sets `[settings]` from a value of the consumer's settings type (or
+    /// anything that serializes to a table), as a file would give them.
+    pub fn with_settings(mut self, settings: impl serde::Serialize) -> Result<Config> {
+        self.settings = toml::Table::try_from(settings).map_err(|e| Error::ConfigInvalid {
+            path: self.origin.clone(),
+            problem: format!("the settings given are not a table: {e}"),
+        })?;
+        Ok(self)
+    }
+
     /// Reads a config file, applies the environment overrides ([`DB_ENV`],
     /// [`REMOTE_DB_ENV`]) and checks it ([`Config::check`]).
     pub fn load(path: &Path) -> Result<Config> {
@@ -375,6 +521,12 @@ impl std::error::Error for TomlSyntax {}
 pub struct ConnString {
     dsn: String,
     net_timeout: Duration,
+}
+
+impl From<&str> for ConnString {
+    fn from(dsn: &str) -> ConnString {
+        ConnString::from(dsn.to_owned())
+    }
 }
 
 impl From<String> for ConnString {

@@ -23,7 +23,6 @@
 //! `scripts/bench.sh` runs these side by side with Skytools' Python
 //! framework and prints the ratios.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -137,14 +136,8 @@ impl Consumer for Noop {
     }
 }
 
-fn config(db: &str, queue: &str, consumer: &str) -> Result<pgq_consumers::Config> {
-    let text = format!(
-        "db = {}\nqueue = {}\nconsumer = {}\n",
-        toml::Value::from(db),
-        toml::Value::from(queue),
-        toml::Value::from(consumer)
-    );
-    Ok(pgq_consumers::Config::parse(Path::new("pgq-bench"), &text)?)
+fn config(db: &str, queue: &str, consumer: &str) -> pgq_consumers::Config {
+    pgq_consumers::Config::new(db, queue, consumer)
 }
 
 async fn consume(db: &str, queue: &str, consumer: &str) -> Result<()> {
@@ -152,7 +145,7 @@ async fn consume(db: &str, queue: &str, consumer: &str) -> Result<()> {
     let client = connect(&ConnString::new(db), "pgq-bench", Database::Queue).await?;
     pgq_consumers::install_schema(&client).await?;
     drop(client);
-    let mut batches = BatchLoop::connect(Noop::default(), config(db, queue, consumer)?).await?;
+    let mut batches = BatchLoop::connect(Noop::default(), config(db, queue, consumer)).await?;
     let (mut events, mut count) = (0u64, 0u64);
     let start = Instant::now();
     loop {
@@ -279,7 +272,7 @@ async fn daemon_like<C: Consumer>(
     consumer: C,
 ) -> Result<(TickerTask, tokio::task::JoinHandle<()>)> {
     let ticker = TickerTask::spawn(Ticker::new(ConnString::new(dsn), TickerConfig::enabled()).label("bench"));
-    let config = config(dsn, BENCH_QUEUE, name)?;
+    let config = config(dsn, BENCH_QUEUE, name);
     let delay = Duration::try_from_secs_f64(delay).unwrap_or(config.delay());
     let mut batches = BatchLoop::connect(consumer, config).await?;
     let task = tokio::spawn(async move {

@@ -209,7 +209,8 @@ async fn a_batch_loop_embedded_before_install_is_refused_at_connect_saying_to_ru
 }
 
 #[tokio::test]
-async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_not_as_the_handlers_error() -> Result<()> {
+async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_not_as_the_handlers_error() -> Result<()>
+{
     let (db, mut client) = setup().await?;
     insert_all(&mut client, &["ok", "fail", "ok"]).await?;
     tick(&client).await?;
@@ -219,8 +220,39 @@ async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_
         .batch_execute("alter table pgq_consumer.failed_event rename to failed_event_elsewhere")
         .await?;
     let err = lp.round().await.expect_err("storing the failed event fails");
-    assert!(!matches!(err, Error::Handler { .. }), "not the handler's: {}", chain(&err));
+    assert!(
+        !matches!(err, Error::Handler { .. }),
+        "not the handler's: {}",
+        chain(&err)
+    );
     assert!(chain(&err).contains("pgq_consumer.failed_event_add"), "{}", chain(&err));
     assert!(done_counts(&client).await?.is_empty(), "the batch was rolled back");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_config_built_in_code_runs_a_batch_loop_and_is_checked_as_a_files_is() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let ids = insert_all(&mut client, &["ok", "fail"]).await?;
+    tick(&client).await?;
+    let built = || {
+        Config::new(db.dsn(), crate::common::Q, crate::scripted::CONSUMER)
+            .with_delay(std::time::Duration::from_millis(100))
+            .with_level(pgq_consumers::Level::Debug)
+    };
+    let mut lp = BatchLoop::connect(Scripted::by_type(), built()).await?;
+    let done = lp.consume_available().await?;
+    assert_eq!(
+        done.iter().map(|r| (r.events, r.ok, r.failed)).collect::<Vec<_>>(),
+        [(2, 1, 1)]
+    );
+    assert_eq!(done_counts(&client).await?.keys().copied().collect::<Vec<_>>(), ids);
+    assert_eq!(lp.config().level(), pgq_consumers::Level::Debug);
+
+    let too_long = built().with_delay(std::time::Duration::from_secs(400 * 24 * 3600));
+    match BatchLoop::connect(Scripted::by_type(), too_long).await {
+        Err(e) => assert!(chain(&e).contains("`delay`"), "{}", chain(&e)),
+        Ok(_) => panic!("a delay over a year is refused"),
+    }
     Ok(())
 }

@@ -232,8 +232,7 @@ async fn a_notified_event_reaches_a_listening_consumer_well_under_delay() -> Res
     // A default ticker, and a consumer that would poll only every 10 s.
     let ticker = start(&db, "ticker", TickerConfig::enabled());
     wait_leader(&client, "the ticker to lead").await;
-    let text = format!("db = '{}'\nqueue = '{Q}'\nconsumer = 'c'\ndelay = 10.0\n", db.dsn());
-    let config = pgq_consumers::Config::parse(std::path::Path::new("test.toml"), &text)?;
+    let config = pgq_consumers::Config::new(db.dsn(), Q, "c").with_delay(Duration::from_secs(10));
     let (sink, mut handled) = tokio::sync::mpsc::unbounded_channel();
     let mut batches = pgq_consumers::BatchLoop::connect(Report(sink), config).await?;
     let delay = Duration::from_secs(10);
