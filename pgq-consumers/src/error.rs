@@ -419,6 +419,10 @@ pub enum Error {
     },
 }
 
+/// What the framework's SQL puts in an error's COLUMN field when the error
+/// is about a sub-consumer (`sql/pgq_consumer/v5.sql`).
+const SUBCONSUMER_FIELD: &str = "subconsumer_name";
+
 fn who(consumer: &str, subconsumer: Option<&str>) -> String {
     match subconsumer {
         Some(sub) => format!("sub-consumer {sub:?} of consumer {consumer:?}"),
@@ -506,8 +510,8 @@ impl Error {
     }
 
     /// An error of a framework SQL function called for a sub-consumer. The
-    /// SQL says which of the two is missing or holds a batch; the message
-    /// names a sub-consumer when it is about the sub-consumer.
+    /// SQL says which of the two is missing or holds a batch (in the error's
+    /// COLUMN field); the error names a sub-consumer when it is about it.
     pub(crate) fn subconsumer(
         function: &'static str,
         queue: &str,
@@ -516,9 +520,11 @@ impl Error {
     ) -> impl FnOnce(tokio_postgres::Error) -> Error {
         let (queue, consumer, sub) = (queue.to_owned(), consumer.to_owned(), subconsumer.to_owned());
         move |source| {
+            // The framework's SQL names the sub-consumer in the error's
+            // COLUMN field when the error is about it, not its group.
             let about_sub = source
                 .as_db_error()
-                .is_some_and(|e| e.message().starts_with("pgq_consumer: sub-consumer"));
+                .is_some_and(|e| e.column() == Some(SUBCONSUMER_FIELD));
             let subconsumer = about_sub.then(|| sub.clone());
             match source.code() {
                 Some(c) if *c == SqlState::UNDEFINED_OBJECT => Error::NotRegistered {

@@ -32,7 +32,8 @@
 --
 -- In the queue database, touch_subconsumer(4) marks a sub-consumer as
 -- seen and says whether it still holds a given batch: its heartbeat uses
--- it to learn at once that its batch was taken over.
+-- it to learn at once that its batch was taken over.  And the errors that
+-- are about a sub-consumer, not its group, say so in their COLUMN field.
 --
 -- The rows that version 4 recorded per sub-consumer in applied_batch move
 -- to applied_group_batch; applied_batch keeps plain consumers only.
@@ -519,6 +520,255 @@ begin
 end;
 $$ language plpgsql security definer
    set search_path = pg_catalog, pg_temp;
+
+
+-- The errors about a sub-consumer (not registered, holding a batch) name
+-- it in their COLUMN field ('subconsumer_name'), so a caller tells them
+-- from the same errors about the group's consumer by the error's
+-- structure, not its text.  The functions are as in version 1 otherwise.
+
+create or replace function pgq_consumer.unregister_subconsumer(
+    i_queue             text,
+    i_consumer          text,
+    i_subconsumer       text,
+    i_batch_handling    text)
+returns integer as $$
+-- ----------------------------------------------------------------------
+-- Function: pgq_consumer.unregister_subconsumer(4)
+--
+--      Unregisters a sub-consumer.  What happens to a batch it holds is
+--      i_batch_handling:
+--          'refuse'    (or NULL) raise object_in_use, change nothing
+--          'hand_back' the batch stays, and the next sub-consumer calling
+--                      next_batch takes it over (no dead interval needed)
+--          'drop'      the batch is dropped: its events are never
+--                      delivered to the group
+--      The group's consumer stays registered with pgq.
+--
+-- Returns:
+--      1 if unregistered, 0 if it was not registered.
+-- ----------------------------------------------------------------------
+declare
+    v_main      record;
+    v_sub       record;
+    v_handling  text := lower(coalesce(i_batch_handling, 'refuse'));
+begin
+    if v_handling not in ('refuse', 'hand_back', 'drop') then
+        raise exception 'pgq_consumer.unregister_subconsumer: batch handling must be refuse, hand_back or drop, not %', i_batch_handling
+            using errcode = 'invalid_parameter_value';
+    end if;
+
+    select s.sub_queue, s.sub_id into v_main
+      from pgq.queue q
+      join pgq.subscription s on s.sub_queue = q.queue_id
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where q.queue_name = i_queue
+       and c.co_name = i_consumer
+       for update of s;
+    if not found then
+        return 0;
+    end if;
+
+    select s.sub_consumer, s.sub_batch, s.sub_active into v_sub
+      from pgq.subscription s
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where s.sub_queue = v_main.sub_queue
+       and s.sub_id = v_main.sub_id
+       and c.co_name = pgq_consumer.subconsumer_pgq_name(i_consumer, i_subconsumer)
+       for update of s;
+    if not found or v_sub.sub_active <= timestamptz 'epoch' then
+        return 0;
+    end if;
+
+    if v_sub.sub_batch is not null then
+        if v_handling = 'refuse' then
+            raise exception 'pgq_consumer: sub-consumer % of % on queue % holds batch %; finish it, or unregister with hand_back or drop',
+                    i_subconsumer, i_consumer, i_queue, v_sub.sub_batch
+                using errcode = 'object_in_use', column = 'subconsumer_name';
+        elsif v_handling = 'hand_back' then
+            update pgq.subscription s
+               set sub_active = timestamptz 'epoch'
+             where s.sub_queue = v_main.sub_queue
+               and s.sub_consumer = v_sub.sub_consumer;
+            return 1;
+        end if;
+        raise notice 'pgq_consumer: dropping batch % of sub-consumer % of % on queue %',
+                v_sub.sub_batch, i_subconsumer, i_consumer, i_queue;
+    end if;
+
+    perform pgq_consumer.drop_subconsumer_row(v_main.sub_queue, v_sub.sub_consumer);
+    return 1;
+end;
+$$ language plpgsql security definer
+   set search_path = pg_catalog, pg_temp;
+
+
+
+
+create or replace function pgq_consumer.next_batch_custom(
+    in  i_queue             text,
+    in  i_consumer          text,
+    in  i_subconsumer       text,
+    in  i_dead_interval     interval,
+    in  i_min_lag           interval,
+    in  i_min_count         integer,
+    in  i_min_interval      interval,
+    out batch_id            bigint,
+    out cur_tick_id         bigint,
+    out prev_tick_id        bigint,
+    out cur_tick_time       timestamptz,
+    out prev_tick_time      timestamptz,
+    out cur_tick_event_seq  bigint,
+    out prev_tick_event_seq bigint,
+    out taken_from          text)
+as $$
+-- ----------------------------------------------------------------------
+-- Function: pgq_consumer.next_batch_custom(7)
+--
+--      The batch a sub-consumer should work on, in this order:
+--        1. the batch it already holds (a restarted process resumes it);
+--        2. a batch handed back by an unregistered sub-consumer, or held by
+--           one not seen for longer than i_dead_interval (NULL: never take
+--           over from the living or dead), under a new batch id;
+--        3. the group's next batch, cut with pgq.next_batch_custom() for
+--           the group's consumer (i_min_lag, i_min_count, i_min_interval as
+--           there) and moved onto this sub-consumer.
+--      Calls of the group are serialized on the group's subscription row.
+--      Every call marks the sub-consumer as seen.
+--
+-- Returns:
+--      As pgq.next_batch_custom (all NULL when there is no batch), plus
+--      taken_from: the sub-consumer whose batch was taken over, else NULL.
+-- ----------------------------------------------------------------------
+declare
+    v_main      record;
+    v_sub       record;
+    v_dead      record;
+    v_next      record;
+    v_name      text;
+    v_new_id    bigint;
+begin
+    select s.sub_queue, s.sub_id, s.sub_consumer, s.sub_batch into v_main
+      from pgq.queue q
+      join pgq.subscription s on s.sub_queue = q.queue_id
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where q.queue_name = i_queue
+       and c.co_name = i_consumer
+       for update of s;
+    if not found then
+        raise exception 'pgq_consumer: consumer % is not registered on queue %', i_consumer, i_queue
+            using errcode = 'undefined_object';
+    end if;
+
+    v_name := pgq_consumer.subconsumer_pgq_name(i_consumer, i_subconsumer);
+    select s.sub_consumer, s.sub_batch, s.sub_last_tick, s.sub_next_tick, s.sub_active into v_sub
+      from pgq.subscription s
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where s.sub_queue = v_main.sub_queue
+       and s.sub_id = v_main.sub_id
+       and c.co_name = v_name
+       for update of s;
+    if not found or v_sub.sub_active <= timestamptz 'epoch' then
+        raise exception 'pgq_consumer: sub-consumer % of % is not registered on queue %', i_subconsumer, i_consumer, i_queue
+            using errcode = 'undefined_object', column = 'subconsumer_name';
+    end if;
+
+    if v_sub.sub_batch is null then
+        -- an idle sub-consumer has no ticks (pgq.finish_batch leaves one)
+        if v_sub.sub_last_tick is not null or v_sub.sub_next_tick is not null then
+            update pgq.subscription s
+               set sub_last_tick = null, sub_next_tick = null
+             where s.sub_queue = v_main.sub_queue
+               and s.sub_consumer = v_sub.sub_consumer;
+        end if;
+
+        -- 2. take over a handed-back or dead sub-consumer's batch
+        select s.sub_consumer, s.sub_batch, s.sub_last_tick, s.sub_next_tick,
+               s.sub_active <= timestamptz 'epoch' as released, c.co_name
+          into v_dead
+          from pgq.subscription s
+          join pgq.consumer c on c.co_id = s.sub_consumer
+         where s.sub_queue = v_main.sub_queue
+           and s.sub_id = v_main.sub_id
+           and s.sub_consumer <> v_main.sub_consumer
+           and s.sub_consumer <> v_sub.sub_consumer
+           and s.sub_batch is not null
+           and (s.sub_active <= timestamptz 'epoch'
+                or (i_dead_interval is not null and s.sub_active < now() - i_dead_interval))
+         order by s.sub_next_tick, s.sub_consumer
+         limit 1
+           for update of s skip locked;
+        if found then
+            v_new_id := nextval('pgq.batch_id_seq');
+            if v_dead.released then
+                perform pgq_consumer.drop_subconsumer_row(v_main.sub_queue, v_dead.sub_consumer);
+            else
+                update pgq.subscription s
+                   set sub_batch = null, sub_last_tick = null, sub_next_tick = null
+                 where s.sub_queue = v_main.sub_queue
+                   and s.sub_consumer = v_dead.sub_consumer;
+            end if;
+            update pgq.subscription s
+               set sub_batch = v_new_id,
+                   sub_last_tick = v_dead.sub_last_tick,
+                   sub_next_tick = v_dead.sub_next_tick
+             where s.sub_queue = v_main.sub_queue
+               and s.sub_consumer = v_sub.sub_consumer;
+            taken_from := substr(v_dead.co_name, length(i_consumer) + 2);
+            raise notice 'pgq_consumer: sub-consumer % of % on queue % took over batch % (now %) from %',
+                    i_subconsumer, i_consumer, i_queue, v_dead.sub_batch, v_new_id, taken_from;
+        else
+            -- 3. the group's next batch
+            if v_main.sub_batch is not null then
+                raise exception 'pgq_consumer: consumer % on queue % has an open batch % of its own (a plain consumer of that name is running?); its sub-consumers cannot take batches',
+                        i_consumer, i_queue, v_main.sub_batch
+                    using errcode = 'object_in_use';
+            end if;
+            select f.batch_id, f.prev_tick_id, f.cur_tick_id into v_next
+              from pgq.next_batch_custom(i_queue, i_consumer, i_min_lag, i_min_count, i_min_interval) f;
+            if v_next.batch_id is null then
+                update pgq.subscription s
+                   set sub_active = now()
+                 where s.sub_queue = v_main.sub_queue
+                   and s.sub_consumer = v_sub.sub_consumer;
+                return;
+            end if;
+            update pgq.subscription s
+               set sub_batch = null,
+                   sub_last_tick = v_next.cur_tick_id,
+                   sub_next_tick = null,
+                   sub_active = now()
+             where s.sub_queue = v_main.sub_queue
+               and s.sub_consumer = v_main.sub_consumer;
+            update pgq.subscription s
+               set sub_batch = v_next.batch_id,
+                   sub_last_tick = v_next.prev_tick_id,
+                   sub_next_tick = v_next.cur_tick_id
+             where s.sub_queue = v_main.sub_queue
+               and s.sub_consumer = v_sub.sub_consumer;
+        end if;
+    end if;
+
+    update pgq.subscription s
+       set sub_active = now()
+     where s.sub_queue = v_main.sub_queue
+       and s.sub_consumer = v_sub.sub_consumer;
+
+    select s.sub_batch, s.sub_next_tick, s.sub_last_tick,
+           cur.tick_time, prev.tick_time, cur.tick_event_seq, prev.tick_event_seq
+      into batch_id, cur_tick_id, prev_tick_id,
+           cur_tick_time, prev_tick_time, cur_tick_event_seq, prev_tick_event_seq
+      from pgq.subscription s
+      left join pgq.tick prev on prev.tick_queue = s.sub_queue and prev.tick_id = s.sub_last_tick
+      left join pgq.tick cur on cur.tick_queue = s.sub_queue and cur.tick_id = s.sub_next_tick
+     where s.sub_queue = v_main.sub_queue
+       and s.sub_consumer = v_sub.sub_consumer;
+    return;
+end;
+$$ language plpgsql security definer
+   set search_path = pg_catalog, pg_temp;
+
+
 
 
 revoke all on function

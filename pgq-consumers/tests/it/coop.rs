@@ -44,10 +44,20 @@ async fn sub_consumers_holding_batches_at_once_get_different_batches() -> Result
     for sub in ["a", "b", "c"] {
         batches.push(next(&client, sub).await?.expect("a batch for every sub-consumer"));
     }
-    assert!(
-        next(&client, "d").await.is_err(),
-        "an unregistered sub-consumer gets nothing"
-    );
+    // An unregistered sub-consumer gets nothing, and the error says which
+    // of the two is missing.
+    match next(&client, "d").await.map_err(|e| e.downcast::<Error>()) {
+        Err(Ok(Error::NotRegistered { subconsumer, .. })) => assert_eq!(subconsumer.as_deref(), Some("d")),
+        other => panic!("expected NotRegistered for sub-consumer d, got {other:?}"),
+    }
+    match next_subconsumer_batch(&client, Q, "nogroup", "a", None, &BatchLimits::default()).await {
+        Err(Error::NotRegistered {
+            consumer, subconsumer, ..
+        }) => {
+            assert_eq!((consumer.as_str(), subconsumer), ("nogroup", None));
+        }
+        other => panic!("expected NotRegistered for the group, got {other:?}"),
+    }
 
     let ids: HashSet<i64> = batches.iter().map(|b| b.batch_id).collect();
     assert_eq!(ids.len(), 3, "three different batches: {batches:?}");
