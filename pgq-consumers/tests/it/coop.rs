@@ -175,6 +175,30 @@ async fn every_event_is_delivered_exactly_once_across_parallel_sub_consumers() -
     Ok(())
 }
 
+/// Waits until sub-consumer `sub` of [`GROUP`] was last seen at least `quiet`
+/// ago, by the database's clock (the one the dead interval is judged by).
+async fn silent_for(client: &Client, sub: &str, quiet: Duration) -> Result<()> {
+    let quiet = pgq::Interval::from_duration(quiet);
+    let silent = || async {
+        let row = client
+            .query_one(
+                "select i.last_seen < now() - $3::interval from pgq_consumer.get_subconsumer_info($1, $2) i \
+                  where i.subconsumer_name = $4",
+                &[&Q, &GROUP, &quiet, &sub],
+            )
+            .await
+            .ok()?;
+        row.try_get::<_, bool>(0).ok().filter(|silent| *silent)
+    };
+    pgq_test_support::wait_for(
+        &format!("{sub} to be silent for {quiet:?}"),
+        Duration::from_secs(30),
+        silent,
+    )
+    .await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Result<()> {
     let (_db, client) = queue_db().await?;
@@ -182,7 +206,8 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
     register_subconsumer(&client, Q, GROUP, "b").await?;
     let e1 = insert(&client, "t", "one").await?;
     tick(&client).await?;
-    let dead = Some(Duration::from_millis(600));
+    let dead_interval = Duration::from_secs(2);
+    let dead = Some(dead_interval);
     let none = BatchLimits::default();
 
     let held = next(&client, "a").await?.expect("a's batch");
@@ -190,15 +215,16 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
     assert!(next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
         .await?
         .is_none());
-    // touching keeps a alive past the interval
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Touching keeps a alive past the interval: once a has been silent for
+    // most of it, a touch makes b find nothing to take again.
+    silent_for(&client, "a", dead_interval * 3 / 4).await?;
     assert!(touch_subconsumer(&client, Q, GROUP, "a").await?);
-    tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
         .await?
         .is_none());
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Silent for longer than the interval: b takes its batch over.
+    silent_for(&client, "a", dead_interval).await?;
     let taken = next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
         .await?
         .expect("b takes a's batch");

@@ -36,6 +36,29 @@ async fn wait_leader(client: &Client, what: &str) -> TickerLeader {
     wait_for(what, Duration::from_secs(10), || leader(client)).await
 }
 
+/// Waits until the ticker named `name` has tried for the lead while another
+/// one holds it: its connection is there, and its last statement was the
+/// lock's try.
+async fn wait_tried(client: &Client, name: &str) {
+    wait_for(
+        &format!("{name} to try for the lead"),
+        Duration::from_secs(10),
+        || async {
+            client
+                .query_one(
+                    "select count(*) from pg_stat_activity \
+                  where application_name = $1 and query like '%pg_try_advisory_lock%'",
+                    &[&name],
+                )
+                .await
+                .ok()
+                .and_then(|r| r.try_get::<_, i64>(0).ok())
+                .filter(|n| *n > 0)
+        },
+    )
+    .await;
+}
+
 async fn last_tick(client: &Client) -> Result<i64> {
     let row = client
         .query_one(
@@ -53,7 +76,12 @@ async fn one_ticker_leads_and_another_takes_over_when_it_stops_or_dies() -> Resu
     let mut b = Some(start(&db, "ticker-b", fast()));
     let first = wait_leader(&client, "a leader").await;
     // Both keep trying; still exactly one holds the lock.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let follower = if first.application_name == "ticker-a" {
+        "ticker-b"
+    } else {
+        "ticker-a"
+    };
+    wait_tried(&client, follower).await;
     let holders: i64 = client
         .query_one(
             "select count(*) from pg_locks where locktype = 'advisory' and granted and objsubid = 2 \
@@ -84,7 +112,7 @@ async fn one_ticker_leads_and_another_takes_over_when_it_stops_or_dies() -> Resu
     // The new leader's connection dies (the backend is terminated): a fresh
     // ticker takes over, and the old one comes back as a follower.
     let c = start(&db, "ticker-c", fast());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_tried(&client, "ticker-c").await;
     client
         .execute("select pg_terminate_backend($1)", &[&second.pid])
         .await?;
@@ -236,9 +264,14 @@ async fn a_notified_event_reaches_a_listening_consumer_well_under_delay() -> Res
     let (sink, mut handled) = tokio::sync::mpsc::unbounded_channel();
     let mut batches = pgq_consumers::BatchLoop::connect(Report(sink), config).await?;
     let delay = Duration::from_secs(10);
+    let (idle, first_idle) = tokio::sync::oneshot::channel();
+    let mut idle = Some(idle);
     let consumer = tokio::spawn(async move {
         loop {
             while !matches!(batches.round().await?, pgq_consumers::Round::Idle) {}
+            if let Some(idle) = idle.take() {
+                let _ = idle.send(());
+            }
             // What the daemon does between rounds: rest `delay`, or less.
             tokio::select! {
                 () = batches.wait_for_tick() => {}
@@ -248,8 +281,8 @@ async fn a_notified_event_reaches_a_listening_consumer_well_under_delay() -> Res
         #[allow(unreachable_code)]
         Ok::<(), pgq_consumers::Error>(())
     });
-    // Let the first idle round pass.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first idle round has passed: what comes now comes by a tick.
+    tokio::time::timeout(Duration::from_secs(10), first_idle).await??;
 
     let mut producer_client = db.connect().await;
     for round in 0..3 {
