@@ -121,7 +121,9 @@
 //! poisoned job it marks failed) is logged at ERROR as `panic caught ...` when the
 //! future it comes from is wrapped in [`catching`].
 
+mod backoff;
 mod catching;
+mod chain;
 mod command;
 mod control;
 mod daemonize;
@@ -137,8 +139,13 @@ mod runner;
 mod signals;
 
 pub use async_trait::async_trait;
+/// The command-line parser [`DaemonCommand`] is built with: a program's own
+/// `#[derive(clap::Parser)]` can use it from here.
+pub use clap;
 
+pub use backoff::backoff;
 pub use catching::catching;
+pub use chain::error_chain;
 pub use command::{execute, DaemonCommand, Options};
 pub use control::status;
 pub use error::{BoxError, Error, Result};
