@@ -267,6 +267,7 @@ pub async fn forget(client: &impl GenericClient, queue: &str, consumer: &str) ->
 /// A replay of the batch then stores and retries these events again
 /// ([`applied_outcomes`]) instead of losing them.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AppliedOutcome {
     /// The event was stored as failed, with this reason.
     Failed {

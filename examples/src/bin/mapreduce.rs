@@ -38,11 +38,12 @@
 //! after `[settings] http_timeout` seconds (default 10).
 
 use std::collections::HashMap;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pgq::NewEvent;
-use pgq_consumers::{async_trait, verbose, BoxError, Config, Consumer, Context, Database, Event, FailedEvent, Outcome};
+use pgq_consumers::{
+    async_trait, failed, verbose, BoxError, Config, Consumer, Context, Database, Event, ExitCode, Outcome,
+};
 use pgq_examples::http;
 use serde::Deserialize;
 use tokio_postgres::Client;
@@ -297,7 +298,7 @@ impl Map {
         let per_batch = match self.per_batch {
             Some(n) => n,
             None => {
-                let workers = pgq_consumers::subconsumer_info(&*db, &config.queue, &config.consumer)
+                let workers = pgq_consumers::coop::info(&*db, &config.queue, &config.consumer)
                     .await?
                     .iter()
                     .filter(|w| !w.handed_back)
@@ -401,8 +402,8 @@ async fn collect(
         }
         if missing > 0 && store_checked.elapsed() > Duration::from_secs(2) {
             store_checked = Instant::now();
-            let store: Vec<FailedEvent> =
-                pgq_consumers::list_failed_events(db, &config.queue, &config.consumer).await?;
+            let store: Vec<failed::FailedEvent> =
+                pgq_consumers::failed::list(db, &config.queue, &config.consumer).await?;
             for f in store {
                 if let Some(slot) = ids.get(&f.event.ev_id).and_then(|&i| results.get_mut(i)) {
                     if slot.is_none() {

@@ -26,7 +26,7 @@ fn ticker() -> toml::Value {
 
 /// The `application_name` of the connection that leads the ticking.
 async fn leader(client: &Client) -> Option<String> {
-    pgq_consumers::ticker_leader(client)
+    pgq_consumers::ticker::leader(client)
         .await
         .ok()
         .flatten()
