@@ -282,7 +282,11 @@ impl Daemon for TickerDaemon {
     }
 }
 
-/// `status`: which process leads each database.
+/// `status`: which session leads each database, after the daemon's own
+/// line (`pgq-ticker is running, pid N`, the pid of this process): the
+/// leader is named by its PostgreSQL backend's pid and `application_name`,
+/// as `pg_stat_activity` shows it, since it may be another `pgq-ticker` or a
+/// consumer daemon with `[ticker] enabled`, on another host.
 fn describe(file: &TickerFile) -> Vec<String> {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return vec!["cannot start a runtime to ask the databases".into()];
@@ -298,7 +302,10 @@ fn describe(file: &TickerFile) -> Vec<String> {
             let line = match connect(&file.dsn(&name), "pgq-ticker status", Database::Queue).await {
                 Err(e) => format!("database {name}: cannot connect: {e}"),
                 Ok(client) => match pgq_consumers::ticker::leader(&client).await {
-                    Ok(Some(l)) => format!("database {name}: ticked by pid {} ({})", l.pid, l.application_name),
+                    Ok(Some(l)) => format!(
+                        "database {name}: ticked by the session of backend pid {} (application_name {:?})",
+                        l.pid, l.application_name
+                    ),
                     Ok(None) => format!("database {name}: no ticker leads"),
                     Err(e) => format!("database {name}: {e}"),
                 },
