@@ -122,7 +122,7 @@ fn parse_selection(s: &str) -> Result<Selection, String> {
 ///     }
 /// }
 ///
-/// fn main() -> std::process::ExitCode {
+/// fn main() -> pgq_consumers::ExitCode {
 ///     pgq_consumers::main(|| Printer)
 /// }
 /// ```
@@ -182,7 +182,7 @@ where
 ///     Ok(())
 /// }
 ///
-/// fn main() -> std::process::ExitCode {
+/// fn main() -> pgq_consumers::ExitCode {
 ///     // printer -c printer.toml say hello | install | start | status | ...
 ///     pgq_consumers::main_with(|| Printer, extra)
 /// }

@@ -27,7 +27,7 @@
 //!     }
 //! }
 //!
-//! fn main() -> std::process::ExitCode {
+//! fn main() -> pgq_consumers::ExitCode {
 //!     pgq_consumers::main(|| Audit)
 //! }
 //! ```
@@ -115,3 +115,8 @@ pub use tokio;
 pub use tokio_postgres;
 pub use tokio_util;
 pub use toml;
+
+/// The examples of the crate's README, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -159,3 +159,8 @@ pub use runner::{Activity, Daemon, Settings};
 pub mod __private {
     pub use log;
 }
+
+/// The examples of the crate's README, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

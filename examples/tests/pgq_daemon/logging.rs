@@ -134,7 +134,10 @@ fn a_panic_inside_catching_is_logged_at_error_and_the_daemon_goes_on() {
         log.contains("ERROR panic caught in thread '") && log.contains("the task of round 2 was told to panic"),
         "{log}"
     );
-    assert!(log.contains("examples/src/bin/pgq-daemon-demo.rs:"), "with its location: {log}");
+    assert!(
+        log.contains("examples/src/bin/pgq-daemon-demo.rs:"),
+        "with its location: {log}"
+    );
     assert!(!log.contains("FATAL"), "a survived panic is not fatal: {log}");
     demo.ok(&["stop"]);
 }
