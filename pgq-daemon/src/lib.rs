@@ -142,6 +142,9 @@ pub use async_trait::async_trait;
 /// The command-line parser [`DaemonCommand`] is built with: a program's own
 /// `#[derive(clap::Parser)]` can use it from here.
 pub use clap;
+/// The logging facade the level macros write through (and
+/// [`Level::of_record`] reads).
+pub use log;
 
 pub use backoff::backoff;
 pub use catching::catching;
@@ -154,11 +157,6 @@ pub use level::Level;
 pub use logger::{init_logger, LogHandle};
 pub use pidfile::{running_pid, Pidfile};
 pub use runner::{Activity, Daemon, Settings};
-
-#[doc(hidden)]
-pub mod __private {
-    pub use log;
-}
 
 /// The examples of the crate's README, compiled as doctests so they stay true.
 #[cfg(doctest)]
