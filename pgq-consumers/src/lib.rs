@@ -42,7 +42,7 @@
 //! [`Context`], [`Outcome`], [`Batch`], [`CommitMode`], [`Config`],
 //! [`Error`], and [`BatchLoop`] for running the loop from code of your own.
 //! The framework's own SQL (schema `pgq_consumer`) has a module per concept,
-//! each function taking any `GenericClient` so it runs in the caller's
+//! its functions taking any `GenericClient` so they run in the caller's
 //! transaction: [`failed`] (the failed-event store), [`coop`] (cooperative
 //! sub-consumers), [`tracking`] (what a remote database recorded of the
 //! batches it applied) and [`schema`] (installing it); [`ticker`] is the
@@ -54,8 +54,33 @@
 //! [`serde_json`], [`clap`], [`chrono`], [`tokio`], [`tokio_util`],
 //! [`async_trait`](macro@async_trait)),
 //! so a consumer's `Cargo.toml` needs only this crate (and `serde` with
-//! its `derive` feature for a settings type; or name it
-//! `#[serde(crate = "pgq_consumers::serde")]`).
+//! its `derive` feature for a settings type, or not even that:
+//!
+//! ```
+//! use pgq_consumers::serde::Deserialize;
+//!
+//! /// The config's `[settings]`.
+//! #[derive(Deserialize)]
+//! #[serde(crate = "pgq_consumers::serde", deny_unknown_fields)]
+//! struct Settings {
+//!     url: String,
+//!     #[serde(with = "pgq_consumers::seconds", default = "ten")]
+//!     timeout: std::time::Duration,
+//! }
+//!
+//! fn ten() -> std::time::Duration {
+//!     std::time::Duration::from_secs(10)
+//! }
+//!
+//! let s: Settings = pgq_consumers::toml::from_str("url = 'http://h/'").unwrap();
+//! assert_eq!((s.url.as_str(), s.timeout.as_secs()), ("http://h/", 10));
+//! ```
+//!
+//! Errors: [`Error`] names what it was about and keeps its cause as its
+//! source; [`error_chain`] prints it with its causes on one line,
+//! [`Error::is_connection_error`] tells a lost or unreachable database from
+//! a refused statement, [`Error::code`] gives the SQLSTATE behind it, and
+//! [`Error::exit_code`] the documented [`ExitCode`].
 //!
 //! # Features
 //!
