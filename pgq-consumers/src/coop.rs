@@ -44,6 +44,7 @@ impl BatchHandling {
 
 /// A batch given to a sub-consumer by [`next_batch_info`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubconsumerBatch {
     /// The batch and the ticks that bound it.
     pub ticks: BatchTicks,
@@ -54,6 +55,7 @@ pub struct SubconsumerBatch {
 
 /// Who holds an active batch ([`batch_owner`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchOwner {
     /// The queue.
     pub queue: String,
@@ -65,6 +67,7 @@ pub struct BatchOwner {
 
 /// One sub-consumer of a group ([`info`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubconsumerInfo {
     /// Its name within the group.
     pub subconsumer: String,

@@ -721,6 +721,7 @@ impl Default for Steps {
 /// The process that leads the ticking of a database, as [`leader`] finds
 /// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerLeader {
     /// The backend pid of its connection.
     pub pid: i32,

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 
 /// The last batch a (sub)consumer recorded as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppliedBatch {
     /// The queue.
     pub queue: String,
