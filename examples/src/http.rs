@@ -36,17 +36,7 @@ pub fn error_text(e: &reqwest::Error) -> String {
             None => "timed out".into(),
         };
     }
-    let mut out = e.to_string();
-    let mut cur = std::error::Error::source(e);
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
+    pgq_consumers::error_chain(e)
 }
 
 /// Reads at most `limit` bytes of a response's body; the rest is dropped.

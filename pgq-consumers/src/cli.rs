@@ -2,10 +2,9 @@
 
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use pgq_daemon::DaemonCommand;
+use pgq_daemon::{DaemonCommand, ExitCode};
 
 use crate::commands;
 use crate::config::Config;
@@ -123,13 +122,14 @@ fn parse_selection(s: &str) -> Result<Selection, String> {
 ///     }
 /// }
 ///
-/// fn main() -> std::process::ExitCode {
+/// fn main() -> pgq_consumers::ExitCode {
 ///     pgq_consumers::main(|| Printer)
 /// }
 /// ```
 ///
-/// Exit codes: 0 ok, 1 usage error or failed operation, 3 cannot connect,
-/// 4 daemon in the wrong state (not running, or already running).
+/// Exit codes ([`ExitCode`]): 0 ok, 1 usage error or failed operation, 3
+/// cannot connect, 4 daemon in the wrong state (not running, or already
+/// running).
 pub fn main<C, F>(make: F) -> ExitCode
 where
     C: Consumer,
@@ -147,8 +147,9 @@ where
 /// names. `handle` gets the parsed command and the config (with
 /// `--subconsumer` applied) and runs on a single-threaded tokio runtime.
 /// An error it returns is printed as `error: ...` with its causes; the exit
-/// code is the one of [`crate::Error`] when that is what it is (3 for a
-/// connection failure), else 1.
+/// code is the one of [`crate::Error::exit_code`] when that is what it is
+/// ([`ExitCode::CannotConnect`] for a connection failure), else
+/// [`ExitCode::Failed`].
 ///
 /// ```no_run
 /// use pgq_consumers::{async_trait, BoxError, Config, Consumer, Context, Event, Outcome};
@@ -181,7 +182,7 @@ where
 ///     Ok(())
 /// }
 ///
-/// fn main() -> std::process::ExitCode {
+/// fn main() -> pgq_consumers::ExitCode {
 ///     // printer -c printer.toml say hello | install | start | status | ...
 ///     pgq_consumers::main_with(|| Printer, extra)
 /// }
@@ -270,9 +271,9 @@ where
     let (globals, parsed) = match parse::<E>() {
         Ok(p) => p,
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+            let code = if e.use_stderr() { ExitCode::Failed } else { ExitCode::Ok };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code;
         }
     };
     let mut config = match Config::read(&globals.config) {
@@ -302,14 +303,14 @@ where
             let code = daemon::execute(&cmd, globals.config.clone(), globals.subconsumer.clone(), config, make);
             return match invalid {
                 // The daemon was asked, reopened its log and kept its settings.
-                Some(e) if code == 0 && cmd == DaemonCommand::Reload => {
+                Some(e) if code == ExitCode::Ok && cmd == DaemonCommand::Reload => {
                     pgq_daemon::errln!(
                         "error: {}: the daemon keeps its previous settings (it says so in its log)",
                         error_chain(&e)
                     );
-                    ExitCode::from(e.exit_code())
+                    e.exit_code()
                 }
-                _ => ExitCode::from(code),
+                _ => code,
             };
         }
         Parsed::Standard(command) => command,
@@ -319,11 +320,10 @@ where
                 Err(code) => return code,
             };
             return match runtime.block_on(handle(extra, config)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::Ok,
                 Err(e) => {
                     pgq_daemon::errln!("error: {}", error_chain(e.as_ref()));
-                    let code = e.downcast_ref::<Error>().map(Error::exit_code).unwrap_or(1);
-                    ExitCode::from(code)
+                    e.downcast_ref::<Error>().map_or(ExitCode::Failed, Error::exit_code)
                 }
             };
         }
@@ -333,7 +333,7 @@ where
         Err(code) => return code,
     };
     match runtime.block_on(commands::run(command, &config, make)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::Ok,
         Err(e) => report(&e),
     }
 }
@@ -361,27 +361,15 @@ fn runtime() -> std::result::Result<tokio::runtime::Runtime, ExitCode> {
         .build()
         .map_err(|e| {
             pgq_daemon::errln!("error: cannot start the async runtime: {e}");
-            ExitCode::from(1)
+            ExitCode::Failed
         })
 }
 
 /// Prints an error with its causes and returns its exit code.
 pub(crate) fn report(e: &Error) -> ExitCode {
     pgq_daemon::errln!("error: {}", error_chain(e));
-    ExitCode::from(e.exit_code())
+    e.exit_code()
 }
 
-/// An error and its causes on one line, `: `-separated.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = s.source();
-    }
-    out
-}
+// The one error-chain formatter, under the path the crate's modules use.
+pub(crate) use pgq_daemon::error_chain;

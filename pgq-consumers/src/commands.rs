@@ -227,7 +227,7 @@ async fn forget_applied(config: &Config, yes: bool) -> Result<()> {
 async fn register(db: &Client, config: &Config) -> Result<()> {
     match &config.subconsumer {
         Some(sub) => {
-            coop::register_subconsumer(db, &config.queue, &config.consumer, sub).await?;
+            coop::register(db, &config.queue, &config.consumer, sub).await?;
             pgq_daemon::outln!(
                 "sub-consumer {sub:?} of consumer {:?} registered on queue {:?}",
                 config.consumer,
@@ -252,7 +252,7 @@ async fn register(db: &Client, config: &Config) -> Result<()> {
 async fn unregister(db: &Client, config: &Config, force: bool) -> Result<()> {
     refuse_while_running(config)?;
     if let Some(sub) = &config.subconsumer {
-        coop::unregister_subconsumer(db, &config.queue, &config.consumer, sub).await?;
+        coop::unregister(db, &config.queue, &config.consumer, sub).await?;
         pgq_daemon::outln!("sub-consumer {sub:?} of consumer {:?} unregistered", config.consumer);
         return Ok(());
     }

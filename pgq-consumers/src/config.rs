@@ -565,8 +565,11 @@ impl ConnString {
         &self.dsn
     }
 
-    /// The connection string with any password replaced by `***`, in both
-    /// the `key=value` and the URL forms ([`crate::redact`]).
+    /// The connection string with every password hidden (`***`), in both
+    /// the `key=value` and the URL forms, and with nothing shown that is not
+    /// certainly free of secrets: the value of any key libpq does not know
+    /// is hidden too, and so is the rest of a string from where it cannot
+    /// be read.
     pub fn redacted(&self) -> String {
         crate::conninfo::redact(&self.dsn)
     }

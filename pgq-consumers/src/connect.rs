@@ -19,6 +19,7 @@ use crate::{libpq, tls};
 
 /// Which database a connection is for, in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Database {
     /// The database holding the queue.
     Queue,

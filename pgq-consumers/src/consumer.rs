@@ -19,6 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// a consumer whose mode is a setting (`mode = "remote"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum CommitMode {
     /// The handler writes in the queue database, in the batch's transaction:
     /// its writes commit together with `finish_batch`, exactly once.

@@ -17,7 +17,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::error::{Error, Result};
 
-/// What [`unregister_subconsumer_with`] does with a batch the sub-consumer
+/// What [`unregister_with`] does with a batch the sub-consumer
 /// holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchHandling {
@@ -44,6 +44,7 @@ impl BatchHandling {
 
 /// A batch given to a sub-consumer by [`next_batch_info`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubconsumerBatch {
     /// The batch and the ticks that bound it.
     pub ticks: BatchTicks,
@@ -54,6 +55,7 @@ pub struct SubconsumerBatch {
 
 /// Who holds an active batch ([`batch_owner`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchOwner {
     /// The queue.
     pub queue: String,
@@ -63,8 +65,9 @@ pub struct BatchOwner {
     pub subconsumer: Option<String>,
 }
 
-/// One sub-consumer of a group ([`subconsumer_info`]).
+/// One sub-consumer of a group ([`info`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SubconsumerInfo {
     /// Its name within the group.
     pub subconsumer: String,
@@ -88,12 +91,7 @@ pub struct SubconsumerInfo {
 ///
 /// [`Error::BatchHeld`] when `consumer` itself holds a batch (a plain
 /// consumer of that name has been running).
-pub async fn register_subconsumer(
-    client: &impl GenericClient,
-    queue: &str,
-    consumer: &str,
-    subconsumer: &str,
-) -> Result<bool> {
+pub async fn register(client: &impl GenericClient, queue: &str, consumer: &str, subconsumer: &str) -> Result<bool> {
     subconsumer_call(
         client,
         "pgq_consumer.register_subconsumer",
@@ -106,18 +104,13 @@ pub async fn register_subconsumer(
 /// Unregisters a sub-consumer, handing a batch it holds back to the group
 /// ([`BatchHandling::HandBack`]). Returns `false` when it was not
 /// registered. The group's consumer stays registered.
-pub async fn unregister_subconsumer(
-    client: &impl GenericClient,
-    queue: &str,
-    consumer: &str,
-    subconsumer: &str,
-) -> Result<bool> {
-    unregister_subconsumer_with(client, queue, consumer, subconsumer, BatchHandling::HandBack).await
+pub async fn unregister(client: &impl GenericClient, queue: &str, consumer: &str, subconsumer: &str) -> Result<bool> {
+    unregister_with(client, queue, consumer, subconsumer, BatchHandling::HandBack).await
 }
 
 /// Unregisters a sub-consumer, doing `handling` with a batch it holds.
 /// Returns `false` when it was not registered.
-pub async fn unregister_subconsumer_with(
+pub async fn unregister_with(
     client: &impl GenericClient,
     queue: &str,
     consumer: &str,
@@ -234,12 +227,7 @@ pub async fn finish_batch(client: &impl GenericClient, batch_id: i64) -> Result<
 /// Marks a sub-consumer as seen, so a long batch is not taken over as dead.
 /// Use a connection other than the one processing the batch. Returns `false`
 /// when the sub-consumer is not registered.
-pub async fn touch_subconsumer(
-    client: &impl GenericClient,
-    queue: &str,
-    consumer: &str,
-    subconsumer: &str,
-) -> Result<bool> {
+pub async fn touch(client: &impl GenericClient, queue: &str, consumer: &str, subconsumer: &str) -> Result<bool> {
     subconsumer_call(
         client,
         "pgq_consumer.touch_subconsumer",
@@ -309,11 +297,7 @@ async fn subconsumer_call(
 }
 
 /// The sub-consumers of `consumer` on `queue`, in name order.
-pub async fn subconsumer_info(
-    client: &impl GenericClient,
-    queue: &str,
-    consumer: &str,
-) -> Result<Vec<SubconsumerInfo>> {
+pub async fn info(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<Vec<SubconsumerInfo>> {
     const F: &str = "pgq_consumer.get_subconsumer_info";
     let rows = client
         .query(

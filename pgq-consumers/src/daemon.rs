@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pgq_daemon::{Activity, Daemon, DaemonCommand, ExitCode, Failure, Settings};
+use pgq_daemon::{backoff, error_chain, Activity, Daemon, DaemonCommand, ExitCode, Failure, Settings};
 
 use crate::batch_loop::{BatchLoop, Round};
 use crate::config::Config;
@@ -63,7 +63,7 @@ impl<C: Consumer> ConsumerDaemon<C> {
     fn backoff(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
         let base = self.batches.config().delay().max(Duration::from_millis(100));
-        base.saturating_mul(1 << self.failures.min(10)).min(MAX_BACKOFF)
+        backoff(base, self.failures, MAX_BACKOFF)
     }
 }
 
@@ -122,11 +122,7 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
                 Err(e) => {
                     if let Some(outage) = &mut self.outage {
                         outage.attempts += 1;
-                        log::debug!(
-                            "reconnect attempt {} failed: {}",
-                            outage.attempts,
-                            crate::cli::error_chain(&e)
-                        );
+                        log::debug!("reconnect attempt {} failed: {}", outage.attempts, error_chain(&e));
                     }
                     return Ok(Activity::Backoff(self.backoff()));
                 }
@@ -152,7 +148,7 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
             Err(e) if self.once => Err(Box::new(e)),
             // The connection may not be marked closed yet when the error that
             // ended it arrives: an error that ends a session is an outage too.
-            Err(e) if self.batches.is_broken() || connection_lost(&e) => {
+            Err(e) if self.batches.is_broken() || e.is_connection_error() => {
                 if self.outage.is_none() {
                     self.lose(Some(&e));
                 }
@@ -160,11 +156,7 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
             }
             Err(e) => {
                 let wait = self.backoff();
-                log::error!(
-                    "{}; trying again in {:.1}s",
-                    crate::cli::error_chain(&e),
-                    wait.as_secs_f64()
-                );
+                log::error!("{}; trying again in {:.1}s", error_chain(&e), wait.as_secs_f64());
                 Ok(Activity::Backoff(wait))
             }
         }
@@ -187,9 +179,7 @@ impl<C: Consumer> ConsumerDaemon<C> {
             _ if self.batches.is_broken() => "remote database",
             _ => "queue database",
         };
-        let cause = cause
-            .map(|e| format!(" ({})", crate::cli::error_chain(e)))
-            .unwrap_or_default();
+        let cause = cause.map(|e| format!(" ({})", error_chain(e))).unwrap_or_default();
         log::error!("lost the connection to the {which}{cause}; reconnecting with back-off");
         self.outage = Some(Outage {
             since: std::time::Instant::now(),
@@ -210,38 +200,8 @@ impl<C: Consumer> ConsumerDaemon<C> {
     }
 }
 
-/// Whether an error (or one of its causes) says the database session is
-/// gone: the connection closed or reset, a server error that ends the
-/// session (FATAL, PANIC), or SQLSTATE class 08.
-fn connection_lost(e: &Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-            // Closed, or a failure of the socket itself.
-            if pg.is_closed() || std::error::Error::source(pg).is_some_and(|c| c.is::<std::io::Error>()) {
-                return true;
-            }
-            if let Some(db) = pg.as_db_error() {
-                use tokio_postgres::error::Severity;
-                if matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic))
-                    || db.code().code().starts_with("08")
-                {
-                    return true;
-                }
-            }
-        }
-        cur = err.source();
-    }
-    false
-}
-
 fn failure(e: Error) -> Failure {
-    let code = match e.exit_code() {
-        3 => ExitCode::CannotConnect,
-        4 => ExitCode::WrongState,
-        _ => ExitCode::Failed,
-    };
-    Failure::new(code, crate::cli::error_chain(&e))
+    Failure::new(e.exit_code(), error_chain(&e))
 }
 
 /// Runs a daemon command for a consumer.
@@ -251,7 +211,7 @@ pub(crate) fn execute<C, F>(
     subconsumer: Option<String>,
     config: Config,
     make: F,
-) -> u8
+) -> ExitCode
 where
     C: Consumer,
     F: FnOnce() -> C + Send + 'static,
@@ -266,18 +226,16 @@ where
         (Some(path), Some(sub)) => Some(per_subconsumer(path, sub)),
         (path, _) => path.clone(),
     };
-    let options = pgq_daemon::Options {
-        name,
-        pidfile: own_file(&config.pidfile),
-        logfile: own_file(&config.logfile),
-        level: config.level(),
-        stop_timeout: stop_timeout(&config),
-    };
+    let mut options = pgq_daemon::Options::new(name);
+    options.pidfile = own_file(&config.pidfile);
+    options.logfile = own_file(&config.logfile);
+    options.level = config.level();
+    options.stop_timeout = stop_timeout(&config);
     if let DaemonCommand::Status = cmd {
         return status(&options, &config);
     }
     let once = matches!(cmd, DaemonCommand::Run { once: true });
-    let code = pgq_daemon::execute(
+    pgq_daemon::execute(
         cmd,
         &options,
         move || async move {
@@ -307,8 +265,7 @@ where
             Ok(daemon)
         },
         Vec::new,
-    );
-    code.code() as u8
+    )
 }
 
 /// How long `stop` waits for the round in flight to end: a minute, and
@@ -328,11 +285,11 @@ const STOP_SLACK: Duration = Duration::from_secs(30);
 /// the queue state, within a few seconds whatever the database does; a
 /// running daemon whose queue database cannot be reached or does not answer
 /// in time makes it exit 3.
-fn status(options: &pgq_daemon::Options, config: &Config) -> u8 {
+fn status(options: &pgq_daemon::Options, config: &Config) -> ExitCode {
     use std::io::Write;
     let code = pgq_daemon::status(options);
     if code == ExitCode::Failed {
-        return code.code() as u8;
+        return code;
     }
     let (lines, error) = status::describe(config);
     let mut out = std::io::stdout().lock();
@@ -343,8 +300,8 @@ fn status(options: &pgq_daemon::Options, config: &Config) -> u8 {
         }
     }
     match error {
-        Some(e) if e.exit_code() == 3 && code == ExitCode::Ok => 3,
-        _ => code.code() as u8,
+        Some(e) if e.exit_code() == ExitCode::CannotConnect && code == ExitCode::Ok => ExitCode::CannotConnect,
+        _ => code,
     }
 }
 
@@ -364,7 +321,7 @@ const REGISTRATION_LOCK_ORDER_VERSION: i32 = 4;
 async fn join_group(db: &tokio_postgres::Client, c: &Config, sub: &str) -> Result<bool> {
     let mut tries = 0u32;
     loop {
-        match coop::register_subconsumer(db, &c.queue, &c.consumer, sub).await {
+        match coop::register(db, &c.queue, &c.consumer, sub).await {
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) && tries < 5 => {
                 tries += 1;
                 let hint = match crate::schema::installed_version(db).await {

@@ -1,5 +1,6 @@
 //! The crate's error type.
 
+use pgq_daemon::ExitCode;
 use tokio_postgres::error::SqlState;
 
 /// What can go wrong in a consumer.
@@ -157,7 +158,7 @@ pub enum Error {
         source: tokio_postgres::Error,
     },
     /// A batch is in the way: the sub-consumer holds one and was to be
-    /// unregistered with [`BatchHandling::Refuse`](crate::BatchHandling), or
+    /// unregistered with [`BatchHandling::Refuse`](crate::coop::BatchHandling::Refuse), or
     /// the group's own consumer holds one (a plain consumer of that name ran).
     #[error("{} holds a batch on queue {queue:?}", who(consumer, subconsumer.as_deref()))]
     BatchHeld {
@@ -195,7 +196,7 @@ pub enum Error {
     /// the batch was applied, the tick times say it cannot have been (the
     /// queue was dropped and created again). Check, then forget the old
     /// record: the `forget-applied --yes` command, or
-    /// [`forget_applied_batches`](crate::forget_applied_batches).
+    /// [`tracking::forget`](crate::tracking::forget).
     #[error("batch {batch_id} (ticks {prev_tick_id}..{tick_id}) of consumer {consumer:?} on queue {queue:?} contradicts what the remote database recorded; was the queue created again? If so, stop the consumer and run its `forget-applied --yes` command, which forgets that record, then start it again")]
     TrackingInconsistent {
         /// The queue.
@@ -434,14 +435,17 @@ fn who(consumer: &str, subconsumer: Option<&str>) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    /// The SQLSTATE of the PostgreSQL error behind this one, if any.
+    /// The SQLSTATE of the PostgreSQL error behind this one, if any, a
+    /// [`pgq`] error's included.
     pub fn code(&self) -> Option<&SqlState> {
         self.postgres().and_then(tokio_postgres::Error::code)
     }
 
-    /// The PostgreSQL error behind this one, if any.
+    /// The PostgreSQL client error behind this one, if any, a [`pgq`]
+    /// error's included.
     pub fn postgres(&self) -> Option<&tokio_postgres::Error> {
         match self {
+            Error::Pgq(e) => e.postgres(),
             Error::SchemaFile { source, .. }
             | Error::Schema { source, .. }
             | Error::Consumer { source, .. }
@@ -459,13 +463,24 @@ impl Error {
         }
     }
 
-    /// The documented exit code for this error: 3 when a database cannot be
-    /// reached or does not answer in time, 4 when the daemon is in the wrong state, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+    /// True when a database could not be reached, did not answer in time,
+    /// or its session is gone (closed, reset, ended by the server): the
+    /// caller should reconnect, where a statement the server refused would
+    /// fail again. Sessions that are gone are told by
+    /// [`pgq::is_connection_error`], through the whole chain of causes.
+    pub fn is_connection_error(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::NoAnswer { .. }) || pgq::is_connection_error(self)
+    }
+
+    /// The documented exit code for this error:
+    /// [`ExitCode::CannotConnect`] (3) when a database cannot be reached or
+    /// does not answer in time, [`ExitCode::WrongState`] (4) when the daemon
+    /// is in the wrong state, [`ExitCode::Failed`] (1) otherwise.
+    pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::Connect { .. } | Error::Unreachable { .. } | Error::NoAnswer { .. } => 3,
-            Error::DaemonRunning { .. } => 4,
-            _ => 1,
+            Error::Connect { .. } | Error::Unreachable { .. } | Error::NoAnswer { .. } => ExitCode::CannotConnect,
+            Error::DaemonRunning { .. } => ExitCode::WrongState,
+            _ => ExitCode::Failed,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 
 /// A stored failed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FailedEvent {
     /// The event as it was delivered (`ev_retry` counts earlier retries).
     /// Text that is not UTF-8 (only an `SQL_ASCII` database holds such)

@@ -27,7 +27,7 @@
 //!     }
 //! }
 //!
-//! fn main() -> std::process::ExitCode {
+//! fn main() -> pgq_consumers::ExitCode {
 //!     pgq_consumers::main(|| Audit)
 //! }
 //! ```
@@ -35,75 +35,115 @@
 //! That program then has the whole command line:
 //! `audit -c audit.toml install | check | start | status | failed | retry all | stop ...`
 //! (see the README for the commands, the config keys and the exit codes).
+//!
+//! # The crate
+//!
+//! The types a consumer is written with are at the root: [`Consumer`],
+//! [`Context`], [`Outcome`], [`Batch`], [`CommitMode`], [`Config`],
+//! [`Error`], and [`BatchLoop`] for running the loop from code of your own.
+//! The framework's own SQL (schema `pgq_consumer`) has a module per concept,
+//! its functions taking any `GenericClient` so they run in the caller's
+//! transaction: [`failed`] (the failed-event store), [`coop`] (cooperative
+//! sub-consumers), [`tracking`] (what a remote database recorded of the
+//! batches it applied) and [`schema`] (installing it); [`ticker`] is the
+//! embedded ticker, [`config`] the config file, [`seconds`] durations in
+//! seconds for settings.
+//!
+//! The crates whose types appear in its signatures are re-exported
+//! ([`pgq`], [`pgq_daemon`], [`tokio_postgres`], [`toml`], [`serde`],
+//! [`serde_json`], [`clap`], [`chrono`], [`tokio`], [`tokio_util`],
+//! [`async_trait`](macro@async_trait)),
+//! so a consumer's `Cargo.toml` needs only this crate (and `serde` with
+//! its `derive` feature for a settings type, or not even that:
+//!
+//! ```
+//! use pgq_consumers::serde::Deserialize;
+//!
+//! /// The config's `[settings]`.
+//! #[derive(Deserialize)]
+//! #[serde(crate = "pgq_consumers::serde", deny_unknown_fields)]
+//! struct Settings {
+//!     url: String,
+//!     #[serde(with = "pgq_consumers::seconds", default = "ten")]
+//!     timeout: std::time::Duration,
+//! }
+//!
+//! fn ten() -> std::time::Duration {
+//!     std::time::Duration::from_secs(10)
+//! }
+//!
+//! let s: Settings = pgq_consumers::toml::from_str("url = 'http://h/'").unwrap();
+//! assert_eq!((s.url.as_str(), s.timeout.as_secs()), ("http://h/", 10));
+//! ```
+//!
+//! Errors: [`Error`] names what it was about and keeps its cause as its
+//! source; [`error_chain`] prints it with its causes on one line,
+//! [`Error::is_connection_error`] tells a lost or unreachable database from
+//! a refused statement, [`Error::code`] gives the SQLSTATE behind it, and
+//! [`Error::exit_code`] the documented [`ExitCode`].
+//!
+//! # Features
+//!
+//! - `failpoints` (off by default): the crash points of the fault-injection
+//!   tests, armed by the environment variable `PGQ_CONSUMERS_CRASH_AT`. Only
+//!   tests turn it on; a build without it has no crash point at all.
 
 mod batch;
 mod batch_loop;
 mod cli;
 mod commands;
-mod config;
+pub mod config;
 mod connect;
 mod conninfo;
 mod consumer;
-mod coop;
+pub mod coop;
 mod daemon;
 mod error;
-mod failed;
+pub mod failed;
+#[cfg(feature = "failpoints")]
+pub mod failpoint;
+#[cfg(not(feature = "failpoints"))]
 mod failpoint;
 mod heartbeat;
 mod libpq;
 mod outcome;
 mod reader;
-mod schema;
+pub mod schema;
 pub mod seconds;
 mod silence;
 mod socket;
 mod source;
 mod status;
-mod ticker;
+pub mod ticker;
 mod tls;
-mod tracking;
+pub mod tracking;
 
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
-pub use config::{
-    check_subconsumer_name, Config, ConnString, Filter, TomlSyntax, DB_ENV, DEFAULT_NET_TIMEOUT, MAX_SUBCONSUMER_NAME,
-    REMOTE_DB_ENV,
-};
+pub use config::{Config, ConnString};
 pub use connect::{connect, connect_listening, Database, Notifications, CONTROL_TIMEOUT};
-pub use conninfo::redact;
 pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};
 pub use error::{Error, Result};
-pub use failpoint::CRASH_AT_ENV;
-pub use libpq::SslMode;
-pub use outcome::{backoff, Outcome};
-pub use ticker::{ticker_leader, Ticker, TickerConfig, TickerLeader, TickerTask, LOCK_KEY as TICKER_LOCK_KEY};
-
-// The framework's own SQL (schema `pgq_consumer`): install, failed events,
-// remote batch tracking, cooperative sub-consumers.
-pub use coop::{
-    batch_owner, finish_batch as finish_subconsumer_batch, group_finished_tick, next_batch as next_subconsumer_batch,
-    next_batch_info as next_subconsumer_batch_info, register_subconsumer, subconsumer_info,
-    touch_batch as touch_subconsumer_batch, touch_subconsumer, unregister_subconsumer, unregister_subconsumer_with,
-    BatchHandling, BatchOwner, SubconsumerBatch, SubconsumerInfo,
-};
-pub use failed::{
-    add as add_failed_event, add_from_batch as add_failed_event_from_batch, count as count_failed_events,
-    delete as delete_failed_events, delete_all as delete_all_failed_events, list as list_failed_events,
-    list_page as list_failed_events_page, retry as retry_failed_events, retry_all as retry_all_failed_events,
-    retry_all_at as retry_all_failed_events_at, retry_at as retry_failed_events_at, FailedEvent,
-};
-pub use schema::{
-    install as install_schema, install_in_transaction as install_schema_in_transaction,
-    install_to as install_schema_to, installed_version as installed_schema_version, SchemaFile, SCHEMA_FILES,
-    SCHEMA_VERSION,
-};
-pub use tracking::{
-    applied_outcomes, forget as forget_applied_batches, is_applied as is_batch_applied,
-    last_applied as last_applied_batch, prune_group as prune_applied_group_batches, record as record_applied_batch,
-    record_outcomes as record_applied_outcomes, state as applied_batch_state, AppliedBatch, AppliedOutcome, BatchState,
-};
+pub use outcome::Outcome;
 
 pub use async_trait::async_trait;
 pub use pgq::Event;
-pub use pgq_daemon::{debug, error, fatal, notice, verbose, warning, Level};
+pub use pgq_daemon::{backoff, debug, error, error_chain, fatal, notice, verbose, warning, ExitCode, Level};
+
+// The crates whose types the public signatures use.
+pub use chrono;
+pub use clap;
+pub use pgq;
+pub use pgq_daemon;
+pub use serde;
+pub use serde_json;
+pub use tokio;
+pub use tokio_postgres;
+pub use tokio_util;
+pub use toml;
+
+/// The examples of the crate's README, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -18,42 +18,42 @@ pub struct SchemaFile {
 
 /// The framework's SQL files, oldest first. Each is idempotent and records
 /// its own version in `pgq_consumer.schema_version`.
-pub const SCHEMA_FILES: &[SchemaFile] = &[
+pub const FILES: &[SchemaFile] = &[
     SchemaFile {
         version: 1,
         file: "sql/pgq_consumer/v1.sql",
-        sql: include_str!("../../sql/pgq_consumer/v1.sql"),
+        sql: include_str!("../sql/pgq_consumer/v1.sql"),
     },
     SchemaFile {
         version: 2,
         file: "sql/pgq_consumer/v2.sql",
-        sql: include_str!("../../sql/pgq_consumer/v2.sql"),
+        sql: include_str!("../sql/pgq_consumer/v2.sql"),
     },
     SchemaFile {
         version: 3,
         file: "sql/pgq_consumer/v3.sql",
-        sql: include_str!("../../sql/pgq_consumer/v3.sql"),
+        sql: include_str!("../sql/pgq_consumer/v3.sql"),
     },
     SchemaFile {
         version: 4,
         file: "sql/pgq_consumer/v4.sql",
-        sql: include_str!("../../sql/pgq_consumer/v4.sql"),
+        sql: include_str!("../sql/pgq_consumer/v4.sql"),
     },
     SchemaFile {
         version: 5,
         file: "sql/pgq_consumer/v5.sql",
-        sql: include_str!("../../sql/pgq_consumer/v5.sql"),
+        sql: include_str!("../sql/pgq_consumer/v5.sql"),
     },
 ];
 
 /// The newest schema version this program has.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const VERSION: i32 = 5;
 
 /// The advisory lock (two-key form) that serializes installs in a database:
 /// "pgqc" and 1.
 const LOCK_KEYS: (i32, i32) = (0x7067_7163, 1);
 
-/// Installs or upgrades the `pgq_consumer` schema to [`SCHEMA_VERSION`] in
+/// Installs or upgrades the `pgq_consumer` schema to [`VERSION`] in
 /// one transaction of its own, and returns the version now installed.
 ///
 /// Safe to run again (nothing to do) and concurrently (installs wait for each
@@ -65,7 +65,7 @@ const LOCK_KEYS: (i32, i32) = (0x7067_7163, 1);
 /// transaction itself; inside a transaction of yours, use
 /// [`install_in_transaction`].
 pub async fn install(client: &Client) -> Result<i32> {
-    install_to(client, SCHEMA_VERSION).await
+    install_to(client, VERSION).await
 }
 
 /// [`install`], stopping at `version` (to test upgrades, or to stay on an
@@ -95,7 +95,7 @@ pub async fn install_to(client: &Client, version: i32) -> Result<i32> {
 /// [`install`] inside the caller's transaction (which `client` must be in:
 /// the advisory lock is held until it ends, and the caller commits).
 pub async fn install_in_transaction(client: &impl GenericClient) -> Result<i32> {
-    install_in_transaction_to(client, SCHEMA_VERSION).await
+    install_in_transaction_to(client, VERSION).await
 }
 
 async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> Result<i32> {
@@ -111,10 +111,10 @@ async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> 
         })?;
     let installed = installed_version(client).await?;
     if let Some(v) = installed {
-        if v > SCHEMA_VERSION {
+        if v > VERSION {
             return Err(Error::SchemaTooNew {
                 installed: v,
-                supported: SCHEMA_VERSION,
+                supported: VERSION,
             });
         }
         if v >= target {
@@ -122,7 +122,7 @@ async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> 
         }
     }
     let from = installed.unwrap_or(0);
-    for f in SCHEMA_FILES.iter().filter(|f| f.version > from && f.version <= target) {
+    for f in FILES.iter().filter(|f| f.version > from && f.version <= target) {
         client.batch_execute(f.sql).await.map_err(|source| Error::SchemaFile {
             file: f.file,
             version: f.version,
@@ -134,14 +134,14 @@ async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> 
 
 /// Fails with [`Error::SchemaOutdated`], saying to run `install`, unless the
 /// `pgq_consumer` schema in `which` (the database `client` is connected to)
-/// is at [`SCHEMA_VERSION`] or newer.
+/// is at [`VERSION`] or newer.
 pub async fn require(client: &impl GenericClient, which: crate::connect::Database) -> Result<()> {
     match installed_version(client).await? {
-        Some(v) if v >= SCHEMA_VERSION => Ok(()),
+        Some(v) if v >= VERSION => Ok(()),
         installed => Err(Error::SchemaOutdated {
             which,
             installed,
-            needed: SCHEMA_VERSION,
+            needed: VERSION,
         }),
     }
 }

@@ -48,7 +48,7 @@ async fn query(config: &Config) -> Result<Vec<String>> {
         lines.push(last_tick(&queue));
     }
     if config.ticker.enabled {
-        lines.push(match crate::ticker::ticker_leader(&db).await? {
+        lines.push(match crate::ticker::leader(&db).await? {
             Some(l) => format!("ticker: led by backend pid {} ({})", l.pid, l.application_name),
             None => "ticker: no process leads".into(),
         });

@@ -30,6 +30,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use pgq_daemon::{backoff, error_chain};
 use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_postgres::error::SqlState;
@@ -211,8 +212,7 @@ impl Ticker {
     /// failing step is logged and tried again at its next period. Stopping
     /// drops the connection, which hands the lead to another daemon at once.
     pub async fn run(self, stop: CancellationToken) {
-        let mut backoff = RECONNECT_FIRST;
-        let mut outage = false;
+        let mut failures = 0u32;
         while !stop.is_cancelled() {
             let connected = tokio::select! {
                 () = stop.cancelled() => return,
@@ -221,26 +221,25 @@ impl Ticker {
             let (client, mut notifications) = match connected {
                 Ok(c) => c,
                 Err(e) => {
-                    if !outage {
+                    if failures == 0 {
                         log::warn!(
                             "ticker for {}: cannot connect, trying again with back-off: {}",
                             self.label,
-                            crate::cli::error_chain(&e)
+                            error_chain(&e)
                         );
-                        outage = true;
                     }
-                    if sleep_or_stop(backoff, &stop).await {
+                    let wait = backoff(RECONNECT_FIRST, failures, RECONNECT_MAX);
+                    failures = failures.saturating_add(1);
+                    if sleep_or_stop(wait, &stop).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(RECONNECT_MAX);
                     continue;
                 }
             };
-            if outage {
+            if failures > 0 {
                 log::info!("ticker for {}: connected again", self.label);
-                outage = false;
+                failures = 0;
             }
-            backoff = RECONNECT_FIRST;
             match self.contend(&client, &mut notifications, &stop).await {
                 Ended::Stopped => return,
                 Ended::Lost(why) => {
@@ -425,9 +424,9 @@ impl Ticker {
                 }
                 None
             }
-            Err(e) if client.is_closed() || e.is_connection_error() => Some(Ended::Lost(crate::cli::error_chain(&e))),
+            Err(e) if client.is_closed() || e.is_connection_error() => Some(Ended::Lost(error_chain(&e))),
             Err(e) => {
-                let text = crate::cli::error_chain(&e);
+                let text = error_chain(&e);
                 if failing.as_deref() != Some(text.as_str()) {
                     log::error!("ticker for {}: {step} failed: {text}", self.label);
                     *failing = Some(text);
@@ -719,9 +718,10 @@ impl Default for Steps {
     }
 }
 
-/// The process that leads the ticking of a database, as [`ticker_leader`]
-/// finds it.
+/// The process that leads the ticking of a database, as [`leader`] finds
+/// it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerLeader {
     /// The backend pid of its connection.
     pub pid: i32,
@@ -731,7 +731,7 @@ pub struct TickerLeader {
 
 /// Which connection holds the ticker's lock in the database `client` is
 /// connected to, if any (from `pg_locks`).
-pub async fn ticker_leader(client: &impl tokio_postgres::GenericClient) -> crate::Result<Option<TickerLeader>> {
+pub async fn leader(client: &impl tokio_postgres::GenericClient) -> crate::Result<Option<TickerLeader>> {
     let row = client
         .query_opt(
             "select l.pid, coalesce(a.application_name, '') from pg_locks l \

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 
 /// The last batch a (sub)consumer recorded as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppliedBatch {
     /// The queue.
     pub queue: String,
@@ -267,6 +268,7 @@ pub async fn forget(client: &impl GenericClient, queue: &str, consumer: &str) ->
 /// A replay of the batch then stores and retries these events again
 /// ([`applied_outcomes`]) instead of losing them.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AppliedOutcome {
     /// The event was stored as failed, with this reason.
     Failed {

@@ -23,6 +23,7 @@ use crate::{control, daemonize, foreground};
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+#[non_exhaustive]
 pub enum DaemonCommand {
     /// Start the daemon in the background; returns once it is up (exit 4 if it already runs)
     Start,
@@ -60,6 +61,7 @@ pub enum DaemonCommand {
 /// opts.stop_timeout = Duration::from_secs(10);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Options {
     /// The daemon's name, in messages (`NAME started, pid N`).
     pub name: String,

@@ -8,8 +8,9 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 
+use crate::chain::error_chain;
 use crate::command::Options;
-use crate::error::{chain, Error};
+use crate::error::Error;
 use crate::exit::ExitCode;
 use crate::pidfile::running_pid;
 
@@ -39,7 +40,7 @@ pub fn status(opts: &Options) -> ExitCode {
             ExitCode::WrongState
         }
         Err(e) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             ExitCode::Failed
         }
     }
@@ -163,7 +164,7 @@ fn find(opts: &Options) -> Result<(PathBuf, u32), ExitCode> {
             Err(ExitCode::WrongState)
         }
         Err(e) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             Err(ExitCode::Failed)
         }
     }
@@ -186,7 +187,7 @@ fn send(name: &str, pid: u32, signal: Signal) -> Result<(), ExitCode> {
                 signal: signal.as_str(),
                 source,
             };
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             Err(ExitCode::Failed)
         }
     }

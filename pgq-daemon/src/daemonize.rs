@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use nix::sys::wait::waitpid;
 use nix::unistd::{fork, setsid, ForkResult};
 
+use crate::chain::error_chain;
 use crate::command::Options;
-use crate::error::{chain, Error, Result};
+use crate::error::{Error, Result};
 use crate::exit::{ExitCode, Failure};
 use crate::logger::init_logger;
 use crate::pidfile::{running_pid, Pidfile};
@@ -50,7 +51,7 @@ where
             return ExitCode::WrongState;
         }
         Err(e) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             return e.exit_code();
         }
     }
@@ -71,7 +72,7 @@ where
     let (reader, writer) = match pipe {
         Ok(pipe) => pipe,
         Err(e) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             return ExitCode::Failed;
         }
     };
@@ -79,7 +80,7 @@ where
     let _ = std::io::stderr().flush();
     match fork_process() {
         Err(e) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             ExitCode::Failed
         }
         Ok(ForkResult::Parent { child }) => {
@@ -169,20 +170,20 @@ where
     Fut: Future<Output = Result<D, Failure>>,
 {
     if let Err(e) = detach() {
-        reporter.failed(ExitCode::Failed, &chain(&e));
+        reporter.failed(ExitCode::Failed, &error_chain(&e));
         return ExitCode::Failed;
     }
     let pidfile = match Pidfile::acquire(pidfile) {
         Ok(held) => held,
         Err(e) => {
-            reporter.failed(e.exit_code(), &chain(&e));
+            reporter.failed(e.exit_code(), &error_chain(&e));
             return e.exit_code();
         }
     };
     let log = match init_logger(Some(logfile), opts.level) {
         Ok(log) => log,
         Err(e) => {
-            reporter.failed(ExitCode::Failed, &chain(&e));
+            reporter.failed(ExitCode::Failed, &error_chain(&e));
             return ExitCode::Failed;
         }
     };

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::error::{chain, BoxError};
+use crate::chain::error_chain;
+use crate::error::BoxError;
 
 /// The exit code of a command, as documented for every daemon binary.
 ///
@@ -100,6 +101,6 @@ impl fmt::Debug for Failure {
 impl fmt::Display for Failure {
     /// The error with its chain of causes, `outer: inner`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&chain(self.error.as_ref()))
+        f.write_str(&error_chain(self.error.as_ref()))
     }
 }

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 
+use crate::chain::error_chain;
 use crate::command::Options;
-use crate::error::{chain, Error};
+use crate::error::Error;
 use crate::exit::{ExitCode, Failure};
 use crate::logger::init_logger;
 use crate::pidfile::Pidfile;
@@ -27,14 +28,14 @@ where
             return ExitCode::WrongState;
         }
         Some(Err(e)) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             return e.exit_code();
         }
     };
     let log = match init_logger(opts.logfile.as_deref(), opts.level) {
         Ok(log) => log,
         Err(e) => {
-            crate::errln!("{name}: {}", chain(&e));
+            crate::errln!("{name}: {}", error_chain(&e));
             return ExitCode::Failed;
         }
     };

@@ -121,7 +121,9 @@
 //! poisoned job it marks failed) is logged at ERROR as `panic caught ...` when the
 //! future it comes from is wrapped in [`catching`].
 
+mod backoff;
 mod catching;
+mod chain;
 mod command;
 mod control;
 mod daemonize;
@@ -137,8 +139,16 @@ mod runner;
 mod signals;
 
 pub use async_trait::async_trait;
+/// The command-line parser [`DaemonCommand`] is built with: a program's own
+/// `#[derive(clap::Parser)]` can use it from here.
+pub use clap;
+/// The logging facade the level macros write through (and
+/// [`Level::of_record`] reads).
+pub use log;
 
+pub use backoff::backoff;
 pub use catching::catching;
+pub use chain::error_chain;
 pub use command::{execute, DaemonCommand, Options};
 pub use control::status;
 pub use error::{BoxError, Error, Result};
@@ -148,7 +158,7 @@ pub use logger::{init_logger, LogHandle};
 pub use pidfile::{running_pid, Pidfile};
 pub use runner::{Activity, Daemon, Settings};
 
-#[doc(hidden)]
-pub mod __private {
-    pub use log;
-}
+/// The examples of the crate's README, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -376,7 +376,7 @@ mod tests {
         for (path, why) in cases {
             let message = check_logfile(&path)
                 .err()
-                .map(|e| crate::error::chain(&e))
+                .map(|e| crate::chain::error_chain(&e))
                 .unwrap_or_default();
             assert!(message.contains(&path.display().to_string()), "{message}");
             assert!(message.contains(why), "{message}");

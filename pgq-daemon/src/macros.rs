@@ -4,10 +4,10 @@
 #[macro_export]
 macro_rules! debug {
     (target: $target:expr, $($arg:tt)+) => {
-        $crate::__private::log::log!(target: $target, $crate::__private::log::Level::Trace, $($arg)+)
+        $crate::log::log!(target: $target, $crate::log::Level::Trace, $($arg)+)
     };
     ($($arg:tt)+) => {
-        $crate::__private::log::log!($crate::__private::log::Level::Trace, $($arg)+)
+        $crate::log::log!($crate::log::Level::Trace, $($arg)+)
     };
 }
 
@@ -15,10 +15,10 @@ macro_rules! debug {
 #[macro_export]
 macro_rules! verbose {
     (target: $target:expr, $($arg:tt)+) => {
-        $crate::__private::log::log!(target: $target, $crate::__private::log::Level::Debug, $($arg)+)
+        $crate::log::log!(target: $target, $crate::log::Level::Debug, $($arg)+)
     };
     ($($arg:tt)+) => {
-        $crate::__private::log::log!($crate::__private::log::Level::Debug, $($arg)+)
+        $crate::log::log!($crate::log::Level::Debug, $($arg)+)
     };
 }
 
@@ -26,10 +26,10 @@ macro_rules! verbose {
 #[macro_export]
 macro_rules! notice {
     (target: $target:expr, $($arg:tt)+) => {
-        $crate::__private::log::log!(target: $target, $crate::__private::log::Level::Info, $($arg)+)
+        $crate::log::log!(target: $target, $crate::log::Level::Info, $($arg)+)
     };
     ($($arg:tt)+) => {
-        $crate::__private::log::log!($crate::__private::log::Level::Info, $($arg)+)
+        $crate::log::log!($crate::log::Level::Info, $($arg)+)
     };
 }
 
@@ -37,10 +37,10 @@ macro_rules! notice {
 #[macro_export]
 macro_rules! warning {
     (target: $target:expr, $($arg:tt)+) => {
-        $crate::__private::log::log!(target: $target, $crate::__private::log::Level::Warn, $($arg)+)
+        $crate::log::log!(target: $target, $crate::log::Level::Warn, $($arg)+)
     };
     ($($arg:tt)+) => {
-        $crate::__private::log::log!($crate::__private::log::Level::Warn, $($arg)+)
+        $crate::log::log!($crate::log::Level::Warn, $($arg)+)
     };
 }
 
@@ -48,10 +48,10 @@ macro_rules! warning {
 #[macro_export]
 macro_rules! error {
     (target: $target:expr, $($arg:tt)+) => {
-        $crate::__private::log::log!(target: $target, $crate::__private::log::Level::Error, $($arg)+)
+        $crate::log::log!(target: $target, $crate::log::Level::Error, $($arg)+)
     };
     ($($arg:tt)+) => {
-        $crate::__private::log::log!($crate::__private::log::Level::Error, $($arg)+)
+        $crate::log::log!($crate::log::Level::Error, $($arg)+)
     };
 }
 
@@ -60,13 +60,13 @@ macro_rules! error {
 #[macro_export]
 macro_rules! fatal {
     (target: $target:expr, $($arg:tt)+) => {
-        $crate::__private::log::log!(
-            target: $target, $crate::__private::log::Level::Error, pgq_level = "FATAL"; $($arg)+
+        $crate::log::log!(
+            target: $target, $crate::log::Level::Error, pgq_level = "FATAL"; $($arg)+
         )
     };
     ($($arg:tt)+) => {
-        $crate::__private::log::log!(
-            $crate::__private::log::Level::Error, pgq_level = "FATAL"; $($arg)+
+        $crate::log::log!(
+            $crate::log::Level::Error, pgq_level = "FATAL"; $($arg)+
         )
     };
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{chain, BoxError, Error};
+use crate::chain::error_chain;
+use crate::error::{BoxError, Error};
 use crate::exit::{ExitCode, Failure};
 use crate::level::Level;
 use crate::logger::LogHandle;
@@ -24,6 +25,7 @@ pub struct Settings {
 
 /// What a round of [`Daemon::process`] says about the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Activity {
     /// There may be more work: run the next round at once.
     Busy,
@@ -164,11 +166,11 @@ async fn run_loop<D: Daemon>(
             }
             Ok(Activity::Backoff(pause)) => pause,
             Err(e) if once => {
-                crate::error!("round failed: {}", chain(e.as_ref()));
+                crate::error!("round failed: {}", error_chain(e.as_ref()));
                 return ExitCode::Failed;
             }
             Err(e) => {
-                crate::error!("round failed: {}; next round in {delay:?}", chain(e.as_ref()));
+                crate::error!("round failed: {}; next round in {delay:?}", error_chain(e.as_ref()));
                 delay
             }
         };
@@ -200,7 +202,7 @@ impl Reload {
 async fn apply_reload<D: Daemon>(daemon: &mut D, log: &LogHandle, delay: &mut Duration, immediate: &CancellationToken) {
     // First, so that what follows goes to the new file after a logrotate.
     if let Err(e) = log.reopen() {
-        crate::error!("{}", chain(&e));
+        crate::error!("{}", error_chain(&e));
     }
     let config = tokio::select! {
         biased;
@@ -213,6 +215,9 @@ async fn apply_reload<D: Daemon>(daemon: &mut D, log: &LogHandle, delay: &mut Du
             *delay = settings.delay;
             crate::notice!("reloaded: log level {}, delay {:?}", settings.level, settings.delay);
         }
-        Err(e) => crate::error!("reload failed, keeping the previous settings: {}", chain(e.as_ref())),
+        Err(e) => crate::error!(
+            "reload failed, keeping the previous settings: {}",
+            error_chain(e.as_ref())
+        ),
     }
 }

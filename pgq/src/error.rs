@@ -120,46 +120,32 @@ fn context_suffix(context: &str) -> String {
 impl Error {
     /// The SQLSTATE of the PostgreSQL error behind this one, if any.
     pub fn code(&self) -> Option<&SqlState> {
-        match self {
-            Error::Sql { source, .. }
-            | Error::Row { source, .. }
-            | Error::BatchNotOpen { source, .. }
-            | Error::InsertDisabled { source, .. }
-            | Error::TooManyEvents { source, .. } => source.code(),
-            _ => None,
-        }
+        self.postgres().and_then(tokio_postgres::Error::code)
     }
 
-    /// The PostgreSQL error behind this one, if any.
+    /// The server's error report behind this one, if the server sent one.
     pub fn as_db_error(&self) -> Option<&tokio_postgres::error::DbError> {
+        self.postgres().and_then(tokio_postgres::Error::as_db_error)
+    }
+
+    /// The PostgreSQL client error behind this one, if any.
+    pub fn postgres(&self) -> Option<&tokio_postgres::Error> {
         match self {
             Error::Sql { source, .. }
             | Error::Row { source, .. }
             | Error::BatchNotOpen { source, .. }
             | Error::InsertDisabled { source, .. }
-            | Error::TooManyEvents { source, .. } => source.as_db_error(),
+            | Error::TooManyEvents { source, .. } => Some(source),
             _ => None,
         }
     }
 
-    /// True when the connection itself is gone (closed, reset, or never made),
-    /// as opposed to a statement the server refused: the caller should
-    /// reconnect. That covers a server error that ends the session (severity
-    /// FATAL or PANIC, e.g. `57P01` when the backend is terminated while a
-    /// call is in flight) and SQLSTATE class `08` (connection exception).
+    /// True when the connection itself is gone (closed, reset, or never
+    /// made), as opposed to a statement the server refused: the caller
+    /// should reconnect. [`is_connection_error`](crate::is_connection_error)
+    /// says how that is told.
     pub fn is_connection_error(&self) -> bool {
-        let Error::Sql { source, .. } = self else {
-            return false;
-        };
-        if source.is_closed() {
-            return true;
-        }
-        if let Some(db) = source.as_db_error() {
-            return matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic))
-                || db.code().code().starts_with("08");
-        }
-        // Not from the server: a failure of the socket itself.
-        std::error::Error::source(source).is_some_and(|cause| cause.is::<std::io::Error>())
+        is_connection_error(self)
     }
 
     pub(crate) fn sql(
@@ -201,6 +187,42 @@ impl Error {
             source,
         }
     }
+}
+
+/// Whether `error`, or any of its causes, is a PostgreSQL client error
+/// saying the database session is gone: the connection closed or reset (a
+/// failure of the socket itself), a server error that ends the session
+/// (severity FATAL or PANIC, e.g. `57P01` when the backend is terminated
+/// while a call is in flight), or SQLSTATE class `08` (connection
+/// exception). A statement the server refused is not one: the session
+/// goes on.
+///
+/// It takes any error, so it sees through the errors of other crates that
+/// wrap a `tokio_postgres::Error` as their source.
+pub fn is_connection_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(error);
+    while let Some(err) = cur {
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+            if session_gone(pg) {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether one PostgreSQL client error says its session is gone.
+fn session_gone(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    if let Some(db) = error.as_db_error() {
+        return matches!(db.parsed_severity(), Some(Severity::Fatal | Severity::Panic))
+            || db.code().code().starts_with("08");
+    }
+    // Not from the server: a failure of the socket itself.
+    std::error::Error::source(error).is_some_and(|cause| cause.is::<std::io::Error>())
 }
 
 /// PgQ's refusals of an event.

@@ -86,6 +86,11 @@ impl Event {
         }))
     }
 
+    /// How many times the event was retried: `ev_retry`, 0 on first delivery.
+    pub fn retries(&self) -> u32 {
+        self.ev_retry.map_or(0, |n| u32::try_from(n).unwrap_or(0))
+    }
+
     /// The payload, or `""` when it is NULL.
     pub fn data(&self) -> &str {
         self.ev_data.as_deref().unwrap_or("")
@@ -207,30 +212,23 @@ fn decode_urlencoded(ev_id: i64, data: &str) -> Result<BTreeMap<String, Option<S
 /// Decodes `%XX` escapes and `+` (space). A malformed escape or bytes that
 /// are not UTF-8 give `None`: a payload is refused, never guessed at.
 fn percent_decode(s: &str) -> Option<String> {
+    // The decoder leaves a `%` that starts no escape as it is; such a
+    // payload is malformed here.
     let bytes = s.as_bytes();
-    let mut raw = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return None;
-                }
-                raw.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                raw.push(b' ');
-                i += 1;
-            }
-            b => {
-                raw.push(b);
-                i += 1;
-            }
-        }
+    let malformed = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if malformed {
+        return None;
     }
-    String::from_utf8(raw).ok()
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(Cow::into_owned)
 }
 
 /// An event to insert: what a producer chooses. PgQ assigns the id, time and
@@ -287,11 +285,14 @@ mod tests {
         assert_eq!(map.get("id"), Some(&Some("1".to_string())));
         assert_eq!(map.get("name"), Some(&Some("Jüri X".to_string())));
         assert_eq!(map.get("note"), Some(&None));
+        let map = ev("sum=1%2B1+%3D+2&%26=%25").urlencoded().expect("valid payload");
+        assert_eq!(map.get("sum"), Some(&Some("1+1 = 2".to_string())));
+        assert_eq!(map.get("&"), Some(&Some("%".to_string())));
     }
 
     #[test]
     fn malformed_urlencoded_payload_is_an_error_naming_the_event() {
-        for bad in ["id=%zz", "a=1&&b=2", "=x", "k=%C3"] {
+        for bad in ["id=%zz", "a=1&&b=2", "=x", "k=%C3", "k=%4", "k=%", "%zz=1"] {
             let err = ev(bad).urlencoded().expect_err(bad);
             assert!(err.to_string().contains("event 7"), "{err}");
         }

@@ -47,6 +47,14 @@
 //! `get_batch_cursor` / [`get_batch_cursor_where`], `event_retry` /
 //! [`event_retry_at`].
 
+// The crates whose types this crate's signatures use, so that a user's
+// Cargo.toml needs no guesswork about their versions.
+pub use chrono;
+pub use futures_util;
+pub use serde;
+pub use serde_json;
+pub use tokio_postgres;
+
 mod admin;
 mod batch;
 mod call;
@@ -76,7 +84,7 @@ pub use consumer::{
     get_consumer_info, get_consumer_info_all, get_consumer_info_queue, register_consumer, register_consumer_at,
     unregister_consumer, ConsumerInfo,
 };
-pub use error::{Error, Result};
+pub use error::{is_connection_error, Error, Result};
 pub use event::{Event, NewEvent, TriggerOp};
 pub use ident::{quote_ident, quote_literal, quote_qualified};
 pub use interval::Interval;
@@ -97,3 +105,8 @@ pub use reader::{
 };
 pub use stream::stream_batch_events;
 pub use trigger::{create_trigger, EventField, RowOp, TriggerKind, TriggerOption, TriggerSpec};
+
+/// The examples of the crate's README, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -33,13 +33,15 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use pgq::NewEvent;
 use pgq_consumers::{Config, Database};
-use pgq_daemon::{async_trait, debug, error, notice, verbose, warning, Activity, Daemon, DaemonCommand, Failure};
+use pgq_daemon::{
+    async_trait, backoff, debug, error, error_chain, notice, verbose, warning, Activity, Daemon, DaemonCommand,
+    ExitCode, Failure,
+};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -180,10 +182,7 @@ type BoxError = pgq_daemon::BoxError;
 async fn connect(config: &Config) -> Result<Client, Failure> {
     pgq_consumers::connect(&config.db, &format!("{} collector", config.consumer), Database::Queue)
         .await
-        .map_err(|e| match e.exit_code() {
-            3 => Failure::cannot_connect(e),
-            _ => Failure::failed(e),
-        })
+        .map_err(|e| Failure::new(e.exit_code(), e))
 }
 
 #[async_trait]
@@ -229,14 +228,12 @@ impl Daemon for Collector {
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
-                let wait = Duration::from_millis(250)
-                    .saturating_mul(1 << self.failures.min(7))
-                    .min(Duration::from_secs(30));
+                let wait = backoff(Duration::from_millis(250), self.failures, Duration::from_secs(30));
                 error!(
                     "cannot write {} records to queue {:?}: {}; trying again in {:.1}s",
                     self.pending.len(),
                     self.config.queue,
-                    chain(e.as_ref()),
+                    error_chain(e.as_ref()),
                     wait.as_secs_f64()
                 );
                 Ok(Activity::Backoff(wait))
@@ -264,7 +261,7 @@ impl Daemon for Collector {
         let n = self.pending.len();
         match tokio::time::timeout(FINAL_FLUSH, self.flush()).await {
             Ok(Ok(_)) => notice!("committed the last {n} records"),
-            Ok(Err(e)) => error!("{n} records read from clients are lost: {}", chain(e.as_ref())),
+            Ok(Err(e)) => error!("{n} records read from clients are lost: {}", error_chain(e.as_ref())),
             Err(_) => error!("{n} records read from clients are lost: no commit within {FINAL_FLUSH:?}"),
         }
     }
@@ -361,21 +358,6 @@ fn text(bytes: &[u8]) -> String {
     }
 }
 
-/// An error and its causes on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = s.source();
-    }
-    out
-}
-
 /// What `status` tells besides the pid.
 fn status_lines(config: &Config, settings: &Result<Settings, String>) -> Vec<String> {
     let listen = match settings {
@@ -405,7 +387,7 @@ fn status_lines(config: &Config, settings: &Result<Settings, String>) -> Vec<Str
             }
         }
         Ok(None) => lines.push("the queue does not exist (run install)".into()),
-        Err(e) => lines.push(format!("cannot read the queue state: {}", chain(e.as_ref()))),
+        Err(e) => lines.push(format!("cannot read the queue state: {}", error_chain(e.as_ref()))),
     }
     lines
 }
@@ -424,16 +406,16 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = u8::from(e.use_stderr());
+            let code = if e.use_stderr() { ExitCode::Failed } else { ExitCode::Ok };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code;
         }
     };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
-            pgq_daemon::errln!("error: {}", chain(&e));
-            return ExitCode::from(e.exit_code());
+            pgq_daemon::errln!("error: {}", error_chain(&e));
+            return e.exit_code();
         }
     };
     // `stop`, `status`... still work with [settings] broken by an edit.
@@ -444,7 +426,7 @@ fn main() -> ExitCode {
     );
     if let (true, Err(e)) = (needs_settings, &settings) {
         pgq_daemon::errln!("error: {e}");
-        return ExitCode::from(1);
+        return ExitCode::Failed;
     }
     match cli.command {
         Command::Install => {
@@ -452,15 +434,15 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(e) => {
                     pgq_daemon::errln!("error: cannot start the async runtime: {e}");
-                    return ExitCode::from(1);
+                    return ExitCode::Failed;
                 }
             };
             match runtime.block_on(install(&config)) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::Ok,
                 Err(e) => {
-                    pgq_daemon::errln!("error: {}", chain(e.as_ref()));
-                    let connect = e.downcast_ref::<pgq_consumers::Error>().map(|e| e.exit_code());
-                    ExitCode::from(connect.unwrap_or(1))
+                    pgq_daemon::errln!("error: {}", error_chain(e.as_ref()));
+                    e.downcast_ref::<pgq_consumers::Error>()
+                        .map_or(ExitCode::Failed, pgq_consumers::Error::exit_code)
                 }
             }
         }
@@ -480,7 +462,6 @@ fn main() -> ExitCode {
                 },
                 move || status_lines(&status_config, &status_settings),
             )
-            .into()
         }
     }
 }

@@ -38,11 +38,12 @@
 //! after `[settings] http_timeout` seconds (default 10).
 
 use std::collections::HashMap;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use pgq::NewEvent;
-use pgq_consumers::{async_trait, verbose, BoxError, Config, Consumer, Context, Database, Event, FailedEvent, Outcome};
+use pgq_consumers::{
+    async_trait, failed, verbose, BoxError, Config, Consumer, Context, Database, Event, ExitCode, Outcome,
+};
 use pgq_examples::http;
 use serde::Deserialize;
 use tokio_postgres::Client;
@@ -297,7 +298,7 @@ impl Map {
         let per_batch = match self.per_batch {
             Some(n) => n,
             None => {
-                let workers = pgq_consumers::subconsumer_info(&*db, &config.queue, &config.consumer)
+                let workers = pgq_consumers::coop::info(&*db, &config.queue, &config.consumer)
                     .await?
                     .iter()
                     .filter(|w| !w.handed_back)
@@ -380,7 +381,8 @@ async fn collect(
 ) -> Result<usize, BoxError> {
     let mut results: Vec<Option<(bool, String)>> = vec![None; args.len()];
     let (mut printed, mut failed, mut missing) = (0, 0, args.len());
-    let mut pause = Duration::from_millis(20);
+    // Polls without a new result in a row: the pause grows with them.
+    let mut idle_polls = 0u32;
     let mut store_checked = Instant::now();
     while missing > 0 {
         let rows = db
@@ -395,14 +397,13 @@ async fn collect(
                 if slot.is_none() {
                     *slot = Some((row.try_get(1)?, row.try_get(2)?));
                     missing -= 1;
-                    pause = Duration::from_millis(20);
+                    idle_polls = 0;
                 }
             }
         }
         if missing > 0 && store_checked.elapsed() > Duration::from_secs(2) {
             store_checked = Instant::now();
-            let store: Vec<FailedEvent> =
-                pgq_consumers::list_failed_events(db, &config.queue, &config.consumer).await?;
+            let store: Vec<failed::FailedEvent> = failed::list(db, &config.queue, &config.consumer).await?;
             for f in store {
                 if let Some(slot) = ids.get(&f.event.ev_id).and_then(|&i| results.get_mut(i)) {
                     if slot.is_none() {
@@ -425,8 +426,9 @@ async fn collect(
             if deadline.is_some_and(|d| Instant::now() > d) {
                 return Err(format!("gave up waiting: {missing} of {} results have not come", args.len()).into());
             }
+            let pause = pgq_consumers::backoff(Duration::from_millis(20), idle_polls, Duration::from_millis(500));
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            idle_polls = idle_polls.saturating_add(1);
         }
     }
     Ok(failed)

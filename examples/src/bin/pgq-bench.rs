@@ -29,8 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use pgq_consumers::{
-    async_trait, connect, BatchLoop, BoxError, ConnString, Consumer, Context, Database, Event, Outcome, Round, Ticker,
-    TickerConfig, TickerTask,
+    async_trait, connect, ticker, BatchLoop, BoxError, ConnString, Consumer, Context, Database, Event, Outcome, Round,
 };
 use tokio::sync::mpsc;
 
@@ -143,7 +142,7 @@ fn config(db: &str, queue: &str, consumer: &str) -> pgq_consumers::Config {
 async fn consume(db: &str, queue: &str, consumer: &str) -> Result<()> {
     // The framework's SQL, as `install` puts it (the loop checks for it).
     let client = connect(&ConnString::new(db), "pgq-bench", Database::Queue).await?;
-    pgq_consumers::install_schema(&client).await?;
+    pgq_consumers::schema::install(&client).await?;
     drop(client);
     let mut batches = BatchLoop::connect(Noop::default(), config(db, queue, consumer)).await?;
     let (mut events, mut count) = (0u64, 0u64);
@@ -230,7 +229,7 @@ impl Fresh {
         let fresh = Fresh { admin, name, dsn };
         let client = connect(&ConnString::new(&fresh.dsn), "pgq-bench", Database::Queue).await?;
         client.batch_execute("create extension if not exists pgq").await?;
-        pgq_consumers::install_schema(&client).await?;
+        pgq_consumers::schema::install(&client).await?;
         pgq::create_queue(&client, BENCH_QUEUE).await?;
         pgq::register_consumer(&client, BENCH_QUEUE, BENCH_CONSUMER).await?;
         Ok(fresh)
@@ -270,8 +269,10 @@ async fn daemon_like<C: Consumer>(
     name: &str,
     delay: f64,
     consumer: C,
-) -> Result<(TickerTask, tokio::task::JoinHandle<()>)> {
-    let ticker = TickerTask::spawn(Ticker::new(ConnString::new(dsn), TickerConfig::enabled()).label("bench"));
+) -> Result<(ticker::TickerTask, tokio::task::JoinHandle<()>)> {
+    let ticker = ticker::TickerTask::spawn(
+        ticker::Ticker::new(ConnString::new(dsn), ticker::TickerConfig::enabled()).label("bench"),
+    );
     let config = config(dsn, BENCH_QUEUE, name);
     let delay = Duration::try_from_secs_f64(delay).unwrap_or(config.delay());
     let mut batches = BatchLoop::connect(consumer, config).await?;

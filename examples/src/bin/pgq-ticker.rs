@@ -4,7 +4,7 @@
 //!
 //! It ticks every queue, moves retried events back and runs PgQ's
 //! maintenance in each database, as pgqd does, with the framework's embedded
-//! ticker ([`pgq_consumers::Ticker`]): a leader elected per database, so
+//! ticker ([`pgq_consumers::ticker::Ticker`]): a leader elected per database, so
 //! several `pgq-ticker`s (and consumer daemons with `[ticker] enabled`) can
 //! run for the same databases and one takes over when another dies; prompt
 //! ticks when the framework's producers notify; consumers notified of ticks.
@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use pgq_consumers::{connect, ConnString, Database, Ticker, TickerConfig, TickerTask};
+use pgq_consumers::{connect, ticker, ConnString, Database};
 use pgq_daemon::{async_trait, Activity, BoxError, Daemon, DaemonCommand, ExitCode, Failure, Level, Settings};
 use serde::Deserialize;
 
@@ -74,7 +74,7 @@ struct TickerFile {
     #[serde(default = "default_loglevel")]
     loglevel: String,
     #[serde(default)]
-    ticker: TickerConfig,
+    ticker: ticker::TickerConfig,
 }
 
 fn default_initial_database() -> String {
@@ -143,7 +143,7 @@ fn parse_pgqd_ini(text: &str) -> Result<TickerFile, String> {
         pidfile: None,
         logfile: None,
         loglevel: default_loglevel(),
-        ticker: TickerConfig::enabled(),
+        ticker: ticker::TickerConfig::enabled(),
     };
     let seconds = |key: &str, v: &str| -> Result<f64, String> {
         v.parse::<f64>()
@@ -186,7 +186,7 @@ struct TickerDaemon {
     config_path: PathBuf,
     file: TickerFile,
     fresh: bool,
-    tickers: BTreeMap<String, TickerTask>,
+    tickers: BTreeMap<String, ticker::TickerTask>,
 }
 
 impl TickerDaemon {
@@ -269,10 +269,10 @@ impl Daemon for TickerDaemon {
                 continue;
             }
             pgq_daemon::notice!("database {name}: ticker started");
-            let ticker = Ticker::new(self.file.dsn(&name), self.file.ticker.clone())
+            let ticker = ticker::Ticker::new(self.file.dsn(&name), self.file.ticker.clone())
                 .application_name("pgq-ticker")
                 .label(format!("database {name}"));
-            self.tickers.insert(name, TickerTask::spawn(ticker));
+            self.tickers.insert(name, ticker::TickerTask::spawn(ticker));
         }
         Ok(Activity::Idle)
     }
@@ -282,7 +282,11 @@ impl Daemon for TickerDaemon {
     }
 }
 
-/// `status`: which process leads each database.
+/// `status`: which session leads each database, after the daemon's own
+/// line (`pgq-ticker is running, pid N`, the pid of this process): the
+/// leader is named by its PostgreSQL backend's pid and `application_name`,
+/// as `pg_stat_activity` shows it, since it may be another `pgq-ticker` or a
+/// consumer daemon with `[ticker] enabled`, on another host.
 fn describe(file: &TickerFile) -> Vec<String> {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
         return vec!["cannot start a runtime to ask the databases".into()];
@@ -297,8 +301,11 @@ fn describe(file: &TickerFile) -> Vec<String> {
         for name in names {
             let line = match connect(&file.dsn(&name), "pgq-ticker status", Database::Queue).await {
                 Err(e) => format!("database {name}: cannot connect: {e}"),
-                Ok(client) => match pgq_consumers::ticker_leader(&client).await {
-                    Ok(Some(l)) => format!("database {name}: ticked by pid {} ({})", l.pid, l.application_name),
+                Ok(client) => match pgq_consumers::ticker::leader(&client).await {
+                    Ok(Some(l)) => format!(
+                        "database {name}: ticked by the session of backend pid {} (application_name {:?})",
+                        l.pid, l.application_name
+                    ),
                     Ok(None) => format!("database {name}: no ticker leads"),
                     Err(e) => format!("database {name}: {e}"),
                 },

@@ -14,9 +14,8 @@
 //! `[settings] chunk` events, default 1000), not one statement per event.
 
 use std::num::NonZeroUsize;
-use std::process::ExitCode;
 
-use pgq_consumers::{async_trait, Batch, BatchEnd, BoxError, CommitMode, Consumer, Context, Event, Outcome};
+use pgq_consumers::{async_trait, Batch, BatchEnd, BoxError, CommitMode, Consumer, Context, Event, ExitCode, Outcome};
 use serde::Deserialize;
 use tokio_postgres::Client;
 

@@ -23,10 +23,9 @@
 //! is read at start only: a reload that changes it is refused.
 
 use std::collections::HashSet;
-use std::process::ExitCode;
 use std::time::Duration;
 
-use pgq_consumers::{async_trait, notice, BoxError, CommitMode, Consumer, Context, Event, Outcome};
+use pgq_consumers::{async_trait, notice, BoxError, CommitMode, Consumer, Context, Event, ExitCode, Outcome};
 use serde::Deserialize;
 use tokio_postgres::Client;
 

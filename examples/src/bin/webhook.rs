@@ -21,13 +21,12 @@
 //! once, default 8).
 
 use std::num::{NonZeroU32, NonZeroUsize};
-use std::process::ExitCode;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use pgq_consumers::{
     async_trait, backoff, notice, verbose, warning, Batch, BatchEnd, BoxError, Config, Consumer, Context, Database,
-    Event, Outcome,
+    Event, ExitCode, Outcome,
 };
 use pgq_examples::http;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -151,7 +150,7 @@ impl Webhook {
             );
             return Outcome::Failed(format!("{problem} (attempt {attempt} of {})", settings.max_attempts));
         }
-        let delay = backoff(settings.backoff_base, ev.ev_retry, settings.backoff_max);
+        let delay = backoff(settings.backoff_base, ev.retries(), settings.backoff_max);
         notice!(
             "event {}: {} {} failed: {problem} (attempt {attempt} of {}); trying again in {:.1}s",
             ev.ev_id,

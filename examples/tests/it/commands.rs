@@ -325,7 +325,7 @@ async fn retry_puts_failed_events_back_for_this_consumer_and_they_are_processed_
         .await
         .expect("next_batch_info")
         .expect("a batch");
-    pgq_consumers::add_failed_event_from_batch(&testq.client, batch.batch_id, plain, "the disk was full")
+    pgq_consumers::failed::add_from_batch(&testq.client, batch.batch_id, plain, "the disk was full")
         .await
         .expect("add failed event");
     pgq::finish_batch(&testq.client, batch.batch_id).await.expect("finish");

@@ -10,7 +10,7 @@ use crate::support::testq::{TestqDb, CONSUMER, QUEUE};
 
 /// The sub-consumers of the group and the batch each holds.
 async fn holders(testq: &TestqDb) -> Vec<(String, Option<i64>)> {
-    pgq_consumers::subconsumer_info(&testq.client, QUEUE, CONSUMER)
+    pgq_consumers::coop::info(&testq.client, QUEUE, CONSUMER)
         .await
         .expect("subconsumer_info")
         .into_iter()

@@ -3,7 +3,8 @@
 //! scratch directory of its own. For `testq`: every command and exit code
 //! (`commands`), crashes injected between the commits (`crash`), cooperative
 //! sub-consumers (`coop`), the daemon (`daemon`), and a mixed stream with the
-//! stock pgqd as ticker (`mixed_stream`).
+//! stock pgqd as ticker (`mixed_stream`). And pgq-daemon's own tests, through
+//! its demo daemon (`pgq_daemon`), which need no database.
 
 mod commands;
 mod coop;
@@ -12,6 +13,7 @@ mod daemon;
 mod loopback;
 mod mapreduce;
 mod mixed_stream;
+mod pgq_daemon;
 mod reliability;
 mod stream;
 mod support;

@@ -44,7 +44,7 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
         .collect();
     let client = db.connect().await;
     wait_for("the workers registered", async || {
-        let n = pgq_consumers::subconsumer_info(&client, "jobs", "workers")
+        let n = pgq_consumers::coop::info(&client, "jobs", "workers")
             .await
             .map(|i| i.len())
             .unwrap_or(0);
@@ -67,7 +67,7 @@ async fn a_map_runs_on_parallel_workers_and_survives_a_killed_one() {
     // A worker killed mid-job: its batch goes to another one after dead_interval.
     let mut map_run = mr.spawn(&map, "map-2.log", &[]);
     let victim = wait_for("a worker holding a batch", async || {
-        let info = pgq_consumers::subconsumer_info(&client, "jobs", "workers").await.ok()?;
+        let info = pgq_consumers::coop::info(&client, "jobs", "workers").await.ok()?;
         info.into_iter().find(|w| w.batch_id.is_some()).map(|w| w.subconsumer)
     })
     .await;

@@ -174,7 +174,7 @@ async fn testq_daemon_ticked_by_pgqd_processes_a_mixed_stream_exactly_once_and_f
     testq.ok(&["stop"]).await;
     let late = testq.produce(&["plain"]).await[0];
     let batch = wait_for_batch_with(&testq, late).await;
-    pgq_consumers::add_failed_event_from_batch(&testq.client, batch, late, "the disk was full")
+    pgq_consumers::failed::add_from_batch(&testq.client, batch, late, "the disk was full")
         .await
         .expect("store the failed event");
     pgq::finish_batch(&testq.client, batch).await.expect("finish");

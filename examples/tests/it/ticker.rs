@@ -26,7 +26,7 @@ fn ticker() -> toml::Value {
 
 /// The `application_name` of the connection that leads the ticking.
 async fn leader(client: &Client) -> Option<String> {
-    pgq_consumers::ticker_leader(client)
+    pgq_consumers::ticker::leader(client)
         .await
         .ok()
         .flatten()
@@ -119,7 +119,29 @@ async fn pgq_ticker_reads_pgqds_ini_file_and_ticks_for_a_consumer() {
     let name = wait_for("pgq-ticker to lead", async || leader(&testq.client).await).await;
     assert_eq!(name, "pgq-ticker");
     let status = ticker.ok(&["status"]).await;
-    assert!(status.stdout.contains("ticked by pid"), "{status:?}");
+    let backend = pgq_consumers::ticker::leader(&testq.client)
+        .await
+        .expect("pg_locks")
+        .expect("a leader")
+        .pid;
+    let process = std::fs::read_to_string(dir.join("pgq-ticker.pid")).expect("the pidfile");
+    let mut lines = status.stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("pgq-ticker is running, pid {}", process.trim()).as_str()),
+        "first the process: {status:?}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(
+            format!(
+                "database {}: ticked by the session of backend pid {backend} (application_name \"pgq-ticker\")",
+                testq.db.name()
+            )
+            .as_str()
+        ),
+        "then the leading session, labelled: {status:?}"
+    );
 
     let ids = produce_plain(&testq.client, QUEUE, 3).await;
     testq

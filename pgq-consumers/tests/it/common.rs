@@ -13,7 +13,7 @@ pub const Q: &str = "q";
 pub async fn queue_db() -> Result<(TestDb, Client)> {
     let db = TestDb::create().await;
     let client = db.connect().await;
-    pgq_consumers::install_schema(&client)
+    pgq_consumers::schema::install(&client)
         .await
         .context("installing pgq_consumer")?;
     client.execute("select pgq.create_queue($1)", &[&Q]).await?;

@@ -63,7 +63,7 @@ async fn verify_full_refuses_a_host_the_certificate_does_not_name() {
         .await
         .expect_err("the certificate names localhost, not 127.0.0.1");
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit_code(), pgq_consumers::ExitCode::CannotConnect);
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn connection_errors_never_show_the_password() {
     }
     assert!(!text.contains("hunter2"), "{text}");
     assert!(text.contains("127.0.0.1:1"), "the message names host and port: {text}");
-    assert_eq!(err.exit_code(), 3);
+    assert_eq!(err.exit_code(), pgq_consumers::ExitCode::CannotConnect);
 }
 
 /// The test database's connection string with `net_timeout` set.
@@ -249,7 +249,7 @@ async fn a_server_that_takes_the_connection_and_never_answers_is_given_up_after_
         took >= std::time::Duration::from_secs(2) && took < std::time::Duration::from_secs(5),
         "{took:?}"
     );
-    assert_eq!(err.exit_code(), 3, "{err:?}");
+    assert_eq!(err.exit_code(), pgq_consumers::ExitCode::CannotConnect, "{err:?}");
     let text = format!("{err}: {:?}", std::error::Error::source(&err));
     assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     drop(mute);

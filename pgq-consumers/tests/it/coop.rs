@@ -7,12 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use pgq::BatchLimits;
-use pgq_consumers::{
-    add_failed_event_from_batch, finish_subconsumer_batch, group_finished_tick, list_failed_events,
-    next_subconsumer_batch, next_subconsumer_batch_info, register_subconsumer, retry_failed_events, subconsumer_info,
-    touch_subconsumer, touch_subconsumer_batch, unregister_subconsumer, unregister_subconsumer_with, BatchHandling,
-    Error,
-};
+use pgq_consumers::{coop, failed, Error};
 use tokio_postgres::Client;
 
 use crate::common::{consume, event_ids, events, insert, maint_retry_events, queue_db, register, tick, Q};
@@ -21,17 +16,17 @@ const GROUP: &str = "grp";
 
 /// A sub-consumer's next batch with no dead interval and no limits.
 async fn next(client: &Client, sub: &str) -> Result<Option<pgq::BatchTicks>> {
-    Ok(next_subconsumer_batch(client, Q, GROUP, sub, None, &BatchLimits::default()).await?)
+    Ok(coop::next_batch(client, Q, GROUP, sub, None, &BatchLimits::default()).await?)
 }
 
 #[tokio::test]
 async fn sub_consumers_holding_batches_at_once_get_different_batches() -> Result<()> {
     let (_db, client) = queue_db().await?;
     for sub in ["a", "b", "c"] {
-        assert!(register_subconsumer(&client, Q, GROUP, sub).await?);
+        assert!(coop::register(&client, Q, GROUP, sub).await?);
     }
     assert!(
-        !register_subconsumer(&client, Q, GROUP, "a").await?,
+        !coop::register(&client, Q, GROUP, "a").await?,
         "registering again is a no-op"
     );
     let mut inserted = Vec::new();
@@ -50,7 +45,7 @@ async fn sub_consumers_holding_batches_at_once_get_different_batches() -> Result
         Err(Ok(Error::NotRegistered { subconsumer, .. })) => assert_eq!(subconsumer.as_deref(), Some("d")),
         other => panic!("expected NotRegistered for sub-consumer d, got {other:?}"),
     }
-    match next_subconsumer_batch(&client, Q, "nogroup", "a", None, &BatchLimits::default()).await {
+    match coop::next_batch(&client, Q, "nogroup", "a", None, &BatchLimits::default()).await {
         Err(Error::NotRegistered {
             consumer, subconsumer, ..
         }) => {
@@ -74,10 +69,10 @@ async fn sub_consumers_holding_batches_at_once_get_different_batches() -> Result
     let again = next(&client, "b").await?.expect("b's batch");
     assert_eq!(again, batches[1]);
     for b in &batches {
-        finish_subconsumer_batch(&client, b.batch_id).await?;
+        coop::finish_batch(&client, b.batch_id).await?;
     }
     assert!(next(&client, "a").await?.is_none(), "nothing left");
-    let info = subconsumer_info(&client, Q, GROUP).await?;
+    let info = coop::info(&client, Q, GROUP).await?;
     assert_eq!(
         info.iter().map(|i| i.subconsumer.as_str()).collect::<Vec<_>>(),
         ["a", "b", "c"]
@@ -95,13 +90,13 @@ async fn sub_consumers_registering_at_once_all_succeed() -> Result<()> {
     for i in 0..6 {
         let c = db.connect().await;
         tasks.push(tokio::spawn(async move {
-            register_subconsumer(&c, Q, GROUP, &format!("s{i}")).await
+            coop::register(&c, Q, GROUP, &format!("s{i}")).await
         }));
     }
     for t in tasks {
         assert!(t.await??, "newly registered");
     }
-    assert_eq!(subconsumer_info(&client, Q, GROUP).await?.len(), 6);
+    assert_eq!(coop::info(&client, Q, GROUP).await?.len(), 6);
     Ok(())
 }
 
@@ -110,7 +105,7 @@ async fn every_event_is_delivered_exactly_once_across_parallel_sub_consumers() -
     let (db, client) = queue_db().await?;
     let subs = ["a", "b", "c"];
     for sub in subs {
-        register_subconsumer(&client, Q, GROUP, sub).await?;
+        coop::register(&client, Q, GROUP, sub).await?;
     }
     let mut inserted = BTreeSet::new();
     for round in 0..12 {
@@ -128,7 +123,7 @@ async fn every_event_is_delivered_exactly_once_across_parallel_sub_consumers() -
         let seen = Arc::clone(&seen);
         tasks.push(tokio::spawn(async move {
             loop {
-                let Some(b) = next_subconsumer_batch(&c, Q, GROUP, sub, None, &BatchLimits::default()).await? else {
+                let Some(b) = coop::next_batch(&c, Q, GROUP, sub, None, &BatchLimits::default()).await? else {
                     let done = seen.lock().map_or(0, |s| s.len()) >= total;
                     if done {
                         return anyhow::Ok(());
@@ -140,7 +135,7 @@ async fn every_event_is_delivered_exactly_once_across_parallel_sub_consumers() -
                 let ids = event_ids(&tx, b.batch_id).await?;
                 // Hold the batch a little, so the others must take other batches.
                 tokio::time::sleep(Duration::from_millis(30)).await;
-                finish_subconsumer_batch(&tx, b.batch_id).await?;
+                coop::finish_batch(&tx, b.batch_id).await?;
                 tx.commit().await?;
                 if let Ok(mut s) = seen.lock() {
                     s.extend(ids.into_iter().map(|id| (sub.to_string(), b.batch_id, id)));
@@ -202,8 +197,8 @@ async fn silent_for(client: &Client, sub: &str, quiet: Duration) -> Result<()> {
 #[tokio::test]
 async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Result<()> {
     let (_db, client) = queue_db().await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
-    register_subconsumer(&client, Q, GROUP, "b").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "b").await?;
     let e1 = insert(&client, "t", "one").await?;
     tick(&client).await?;
     let dead_interval = Duration::from_secs(2);
@@ -212,20 +207,20 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
 
     let held = next(&client, "a").await?.expect("a's batch");
     // a was just seen: b does not take its batch, and there is no other.
-    assert!(next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
+    assert!(coop::next_batch_info(&client, Q, GROUP, "b", dead, &none)
         .await?
         .is_none());
     // Touching keeps a alive past the interval: once a has been silent for
     // most of it, a touch makes b find nothing to take again.
     silent_for(&client, "a", dead_interval * 3 / 4).await?;
-    assert!(touch_subconsumer(&client, Q, GROUP, "a").await?);
-    assert!(next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
+    assert!(coop::touch(&client, Q, GROUP, "a").await?);
+    assert!(coop::next_batch_info(&client, Q, GROUP, "b", dead, &none)
         .await?
         .is_none());
 
     // Silent for longer than the interval: b takes its batch over.
     silent_for(&client, "a", dead_interval).await?;
-    let taken = next_subconsumer_batch_info(&client, Q, GROUP, "b", dead, &none)
+    let taken = coop::next_batch_info(&client, Q, GROUP, "b", dead, &none)
         .await?
         .expect("b takes a's batch");
     assert_eq!(taken.taken_from.as_deref(), Some("a"));
@@ -237,15 +232,15 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
     assert_eq!(event_ids(&client, taken.ticks.batch_id).await?, vec![e1]);
 
     // The old holder comes back: its heartbeat learns the batch is gone...
-    assert!(!touch_subconsumer_batch(&client, Q, GROUP, "a", held.batch_id).await?);
-    assert!(touch_subconsumer_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?);
+    assert!(!coop::touch_batch(&client, Q, GROUP, "a", held.batch_id).await?);
+    assert!(coop::touch_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?);
     assert_eq!(
-        group_finished_tick(&client, Q, GROUP).await?,
+        coop::group_finished_tick(&client, Q, GROUP).await?,
         Some(held.prev_tick_id),
         "the batch held by b is not finished"
     );
     // ... and its work must roll back.
-    match finish_subconsumer_batch(&client, held.batch_id).await {
+    match coop::finish_batch(&client, held.batch_id).await {
         Err(Error::BatchNotActive { batch_id, .. }) => assert_eq!(batch_id, held.batch_id),
         other => panic!("expected BatchNotActive, got {other:?}"),
     }
@@ -253,10 +248,13 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
         event_ids(&client, held.batch_id).await.is_err(),
         "the old batch id reads nothing"
     );
-    finish_subconsumer_batch(&client, taken.ticks.batch_id).await?;
-    assert_eq!(group_finished_tick(&client, Q, GROUP).await?, Some(held.cur_tick_id));
+    coop::finish_batch(&client, taken.ticks.batch_id).await?;
+    assert_eq!(
+        coop::group_finished_tick(&client, Q, GROUP).await?,
+        Some(held.cur_tick_id)
+    );
     assert!(
-        !touch_subconsumer_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?,
+        !coop::touch_batch(&client, Q, GROUP, "b", taken.ticks.batch_id).await?,
         "finished"
     );
     assert!(next(&client, "a").await?.is_none(), "a is still registered and idle");
@@ -266,34 +264,31 @@ async fn dead_sub_consumers_batch_is_taken_over_after_the_dead_interval() -> Res
 #[tokio::test]
 async fn unregistering_a_sub_consumer_that_holds_a_batch_hands_it_back() -> Result<()> {
     let (_db, client) = queue_db().await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
-    register_subconsumer(&client, Q, GROUP, "b").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "b").await?;
     let e1 = insert(&client, "t", "one").await?;
     tick(&client).await?;
     let held = next(&client, "a").await?.expect("a's batch");
 
-    match unregister_subconsumer_with(&client, Q, GROUP, "a", BatchHandling::Refuse).await {
+    match coop::unregister_with(&client, Q, GROUP, "a", coop::BatchHandling::Refuse).await {
         Err(Error::BatchHeld { subconsumer, .. }) => assert_eq!(subconsumer.as_deref(), Some("a")),
         other => panic!("expected BatchHeld, got {other:?}"),
     }
-    assert!(unregister_subconsumer(&client, Q, GROUP, "a").await?);
-    assert!(
-        !unregister_subconsumer(&client, Q, GROUP, "a").await?,
-        "already unregistered"
-    );
-    let info = subconsumer_info(&client, Q, GROUP).await?;
+    assert!(coop::unregister(&client, Q, GROUP, "a").await?);
+    assert!(!coop::unregister(&client, Q, GROUP, "a").await?, "already unregistered");
+    let info = coop::info(&client, Q, GROUP).await?;
     let a = info.iter().find(|i| i.subconsumer == "a").expect("a's batch waits");
     assert!(a.handed_back && a.batch_id == Some(held.batch_id) && a.last_seen.is_none());
     assert!(next(&client, "a").await.is_err(), "a no longer takes batches");
 
     // No dead interval needed: the handed-back batch goes to the next caller.
-    let taken = next_subconsumer_batch_info(&client, Q, GROUP, "b", None, &BatchLimits::default())
+    let taken = coop::next_batch_info(&client, Q, GROUP, "b", None, &BatchLimits::default())
         .await?
         .expect("b gets the batch");
     assert_eq!(taken.taken_from.as_deref(), Some("a"));
     assert_eq!(event_ids(&client, taken.ticks.batch_id).await?, vec![e1]);
-    finish_subconsumer_batch(&client, taken.ticks.batch_id).await?;
-    let info = subconsumer_info(&client, Q, GROUP).await?;
+    coop::finish_batch(&client, taken.ticks.batch_id).await?;
+    let info = coop::info(&client, Q, GROUP).await?;
     assert_eq!(info.iter().map(|i| i.subconsumer.as_str()).collect::<Vec<_>>(), ["b"]);
     let leftover: i64 = client
         .query_one("select count(*) as n from pgq.consumer where co_name = 'grp.a'", &[])
@@ -306,18 +301,18 @@ async fn unregistering_a_sub_consumer_that_holds_a_batch_hands_it_back() -> Resu
 #[tokio::test]
 async fn unregistering_with_drop_loses_the_held_batch_and_nothing_else() -> Result<()> {
     let (_db, client) = queue_db().await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
-    register_subconsumer(&client, Q, GROUP, "b").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "b").await?;
     insert(&client, "t", "dropped").await?;
     tick(&client).await?;
     let e2 = insert(&client, "t", "kept").await?;
     tick(&client).await?;
 
     next(&client, "a").await?.expect("a's batch");
-    assert!(unregister_subconsumer_with(&client, Q, GROUP, "a", BatchHandling::Drop).await?);
+    assert!(coop::unregister_with(&client, Q, GROUP, "a", coop::BatchHandling::Drop).await?);
     let b = next(&client, "b").await?.expect("b's batch");
     assert_eq!(event_ids(&client, b.batch_id).await?, vec![e2]);
-    finish_subconsumer_batch(&client, b.batch_id).await?;
+    coop::finish_batch(&client, b.batch_id).await?;
     assert!(next(&client, "b").await?.is_none());
     Ok(())
 }
@@ -325,8 +320,8 @@ async fn unregistering_with_drop_loses_the_held_batch_and_nothing_else() -> Resu
 #[tokio::test]
 async fn event_retried_by_a_sub_consumer_comes_back_to_the_group_only() -> Result<()> {
     let (_db, client) = queue_db().await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
-    register_subconsumer(&client, Q, GROUP, "b").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "b").await?;
     register(&client, "other").await?;
     let e1 = insert(&client, "t", "again").await?;
     tick(&client).await?;
@@ -335,7 +330,7 @@ async fn event_retried_by_a_sub_consumer_comes_back_to_the_group_only() -> Resul
     client
         .execute("select pgq.event_retry($1, $2, 0)", &[&held.batch_id, &e1])
         .await?;
-    finish_subconsumer_batch(&client, held.batch_id).await?;
+    coop::finish_batch(&client, held.batch_id).await?;
     assert_eq!(consume(&client, "other").await?, Some(vec![e1]));
 
     maint_retry_events(&client).await?;
@@ -346,7 +341,7 @@ async fn event_retried_by_a_sub_consumer_comes_back_to_the_group_only() -> Resul
         evs.iter().map(|e| (e.ev_id, e.ev_retry)).collect::<Vec<_>>(),
         vec![(e1, Some(1))]
     );
-    finish_subconsumer_batch(&client, b.batch_id).await?;
+    coop::finish_batch(&client, b.batch_id).await?;
     assert_eq!(
         consume(&client, "other").await?,
         Some(vec![]),
@@ -358,22 +353,22 @@ async fn event_retried_by_a_sub_consumer_comes_back_to_the_group_only() -> Resul
 #[tokio::test]
 async fn sub_consumers_failed_event_is_stored_and_retried_for_the_group() -> Result<()> {
     let (_db, client) = queue_db().await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
-    register_subconsumer(&client, Q, GROUP, "b").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "b").await?;
     let e1 = insert(&client, "t", "bad").await?;
     tick(&client).await?;
 
     let held = next(&client, "a").await?.expect("a's batch");
-    add_failed_event_from_batch(&client, held.batch_id, e1, "broken").await?;
-    finish_subconsumer_batch(&client, held.batch_id).await?;
-    let failed = list_failed_events(&client, Q, GROUP).await?;
+    failed::add_from_batch(&client, held.batch_id, e1, "broken").await?;
+    coop::finish_batch(&client, held.batch_id).await?;
+    let failed = failed::list(&client, Q, GROUP).await?;
     assert_eq!(
         failed.iter().map(|f| f.event.ev_id).collect::<Vec<_>>(),
         vec![e1],
         "stored under the group"
     );
 
-    assert_eq!(retry_failed_events(&client, Q, GROUP, &[e1]).await?, 1);
+    assert_eq!(failed::retry(&client, Q, GROUP, &[e1]).await?, 1);
     maint_retry_events(&client).await?;
     tick(&client).await?;
     let b = next(&client, "b").await?.expect("the retried event");
@@ -401,8 +396,8 @@ async fn batch_held_by_a_sub_consumer_survives_table_rotation() -> Result<()> {
     client
         .execute("select pgq.set_queue_config($1, 'rotation_period', '0 seconds')", &[&Q])
         .await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
-    register_subconsumer(&client, Q, GROUP, "b").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "b").await?;
     let e1 = insert(&client, "t", "held").await?;
     tick(&client).await?;
     let held = next(&client, "a").await?.expect("a's batch");
@@ -413,7 +408,7 @@ async fn batch_held_by_a_sub_consumer_survives_table_rotation() -> Result<()> {
         insert(&client, "t", &format!("later {i}")).await?;
         tick(&client).await?;
         let b = next(&client, "b").await?.expect("b's batch");
-        finish_subconsumer_batch(&client, b.batch_id).await?;
+        coop::finish_batch(&client, b.batch_id).await?;
         rotate(&client).await?;
     }
     assert_eq!(cur_table(&client).await?, start, "rotation waited for the held batch");
@@ -422,7 +417,7 @@ async fn batch_held_by_a_sub_consumer_survives_table_rotation() -> Result<()> {
         vec![e1],
         "a's events are still there"
     );
-    finish_subconsumer_batch(&client, held.batch_id).await?;
+    coop::finish_batch(&client, held.batch_id).await?;
 
     // Once a has finished (idle sub-consumers hold nothing back), rotation
     // goes round the tables.
@@ -431,7 +426,7 @@ async fn batch_held_by_a_sub_consumer_survives_table_rotation() -> Result<()> {
         insert(&client, "t", "after").await?;
         tick(&client).await?;
         if let Some(b) = next(&client, "b").await? {
-            finish_subconsumer_batch(&client, b.batch_id).await?;
+            coop::finish_batch(&client, b.batch_id).await?;
         }
         let before = cur_table(&client).await?;
         rotate(&client).await?;
@@ -454,7 +449,7 @@ async fn group_consumer_holding_its_own_batch_blocks_sub_consumers() -> Result<(
     insert(&client, "t", "x").await?;
     tick(&client).await?;
     client.execute("select pgq.next_batch($1, $2)", &[&Q, &GROUP]).await?;
-    match register_subconsumer(&client, Q, GROUP, "a").await {
+    match coop::register(&client, Q, GROUP, "a").await {
         Err(Error::BatchHeld {
             subconsumer: None,
             consumer,
@@ -493,7 +488,7 @@ async fn waiting_for_a_lock(client: &Client, pid: i32) -> Result<()> {
 #[tokio::test]
 async fn registering_takes_the_groups_locks_in_the_order_batch_takers_take_them() -> Result<()> {
     let (db, client) = queue_db().await?;
-    register_subconsumer(&client, Q, GROUP, "a").await?;
+    coop::register(&client, Q, GROUP, "a").await?;
 
     // A batch taker in the middle of pgq_consumer.next_batch_custom: it
     // holds the group's subscription row ...
@@ -538,7 +533,7 @@ async fn sub_consumers_registering_while_others_take_batches_never_deadlock() ->
     const ROUNDS: usize = 40;
     let (db, client) = queue_db().await?;
     for i in 0..TAKERS {
-        register_subconsumer(&client, Q, GROUP, &format!("t{i}")).await?;
+        coop::register(&client, Q, GROUP, &format!("t{i}")).await?;
     }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A deadlock is detected after deadlock_timeout (1 s by default): faster
@@ -627,9 +622,6 @@ async fn sub_consumers_registering_while_others_take_batches_never_deadlock() ->
     }
     assert!(failures.is_empty(), "no deadlock, no error: {failures:#?}");
     assert!(batches > 0, "the takers took batches while the others registered");
-    assert_eq!(
-        subconsumer_info(&client, Q, GROUP).await?.len(),
-        TAKERS + REGISTRARS * ROUNDS
-    );
+    assert_eq!(coop::info(&client, Q, GROUP).await?.len(), TAKERS + REGISTRARS * ROUNDS);
     Ok(())
 }

@@ -2,10 +2,7 @@
 //! for one consumer only.
 
 use anyhow::Result;
-use pgq_consumers::{
-    add_failed_event, add_failed_event_from_batch, count_failed_events, delete_all_failed_events, delete_failed_events,
-    list_failed_events, list_failed_events_page, retry_all_failed_events, retry_failed_events, Error,
-};
+use pgq_consumers::{failed, Error};
 
 use crate::common::{
     consume, event_ids, events, finish, insert, maint_retry_events, next_batch, queue_db, register, tick, Q,
@@ -26,21 +23,21 @@ async fn failed_event_is_stored_with_its_reason_in_the_batch_transaction_and_lis
 
     // A transaction that rolls back stores nothing.
     let tx = client.transaction().await?;
-    add_failed_event(&tx, Q, "c", &bad, "cannot parse").await?;
+    failed::add(&tx, Q, "c", &bad, "cannot parse").await?;
     tx.rollback().await?;
-    assert_eq!(count_failed_events(&client, Q, "c").await?, 0);
+    assert_eq!(failed::count(&client, Q, "c").await?, 0);
 
     let tx = client.transaction().await?;
-    add_failed_event(&tx, Q, "c", &bad, "cannot parse").await?;
+    failed::add(&tx, Q, "c", &bad, "cannot parse").await?;
     finish(&tx, batch.batch_id).await?;
     tx.commit().await?;
 
-    let failed = list_failed_events(&client, Q, "c").await?;
+    let failed = failed::list(&client, Q, "c").await?;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].event, bad, "the whole event is kept");
     assert_eq!(failed[0].reason, "cannot parse");
-    assert_eq!(count_failed_events(&client, Q, "c").await?, 1);
-    assert_eq!(count_failed_events(&client, Q, "other").await?, 0);
+    assert_eq!(failed::count(&client, Q, "c").await?, 1);
+    assert_eq!(failed::count(&client, Q, "other").await?, 0);
     Ok(())
 }
 
@@ -56,11 +53,11 @@ async fn failed_events_are_listed_in_event_order_and_by_page() -> Result<()> {
     let mut evs = events(&client, batch.batch_id).await?;
     evs.reverse();
     for e in &evs {
-        add_failed_event(&client, Q, "c", e, &format!("reason {}", e.ev_id)).await?;
+        failed::add(&client, Q, "c", e, &format!("reason {}", e.ev_id)).await?;
     }
     finish(&client, batch.batch_id).await?;
 
-    let ids: Vec<i64> = list_failed_events(&client, Q, "c")
+    let ids: Vec<i64> = failed::list(&client, Q, "c")
         .await?
         .iter()
         .map(|f| f.event.ev_id)
@@ -68,7 +65,7 @@ async fn failed_events_are_listed_in_event_order_and_by_page() -> Result<()> {
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     assert_eq!(ids, sorted);
-    let page: Vec<i64> = list_failed_events_page(&client, Q, "c", Some(2), 1)
+    let page: Vec<i64> = failed::list_page(&client, Q, "c", Some(2), 1)
         .await?
         .iter()
         .map(|f| f.event.ev_id)
@@ -85,18 +82,18 @@ async fn event_of_an_active_batch_is_stored_by_id() -> Result<()> {
     tick(&client).await?;
     let batch = next_batch(&client, "c").await?.expect("a batch");
 
-    match add_failed_event_from_batch(&client, batch.batch_id, e1 + 1000, "no such event").await {
+    match failed::add_from_batch(&client, batch.batch_id, e1 + 1000, "no such event").await {
         Err(Error::Batch { batch_id, .. }) => assert_eq!(batch_id, batch.batch_id),
         other => panic!("expected Error::Batch for an event not in the batch, got {other:?}"),
     }
-    add_failed_event_from_batch(&client, batch.batch_id, e1, "by id").await?;
+    failed::add_from_batch(&client, batch.batch_id, e1, "by id").await?;
     finish(&client, batch.batch_id).await?;
-    match add_failed_event_from_batch(&client, batch.batch_id, e1, "too late").await {
+    match failed::add_from_batch(&client, batch.batch_id, e1, "too late").await {
         Err(Error::BatchNotActive { batch_id, .. }) => assert_eq!(batch_id, batch.batch_id),
         other => panic!("expected BatchNotActive for a finished batch, got {other:?}"),
     }
 
-    let failed = list_failed_events(&client, Q, "c").await?;
+    let failed = failed::list(&client, Q, "c").await?;
     assert_eq!(failed.len(), 1);
     assert_eq!((failed[0].event.ev_id, failed[0].reason.as_str()), (e1, "by id"));
     Ok(())
@@ -118,13 +115,13 @@ async fn retry_puts_the_event_back_for_that_consumer_only() -> Result<()> {
         .into_iter()
         .find(|e| e.ev_id == e1)
         .expect("e1");
-    add_failed_event(&client, Q, "c1", &failed_ev, "downstream refused").await?;
+    failed::add(&client, Q, "c1", &failed_ev, "downstream refused").await?;
     finish(&client, b1.batch_id).await?;
     assert_eq!(consume(&client, "c2").await?, Some(vec![e1, e2]));
 
-    assert_eq!(retry_failed_events(&client, Q, "c1", &[e1]).await?, 1);
+    assert_eq!(failed::retry(&client, Q, "c1", &[e1]).await?, 1);
     assert_eq!(
-        count_failed_events(&client, Q, "c1").await?,
+        failed::count(&client, Q, "c1").await?,
         0,
         "retry takes it out of the store"
     );
@@ -155,12 +152,12 @@ async fn retry_all_puts_every_failed_event_back() -> Result<()> {
     tick(&client).await?;
     let batch = next_batch(&client, "c").await?.expect("a batch");
     for e in events(&client, batch.batch_id).await? {
-        add_failed_event(&client, Q, "c", &e, "all bad").await?;
+        failed::add(&client, Q, "c", &e, "all bad").await?;
     }
     finish(&client, batch.batch_id).await?;
 
-    assert_eq!(retry_all_failed_events(&client, Q, "c").await?, 2);
-    assert_eq!(retry_all_failed_events(&client, Q, "c").await?, 0);
+    assert_eq!(failed::retry_all(&client, Q, "c").await?, 2);
+    assert_eq!(failed::retry_all(&client, Q, "c").await?, 0);
     maint_retry_events(&client).await?;
     tick(&client).await?;
     let batch = next_batch(&client, "c").await?.expect("the retried events");
@@ -179,30 +176,27 @@ async fn delete_and_retry_report_ids_that_are_not_stored() -> Result<()> {
     let batch = next_batch(&client, "c").await?.expect("a batch");
     let evs = events(&client, batch.batch_id).await?;
     for e in &evs {
-        add_failed_event(&client, Q, "c", e, "bad").await?;
+        failed::add(&client, Q, "c", e, "bad").await?;
     }
     finish(&client, batch.batch_id).await?;
     let missing = evs[2].ev_id + 1000;
 
+    assert_eq!(failed::delete(&client, Q, "c", &[evs[0].ev_id, missing]).await?, 1);
     assert_eq!(
-        delete_failed_events(&client, Q, "c", &[evs[0].ev_id, missing]).await?,
-        1
-    );
-    assert_eq!(
-        delete_failed_events(&client, Q, "c", &[evs[0].ev_id]).await?,
+        failed::delete(&client, Q, "c", &[evs[0].ev_id]).await?,
         0,
         "already gone"
     );
-    assert_eq!(retry_failed_events(&client, Q, "c", &[missing]).await?, 0);
+    assert_eq!(failed::retry(&client, Q, "c", &[missing]).await?, 0);
     assert_eq!(
-        delete_failed_events(&client, Q, "other", &[evs[1].ev_id]).await?,
+        failed::delete(&client, Q, "other", &[evs[1].ev_id]).await?,
         0,
         "another consumer's"
     );
-    assert_eq!(count_failed_events(&client, Q, "c").await?, 2);
-    assert_eq!(delete_all_failed_events(&client, Q, "c").await?, 2);
-    assert_eq!(delete_all_failed_events(&client, Q, "c").await?, 0);
-    assert!(list_failed_events(&client, Q, "c").await?.is_empty());
+    assert_eq!(failed::count(&client, Q, "c").await?, 2);
+    assert_eq!(failed::delete_all(&client, Q, "c").await?, 2);
+    assert_eq!(failed::delete_all(&client, Q, "c").await?, 0);
+    assert!(failed::list(&client, Q, "c").await?.is_empty());
     Ok(())
 }
 
@@ -215,9 +209,9 @@ async fn retry_for_an_unregistered_consumer_fails_and_keeps_the_event() -> Resul
     let batch = next_batch(&client, "c").await?.expect("a batch");
     let ev = events(&client, batch.batch_id).await?.remove(0);
     finish(&client, batch.batch_id).await?;
-    add_failed_event(&client, Q, "gone", &ev, "bad").await?;
+    failed::add(&client, Q, "gone", &ev, "bad").await?;
 
-    match retry_failed_events(&client, Q, "gone", &[e1]).await {
+    match failed::retry(&client, Q, "gone", &[e1]).await {
         Err(Error::NotRegistered {
             queue,
             consumer,
@@ -228,6 +222,6 @@ async fn retry_for_an_unregistered_consumer_fails_and_keeps_the_event() -> Resul
         }
         other => panic!("expected NotRegistered, got {other:?}"),
     }
-    assert_eq!(count_failed_events(&client, Q, "gone").await?, 1);
+    assert_eq!(failed::count(&client, Q, "gone").await?, 1);
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
-use pgq_consumers::{async_trait, BatchLoop, BoxError, Config, Consumer, Context, Error, Event, Outcome};
+use pgq_consumers::{async_trait, error_chain, BatchLoop, BoxError, Config, Consumer, Context, Error, Event, Outcome};
 
 use crate::common::tick;
 use crate::scripted::{batch_loop, config, counts, done_counts, insert_all, setup, Scripted};
@@ -116,18 +116,6 @@ fn with_settings(db: &pgq_test_support::TestDb, settings: &str) -> Result<Config
     Ok(Config::parse(Path::new("t.toml"), &text)?)
 }
 
-/// The message of an error and of its causes.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
-}
-
 #[tokio::test]
 async fn typed_settings_are_read_once_at_start_and_again_on_each_reconfigure_and_a_bad_reload_keeps_them() -> Result<()>
 {
@@ -156,7 +144,7 @@ async fn typed_settings_are_read_once_at_start_and_again_on_each_reconfigure_and
             .reconfigure(with_settings(&db, settings)?)
             .await
             .expect_err("a refused reload");
-        assert!(chain(&err).contains(why), "{settings}: {}", chain(&err));
+        assert!(error_chain(&err).contains(why), "{settings}: {}", error_chain(&err));
     }
     let moved = Config::parse(
         Path::new("t.toml"),
@@ -167,7 +155,7 @@ async fn typed_settings_are_read_once_at_start_and_again_on_each_reconfigure_and
     )?;
     let err = lp.reconfigure(moved).await.expect_err("another queue");
     assert!(matches!(err, Error::ReloadRefused { key: "`queue`", .. }), "{err:?}");
-    assert!(chain(&err).contains("restart"), "{}", chain(&err));
+    assert!(error_chain(&err).contains("restart"), "{}", error_chain(&err));
     assert_eq!(urls(&seen), ["one", "two"], "nothing else was configured");
     assert_eq!(lp.config().settings.get("url").and_then(|v| v.as_str()), Some("two"));
     assert_eq!(lp.config().queue, "q");
@@ -184,7 +172,7 @@ async fn typed_settings_are_read_once_at_start_and_again_on_each_reconfigure_and
         )
         .await;
         match refused {
-            Err(e) => assert!(chain(&e).contains(error), "{}", chain(&e)),
+            Err(e) => assert!(error_chain(&e).contains(error), "{}", error_chain(&e)),
             Ok(_) => panic!("{settings} must be refused at start"),
         }
     }
@@ -200,9 +188,13 @@ async fn a_batch_loop_embedded_before_install_is_refused_at_connect_saying_to_ru
     let refused = BatchLoop::connect(Scripted::by_type(), config(&db, "")).await;
     match refused {
         Err(e @ Error::SchemaOutdated { installed: None, .. }) => {
-            assert!(chain(&e).contains("run the `install` command first"), "{}", chain(&e));
+            assert!(
+                error_chain(&e).contains("run the `install` command first"),
+                "{}",
+                error_chain(&e)
+            );
         }
-        Err(e) => panic!("expected SchemaOutdated, got {}", chain(&e)),
+        Err(e) => panic!("expected SchemaOutdated, got {}", error_chain(&e)),
         Ok(_) => panic!("a loop without the framework's SQL must be refused"),
     }
     Ok(())
@@ -223,9 +215,13 @@ async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_
     assert!(
         !matches!(err, Error::Handler { .. }),
         "not the handler's: {}",
-        chain(&err)
+        error_chain(&err)
     );
-    assert!(chain(&err).contains("pgq_consumer.failed_event_add"), "{}", chain(&err));
+    assert!(
+        error_chain(&err).contains("pgq_consumer.failed_event_add"),
+        "{}",
+        error_chain(&err)
+    );
     assert!(done_counts(&client).await?.is_empty(), "the batch was rolled back");
     Ok(())
 }
@@ -251,7 +247,7 @@ async fn a_config_built_in_code_runs_a_batch_loop_and_is_checked_as_a_files_is()
 
     let too_long = built().with_delay(std::time::Duration::from_secs(400 * 24 * 3600));
     match BatchLoop::connect(Scripted::by_type(), too_long).await {
-        Err(e) => assert!(chain(&e).contains("`delay`"), "{}", chain(&e)),
+        Err(e) => assert!(error_chain(&e).contains("`delay`"), "{}", error_chain(&e)),
         Ok(_) => panic!("a delay over a year is refused"),
     }
     Ok(())

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use pgq_consumers::{
-    applied_outcomes, last_applied_batch, list_failed_events, record_applied_batch, record_applied_outcomes,
-    register_subconsumer, subconsumer_info, AppliedOutcome, BatchLoop, BatchReport, CommitMode, Round,
-};
+use pgq_consumers::{coop, failed, tracking, BatchLoop, BatchReport, CommitMode, Round};
 use pgq_test_support::wait_for;
 use tokio::sync::Notify;
 
@@ -76,11 +73,11 @@ async fn remote_consumer_writes_in_the_remote_database_and_records_the_batch_the
         "a plain remote consumer commits the whole batch's remote writes"
     );
     assert!(done(&client).await?.is_empty(), "nothing written in the queue database");
-    let applied = last_applied_batch(&remote, Q, CONSUMER, None)
+    let applied = tracking::last_applied(&remote, Q, CONSUMER, None)
         .await?
         .expect("the batch is recorded in the remote database");
     assert_eq!(applied.batch_id, report.batch_id);
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(failed.len(), 1, "failed events are kept in the queue database");
     assert_eq!(
         position(&client, CONSUMER).await?,
@@ -99,7 +96,7 @@ async fn remote_consumer_finishes_a_batch_already_applied_remotely_without_apply
     // The state a crash between the two commits leaves: the batch is open
     // in the queue database, and recorded as applied in the remote one.
     let open = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
-    record_applied_batch(&remote, Q, CONSUMER, None, &open).await?;
+    tracking::record(&remote, Q, CONSUMER, None, &open).await?;
 
     let consumer = Scripted::by_type();
     let calls = consumer.calls();
@@ -136,20 +133,23 @@ async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_wha
     // outcomes there; its queue transaction was lost in a crash.
     let open = pgq::next_batch_info(&client, Q, CONSUMER).await?.expect("a batch");
     let outcomes = [
-        AppliedOutcome::Failed {
+        tracking::AppliedOutcome::Failed {
             ev_id: ids[1],
             reason: "first attempt: failed".into(),
         },
-        AppliedOutcome::Retry {
+        tracking::AppliedOutcome::Retry {
             ev_id: ids[2],
             seconds: 0,
         },
     ];
     let tx = remote.transaction().await?;
-    record_applied_batch(&tx, Q, CONSUMER, None, &open).await?;
-    record_applied_outcomes(&tx, Q, CONSUMER, None, open.batch_id, &outcomes).await?;
+    tracking::record(&tx, Q, CONSUMER, None, &open).await?;
+    tracking::record_outcomes(&tx, Q, CONSUMER, None, open.batch_id, &outcomes).await?;
     tx.commit().await?;
-    assert_eq!(applied_outcomes(&remote, Q, CONSUMER, None, &open).await?, outcomes);
+    assert_eq!(
+        tracking::applied_outcomes(&remote, Q, CONSUMER, None, &open).await?,
+        outcomes
+    );
 
     let consumer = Scripted::by_type();
     let calls = consumer.calls();
@@ -158,7 +158,7 @@ async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_wha
     assert!(report.already_applied);
     assert_eq!((report.failed, report.retried), (1, 1));
     assert!(call_ids(&calls).is_empty(), "the handler did not run again");
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(
         failed
             .iter()
@@ -175,7 +175,9 @@ async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_wha
 
     // That batch had no failed or retried event: the kept outcomes are the
     // previous batch's, stale, and not handed out for it.
-    let last = last_applied_batch(&remote, Q, CONSUMER, None).await?.expect("recorded");
+    let last = tracking::last_applied(&remote, Q, CONSUMER, None)
+        .await?
+        .expect("recorded");
     assert_eq!(last.batch_id, report.batch_id);
     let replayed = pgq::BatchTicks {
         batch_id: last.batch_id,
@@ -183,7 +185,7 @@ async fn remote_consumer_replaying_an_applied_batch_stores_and_retries_again_wha
         cur_tick_id: last.tick_id,
         ..open
     };
-    assert!(applied_outcomes(&remote, Q, CONSUMER, None, &replayed)
+    assert!(tracking::applied_outcomes(&remote, Q, CONSUMER, None, &replayed)
         .await?
         .is_empty());
     Ok(())
@@ -201,17 +203,17 @@ async fn remote_consumer_keeps_the_queue_side_outcomes_with_the_batch_it_records
     let reports = lp.consume_available().await?;
     assert_eq!(reports.iter().map(|r| r.batch_id).collect::<Vec<_>>(), [ticks.batch_id]);
     assert_eq!(
-        applied_outcomes(&remote, Q, CONSUMER, None, &ticks).await?,
+        tracking::applied_outcomes(&remote, Q, CONSUMER, None, &ticks).await?,
         [
-            AppliedOutcome::Failed {
+            tracking::AppliedOutcome::Failed {
                 ev_id: ids[1],
                 reason: format!("event {} failed", ids[1]),
             },
-            AppliedOutcome::Retry {
+            tracking::AppliedOutcome::Retry {
                 ev_id: ids[2],
                 seconds: 0,
             },
-            AppliedOutcome::Failed {
+            tracking::AppliedOutcome::Failed {
                 ev_id: ids[3],
                 reason: format!("panic: poisoned event {}", ids[3]),
             },
@@ -230,7 +232,7 @@ async fn remote_consumer_rolls_back_its_remote_writes_when_the_batch_aborts() ->
 
     assert!(matches!(lp.round().await?, Round::Aborted { .. }));
     assert!(done(&remote).await?.is_empty(), "remote writes rolled back");
-    assert!(last_applied_batch(&remote, Q, CONSUMER, None).await?.is_none());
+    assert!(tracking::last_applied(&remote, Q, CONSUMER, None).await?.is_none());
 
     finished(lp.round().await?);
     assert_eq!(done_counts(&remote).await?, ids.iter().map(|id| (*id, 1)).collect());
@@ -252,7 +254,7 @@ async fn remote_event_consumer_keeps_ok_events_and_rolls_back_failed_and_retried
         [(ids[0], "ok".into()), (ids[3], "ok".into())],
         "the failed and the retried events' remote writes were rolled back to their savepoints"
     );
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(failed.iter().map(|f| f.event.ev_id).collect::<Vec<_>>(), [ids[1]]);
 
     // The retried event comes back and is kept this time.
@@ -262,7 +264,7 @@ async fn remote_event_consumer_keeps_ok_events_and_rolls_back_failed_and_retried
     assert_eq!(counts(&report), (1, 1, 0, 0));
     assert_eq!(done(&remote).await?.last(), Some(&(ids[2], "ok".into())));
     assert_eq!(
-        last_applied_batch(&remote, Q, CONSUMER, None)
+        tracking::last_applied(&remote, Q, CONSUMER, None)
             .await?
             .map(|b| b.batch_id),
         Some(report.batch_id)
@@ -277,7 +279,7 @@ async fn cooperative_sub_consumers_share_the_batches_each_event_exactly_once() -
     let (db, mut client) = setup().await?;
     let subs = ["a", "b", "c"];
     for sub in subs {
-        register_subconsumer(&client, Q, GROUP, sub).await?;
+        coop::register(&client, Q, GROUP, sub).await?;
     }
     let mut inserted = BTreeSet::new();
     for _ in 0..12 {
@@ -361,7 +363,7 @@ async fn stalled_sub_consumers_batch_is_taken_over_after_dead_interval_and_the_s
 ) -> Result<()> {
     let (db, mut client) = setup().await?;
     for sub in ["a", "b"] {
-        register_subconsumer(&client, Q, GROUP, sub).await?;
+        coop::register(&client, Q, GROUP, sub).await?;
     }
     let ids = insert_all(&mut client, &["ok", "ok", "ok"]).await?;
     tick(&client).await?;
@@ -383,7 +385,7 @@ async fn stalled_sub_consumers_batch_is_taken_over_after_dead_interval_and_the_s
     let a_calls = a.calls();
     let a_process = own_process(a, config_for(&db, GROUP, &extra("a")));
     let held = wait_for("a to hold the batch", Duration::from_secs(10), || async {
-        let info = subconsumer_info(&client, Q, GROUP).await.ok()?;
+        let info = coop::info(&client, Q, GROUP).await.ok()?;
         let a = info.iter().find(|i| i.subconsumer == "a")?;
         (!call_ids(&a_calls).is_empty()).then_some(a.batch_id?)
     })
@@ -425,7 +427,7 @@ async fn stalled_sub_consumers_batch_is_taken_over_after_dead_interval_and_the_s
 async fn sub_consumer_whose_batch_outlasts_the_dead_interval_keeps_it_thanks_to_its_heartbeat() -> Result<()> {
     let (db, mut client) = setup().await?;
     for sub in ["a", "b"] {
-        register_subconsumer(&client, Q, GROUP, sub).await?;
+        coop::register(&client, Q, GROUP, sub).await?;
     }
     let ids = insert_all(&mut client, &["ok", "ok", "ok"]).await?;
     tick(&client).await?;
@@ -451,7 +453,7 @@ async fn sub_consumer_whose_batch_outlasts_the_dead_interval_keeps_it_thanks_to_
             Round::Idle,
             "b took a's batch while a worked on it"
         );
-        let info = subconsumer_info(&client, Q, GROUP).await?;
+        let info = coop::info(&client, Q, GROUP).await?;
         if let Some(last_seen) = info.iter().find(|i| i.subconsumer == "a").and_then(|i| i.last_seen) {
             seen.push(last_seen);
         }
@@ -474,7 +476,7 @@ async fn sub_consumer_whose_batch_outlasts_the_dead_interval_keeps_it_thanks_to_
 async fn killed_sub_consumers_heartbeat_stops_and_its_batch_is_taken_over_after_dead_interval() -> Result<()> {
     let (db, mut client) = setup().await?;
     for sub in ["a", "b"] {
-        register_subconsumer(&client, Q, GROUP, sub).await?;
+        coop::register(&client, Q, GROUP, sub).await?;
     }
     let ids = insert_all(&mut client, &["ok", "ok", "ok"]).await?;
     tick(&client).await?;
@@ -596,7 +598,7 @@ async fn read_ahead(
     tick(&client).await?;
     let mut lp = BatchLoop::connect(ReadAhead { order }, remote_config(&db, &rdb, mode)).await?;
     let round = lp.round().await;
-    let failed = list_failed_events(&client, Q, CONSUMER)
+    let failed = failed::list(&client, Q, CONSUMER)
         .await?
         .into_iter()
         .map(|f| f.event.ev_id)

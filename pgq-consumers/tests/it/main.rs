@@ -5,6 +5,7 @@ mod batch_query;
 mod common;
 mod connections;
 mod coop;
+mod errors;
 mod failed;
 mod interactive;
 mod kinds;

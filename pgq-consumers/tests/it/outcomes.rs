@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use pgq::NewEvent;
-use pgq_consumers::{
-    async_trait, list_failed_events, Batch, BatchEnd, BoxError, Consumer, Context, Error, Event, Outcome, Round,
-};
+use pgq_consumers::{async_trait, failed, Batch, BatchEnd, BoxError, Consumer, Context, Error, Event, Outcome, Round};
 
 use crate::common::{consume, insert, maint_retry_events, register, tick, Q};
 use crate::scripted::{
@@ -50,7 +48,7 @@ async fn failed_event_is_stored_with_its_reason_and_the_batch_goes_on() -> Resul
 
     let report = finished(lp.round().await?);
     assert_eq!(counts(&report), (3, 2, 1, 0));
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].event.ev_id, ids[1]);
     assert_eq!(failed[0].event.kind(), "fail");
@@ -70,14 +68,14 @@ async fn failed_event_is_not_stored_when_its_batch_aborts_and_stored_once_when_i
     let round = lp.round().await?;
     assert!(matches!(round, Round::Aborted { .. }), "{round:?}");
     assert!(
-        list_failed_events(&client, Q, CONSUMER).await?.is_empty(),
+        failed::list(&client, Q, CONSUMER).await?.is_empty(),
         "the failed event was stored in the batch's transaction, which rolled back"
     );
     assert!(done(&client).await?.is_empty());
 
     let report = finished(lp.round().await?);
     assert_eq!(counts(&report), (2, 1, 1, 0));
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(failed.iter().map(|f| f.event.ev_id).collect::<Vec<_>>(), [ids[0]]);
     assert_eq!(done(&client).await?, [(ids[0], "failed".into()), (ids[1], "ok".into())]);
     Ok(())
@@ -173,7 +171,7 @@ async fn retry_past_max_retries_is_stored_as_failed_with_gave_up_reason() -> Res
     let mut failed = Vec::new();
     for _ in 0..5 {
         lp.consume_available().await?;
-        failed = list_failed_events(&client, Q, CONSUMER).await?;
+        failed = failed::list(&client, Q, CONSUMER).await?;
         if !failed.is_empty() {
             break;
         }
@@ -279,7 +277,7 @@ async fn panic_replays_the_batch_with_that_event_failed_and_the_others_done_exac
     );
     let ok: Vec<i64> = ids.iter().copied().filter(|id| *id != ids[1]).collect();
     assert_eq!(done(&client).await?, rows(&ok, "ok"));
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].event.ev_id, ids[1]);
     assert_eq!(failed[0].reason, format!("panic: poisoned event {}", ids[1]));
@@ -297,7 +295,7 @@ async fn panic_replays_the_batch_with_that_event_failed_and_the_others_done_exac
     );
     let report = finished(lp.round().await?);
     assert_eq!(counts(&report), (2, 1, 1, 0));
-    assert_eq!(list_failed_events(&client, Q, CONSUMER).await?.len(), 2);
+    assert_eq!(failed::list(&client, Q, CONSUMER).await?.len(), 2);
     assert_eq!(done_counts(&client).await?.get(&more[1]), Some(&1));
     Ok(())
 }
@@ -378,7 +376,7 @@ async fn preprocess_and_postprocess_run_around_each_event_and_their_outcomes_app
         ],
         "process_event is not called when preprocess decides"
     );
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(
         failed
             .iter()
@@ -466,7 +464,7 @@ async fn custom_process_batch_gets_every_event_and_applies_their_outcomes() -> R
     assert_eq!(counts(&report), (5, 3, 2, 0));
     assert_eq!(sizes.lock().map(|s| s.clone()).unwrap_or_default(), [5]);
     assert_eq!(done(&client).await?, rows(&[ids[0], ids[2], ids[3]], "bulk"));
-    let failed = list_failed_events(&client, Q, CONSUMER).await?;
+    let failed = failed::list(&client, Q, CONSUMER).await?;
     assert_eq!(
         failed.iter().map(|f| f.event.ev_id).collect::<Vec<_>>(),
         [ids[1], ids[4]]

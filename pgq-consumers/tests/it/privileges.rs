@@ -5,10 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use pgq::BatchLimits;
-use pgq_consumers::{
-    add_failed_event_from_batch, count_failed_events, finish_subconsumer_batch, list_failed_events,
-    next_subconsumer_batch, register_subconsumer, retry_failed_events,
-};
+use pgq_consumers::{coop, failed};
 use tokio_postgres::Client;
 
 use crate::common::{event_ids, insert, maint_retry_events, queue_db, tick, Q};
@@ -37,22 +34,22 @@ async fn a_pgq_reader_can_use_sub_consumers_and_failed_events_but_not_write_the_
 
     let outcome = async {
         client.batch_execute(&set_role).await?;
-        register_subconsumer(&client, Q, "grp", "a").await?;
+        coop::register(&client, Q, "grp", "a").await?;
         // Producing and ticking take other rights (pgq_writer, pgq_admin).
         client.batch_execute("reset role").await?;
         let e1 = insert(&client, "t", "x").await?;
         tick(&client).await?;
         client.batch_execute(&set_role).await?;
 
-        let b = next_subconsumer_batch(&client, Q, "grp", "a", None, &BatchLimits::default())
+        let b = coop::next_batch(&client, Q, "grp", "a", None, &BatchLimits::default())
             .await?
             .expect("a batch");
         assert_eq!(event_ids(&client, b.batch_id).await?, vec![e1]);
-        add_failed_event_from_batch(&client, b.batch_id, e1, "no").await?;
-        finish_subconsumer_batch(&client, b.batch_id).await?;
-        assert_eq!(list_failed_events(&client, Q, "grp").await?.len(), 1);
-        assert_eq!(retry_failed_events(&client, Q, "grp", &[e1]).await?, 1);
-        assert_eq!(count_failed_events(&client, Q, "grp").await?, 0);
+        failed::add_from_batch(&client, b.batch_id, e1, "no").await?;
+        coop::finish_batch(&client, b.batch_id).await?;
+        assert_eq!(failed::list(&client, Q, "grp").await?.len(), 1);
+        assert_eq!(failed::retry(&client, Q, "grp", &[e1]).await?, 1);
+        assert_eq!(failed::count(&client, Q, "grp").await?, 0);
 
         let denied = client
             .execute("delete from pgq_consumer.failed_event", &[])
@@ -79,7 +76,7 @@ async fn a_pgq_reader_can_use_sub_consumers_and_failed_events_but_not_write_the_
     // The retried event comes back for the group.
     maint_retry_events(&client).await?;
     tick(&client).await?;
-    let b = next_subconsumer_batch(&client, Q, "grp", "a", None, &BatchLimits::default())
+    let b = coop::next_batch(&client, Q, "grp", "a", None, &BatchLimits::default())
         .await?
         .expect("the retried event");
     assert_eq!(event_ids(&client, b.batch_id).await?, vec![e1]);

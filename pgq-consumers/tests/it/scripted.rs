@@ -229,7 +229,7 @@ pub async fn setup() -> Result<(TestDb, Client)> {
 pub async fn remote_db() -> Result<(TestDb, Client)> {
     let db = TestDb::create_empty().await;
     let client = db.connect().await;
-    pgq_consumers::install_schema(&client).await?;
+    pgq_consumers::schema::install(&client).await?;
     client.batch_execute(CREATE_DONE).await?;
     Ok((db, client))
 }

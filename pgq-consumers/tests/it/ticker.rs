@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use pgq_consumers::{ticker_leader, ConnString, Ticker, TickerConfig, TickerLeader, TickerTask};
+use pgq_consumers::{ticker, ConnString};
 use pgq_test_support::{wait_for, TestDb};
 use tokio_postgres::Client;
 
 use crate::common::{insert, next_batch, queue_db, register, Q};
 
 /// Fast periods, so tests do not wait for the defaults.
-fn fast() -> TickerConfig {
-    let mut c = TickerConfig::enabled();
+fn fast() -> ticker::TickerConfig {
+    let mut c = ticker::TickerConfig::enabled();
     c.ticker_period = 0.2;
     c.retry_period = 0.2;
     c.maint_period = 0.3;
@@ -21,18 +21,18 @@ fn fast() -> TickerConfig {
     c
 }
 
-fn start(db: &TestDb, name: &str, config: TickerConfig) -> TickerTask {
-    let ticker = Ticker::new(ConnString::new(db.dsn()), config)
+fn start(db: &TestDb, name: &str, config: ticker::TickerConfig) -> ticker::TickerTask {
+    let ticker = ticker::Ticker::new(ConnString::new(db.dsn()), config)
         .application_name(name)
         .label(name.to_string());
-    TickerTask::spawn(ticker)
+    ticker::TickerTask::spawn(ticker)
 }
 
-async fn leader(client: &Client) -> Option<TickerLeader> {
-    ticker_leader(client).await.ok().flatten()
+async fn leader(client: &Client) -> Option<ticker::TickerLeader> {
+    ticker::leader(client).await.ok().flatten()
 }
 
-async fn wait_leader(client: &Client, what: &str) -> TickerLeader {
+async fn wait_leader(client: &Client, what: &str) -> ticker::TickerLeader {
     wait_for(what, Duration::from_secs(10), || leader(client)).await
 }
 
@@ -88,8 +88,8 @@ async fn one_ticker_leads_and_another_takes_over_when_it_stops_or_dies() -> Resu
              and classid::int8 = $1 and objid::int8 = $2 \
              and database = (select oid from pg_database where datname = current_database())",
             &[
-                &i64::from(pgq_consumers::TICKER_LOCK_KEY.0),
-                &i64::from(pgq_consumers::TICKER_LOCK_KEY.1),
+                &i64::from(pgq_consumers::ticker::LOCK_KEY.0),
+                &i64::from(pgq_consumers::ticker::LOCK_KEY.1),
             ],
         )
         .await?
@@ -258,7 +258,7 @@ async fn a_notified_event_reaches_a_listening_consumer_well_under_delay() -> Res
     let (db, client) = queue_db().await?;
     register(&client, "c").await?;
     // A default ticker, and a consumer that would poll only every 10 s.
-    let ticker = start(&db, "ticker", TickerConfig::enabled());
+    let ticker = start(&db, "ticker", ticker::TickerConfig::enabled());
     wait_leader(&client, "the ticker to lead").await;
     let config = pgq_consumers::Config::new(db.dsn(), Q, "c").with_delay(Duration::from_secs(10));
     let (sink, mut handled) = tokio::sync::mpsc::unbounded_channel();

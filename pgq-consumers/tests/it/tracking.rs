@@ -5,10 +5,7 @@
 use anyhow::Result;
 use chrono::{DateTime, Duration as TimeDelta, Utc};
 use pgq::BatchTicks;
-use pgq_consumers::{
-    applied_batch_state, forget_applied_batches, install_schema, is_batch_applied, last_applied_batch,
-    prune_applied_group_batches, record_applied_batch, BatchState, Error,
-};
+use pgq_consumers::{schema, tracking, Error};
 use pgq_test_support::TestDb;
 use tokio_postgres::Client;
 
@@ -19,7 +16,7 @@ use crate::common::{event_ids, finish, insert, next_batch, queue_db, register, t
 async fn remote_db() -> Result<(TestDb, Client)> {
     let db = TestDb::create_empty().await;
     let client = db.connect().await;
-    install_schema(&client).await?;
+    schema::install(&client).await?;
     client
         .batch_execute("create table applied (ev_id bigint not null)")
         .await?;
@@ -66,9 +63,12 @@ async fn batch_applied_before_a_crash_is_recognised_when_delivered_again() -> Re
     {
         let qtx = queue.transaction().await?;
         let rtx = remote.transaction().await?;
-        assert_eq!(applied_batch_state(&rtx, Q, "c", None, &batch).await?, BatchState::New);
+        assert_eq!(
+            tracking::state(&rtx, Q, "c", None, &batch).await?,
+            tracking::BatchState::New
+        );
         apply(&rtx, &event_ids(&qtx, batch.batch_id).await?).await?;
-        record_applied_batch(&rtx, Q, "c", None, &batch).await?;
+        tracking::record(&rtx, Q, "c", None, &batch).await?;
         rtx.commit().await?;
         finish(&qtx, batch.batch_id).await?;
         // crash: the queue transaction never commits
@@ -84,14 +84,14 @@ async fn batch_applied_before_a_crash_is_recognised_when_delivered_again() -> Re
     {
         let qtx = queue.transaction().await?;
         let rtx = remote.transaction().await?;
-        assert!(is_batch_applied(&rtx, Q, "c", None, &again).await?);
+        assert!(tracking::is_applied(&rtx, Q, "c", None, &again).await?);
         drop(rtx);
         finish(&qtx, again.batch_id).await?;
         qtx.commit().await?;
     }
     assert_eq!(applied_rows(&remote).await?, vec![e1, e2], "applied once");
 
-    let last = last_applied_batch(&remote, Q, "c", None).await?.expect("recorded");
+    let last = tracking::last_applied(&remote, Q, "c", None).await?.expect("recorded");
     assert_eq!(
         (last.batch_id, last.prev_tick_id, last.tick_id),
         (batch.batch_id, batch.prev_tick_id, batch.cur_tick_id)
@@ -104,10 +104,10 @@ async fn batch_applied_before_a_crash_is_recognised_when_delivered_again() -> Re
     tick(&queue).await?;
     let next = next_batch(&queue, "c").await?.expect("the next batch");
     assert_eq!(
-        applied_batch_state(&remote, Q, "c", None, &next).await?,
-        BatchState::New
+        tracking::state(&remote, Q, "c", None, &next).await?,
+        tracking::BatchState::New
     );
-    assert!(!is_batch_applied(&remote, Q, "c", None, &next).await?);
+    assert!(!tracking::is_applied(&remote, Q, "c", None, &next).await?);
     Ok(())
 }
 
@@ -115,50 +115,50 @@ async fn batch_applied_before_a_crash_is_recognised_when_delivered_again() -> Re
 async fn batches_are_judged_by_their_ticks_against_the_last_applied_one() -> Result<()> {
     let (_rdb, remote) = remote_db().await?;
     let t = Utc::now();
-    record_applied_batch(&remote, Q, "c", None, &ticks(10, 3, 5, t)).await?;
+    tracking::record(&remote, Q, "c", None, &ticks(10, 3, 5, t)).await?;
 
     let state = |prev, cur, time| {
         let b = ticks(99, prev, cur, time);
         let remote = &remote;
-        async move { applied_batch_state(remote, Q, "c", None, &b).await }
+        async move { tracking::state(remote, Q, "c", None, &b).await }
     };
-    assert_eq!(state(3, 5, t).await?, BatchState::Applied, "the same batch");
+    assert_eq!(state(3, 5, t).await?, tracking::BatchState::Applied, "the same batch");
     assert_eq!(
         state(2, 4, t - TimeDelta::seconds(5)).await?,
-        BatchState::Applied,
+        tracking::BatchState::Applied,
         "an older one"
     );
     assert_eq!(
         state(5, 6, t + TimeDelta::seconds(1)).await?,
-        BatchState::New,
+        tracking::BatchState::New,
         "the next one"
     );
     assert_eq!(
         state(7, 9, t + TimeDelta::seconds(3)).await?,
-        BatchState::New,
+        tracking::BatchState::New,
         "a later one"
     );
     assert_eq!(
         state(3, 7, t + TimeDelta::seconds(2)).await?,
-        BatchState::Partial,
+        tracking::BatchState::Partial,
         "a replay cut longer"
     );
     assert_eq!(
         state(3, 5, t + TimeDelta::seconds(1)).await?,
-        BatchState::Inconsistent,
+        tracking::BatchState::Inconsistent,
         "same ticks, other time"
     );
     assert_eq!(
         state(1, 2, t + TimeDelta::hours(1)).await?,
-        BatchState::Inconsistent,
+        tracking::BatchState::Inconsistent,
         "old tick ids, new time: the queue was created again"
     );
     assert_eq!(
-        applied_batch_state(&remote, Q, "other", None, &ticks(1, 1, 2, t)).await?,
-        BatchState::New
+        tracking::state(&remote, Q, "other", None, &ticks(1, 1, 2, t)).await?,
+        tracking::BatchState::New
     );
 
-    match is_batch_applied(&remote, Q, "c", None, &ticks(99, 3, 7, t)).await {
+    match tracking::is_applied(&remote, Q, "c", None, &ticks(99, 3, 7, t)).await {
         Err(Error::BatchPartlyApplied {
             applied_tick_id: 5,
             tick_id: 7,
@@ -166,19 +166,19 @@ async fn batches_are_judged_by_their_ticks_against_the_last_applied_one() -> Res
         }) => {}
         other => panic!("expected BatchPartlyApplied, got {other:?}"),
     }
-    match is_batch_applied(&remote, Q, "c", None, &ticks(99, 1, 2, t + TimeDelta::hours(1))).await {
+    match tracking::is_applied(&remote, Q, "c", None, &ticks(99, 1, 2, t + TimeDelta::hours(1))).await {
         Err(Error::TrackingInconsistent { .. }) => {}
         other => panic!("expected TrackingInconsistent, got {other:?}"),
     }
 
     // A plain consumer's record never moves back.
-    assert!(record_applied_batch(&remote, Q, "c", None, &ticks(11, 1, 2, t))
+    assert!(tracking::record(&remote, Q, "c", None, &ticks(11, 1, 2, t))
         .await
         .is_err());
-    record_applied_batch(&remote, Q, "c", None, &ticks(12, 5, 6, t + TimeDelta::seconds(1))).await?;
+    tracking::record(&remote, Q, "c", None, &ticks(12, 5, 6, t + TimeDelta::seconds(1))).await?;
 
-    assert_eq!(forget_applied_batches(&remote, Q, "c").await?, 1);
-    assert_eq!(state(3, 5, t).await?, BatchState::New, "forgotten");
+    assert_eq!(tracking::forget(&remote, Q, "c").await?, 1);
+    assert_eq!(state(3, 5, t).await?, tracking::BatchState::New, "forgotten");
     Ok(())
 }
 
@@ -187,8 +187,8 @@ async fn sub_consumer_recognises_a_batch_applied_by_the_one_it_took_over_from() 
     let (_rdb, remote) = remote_db().await?;
     let t = Utc::now();
     // Sub-consumers apply batches out of order.
-    record_applied_batch(&remote, Q, "grp", Some("a"), &ticks(20, 4, 5, t)).await?;
-    record_applied_batch(
+    tracking::record(&remote, Q, "grp", Some("a"), &ticks(20, 4, 5, t)).await?;
+    tracking::record(
         &remote,
         Q,
         "grp",
@@ -196,7 +196,7 @@ async fn sub_consumer_recognises_a_batch_applied_by_the_one_it_took_over_from() 
         &ticks(21, 5, 6, t + TimeDelta::seconds(1)),
     )
     .await?;
-    record_applied_batch(
+    tracking::record(
         &remote,
         Q,
         "grp",
@@ -207,9 +207,9 @@ async fn sub_consumer_recognises_a_batch_applied_by_the_one_it_took_over_from() 
 
     // b took over a's batch (new id, same ticks) after a applied it and died.
     let taken = ticks(30, 4, 5, t);
-    assert!(is_batch_applied(&remote, Q, "grp", Some("b"), &taken).await?);
+    assert!(tracking::is_applied(&remote, Q, "grp", Some("b"), &taken).await?);
     assert_eq!(
-        applied_batch_state(
+        tracking::state(
             &remote,
             Q,
             "grp",
@@ -217,19 +217,19 @@ async fn sub_consumer_recognises_a_batch_applied_by_the_one_it_took_over_from() 
             &ticks(31, 6, 7, t + TimeDelta::seconds(2))
         )
         .await?,
-        BatchState::New
+        tracking::BatchState::New
     );
     // The plain consumer of the same name is another record.
     assert_eq!(
-        applied_batch_state(&remote, Q, "grp", None, &taken).await?,
-        BatchState::New
+        tracking::state(&remote, Q, "grp", None, &taken).await?,
+        tracking::BatchState::New
     );
-    let a = last_applied_batch(&remote, Q, "grp", Some("a"))
+    let a = tracking::last_applied(&remote, Q, "grp", Some("a"))
         .await?
         .expect("a's record");
     assert_eq!((a.batch_id, a.subconsumer.as_deref()), (20, Some("a")));
     // The group's record of each of the three.
-    assert_eq!(forget_applied_batches(&remote, Q, "grp").await?, 3);
+    assert_eq!(tracking::forget(&remote, Q, "grp").await?, 3);
     Ok(())
 }
 
@@ -243,8 +243,8 @@ async fn apply_as<'a>(
 ) -> Result<tokio_postgres::Transaction<'a>> {
     let tx = remote.transaction().await?;
     assert_eq!(
-        applied_batch_state(&tx, Q, "grp", Some(sub), batch).await?,
-        BatchState::New
+        tracking::state(&tx, Q, "grp", Some(sub), batch).await?,
+        tracking::BatchState::New
     );
     apply(&tx, ids).await?;
     Ok(tx)
@@ -258,7 +258,7 @@ async fn record_after(
     batch: &BatchTicks,
     end: impl std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>,
 ) -> Result<pgq_consumers::Result<()>> {
-    let recording = record_applied_batch(b, Q, "grp", Some("b"), batch);
+    let recording = tracking::record(b, Q, "grp", Some("b"), batch);
     tokio::pin!(recording);
     let waiting = tokio::time::timeout(std::time::Duration::from_millis(300), &mut recording).await;
     assert!(waiting.is_err(), "b's record must wait for the other one: {waiting:?}");
@@ -277,7 +277,7 @@ async fn a_group_records_a_batch_once_so_the_second_sub_consumer_to_apply_it_mus
     // Both apply it at once; a records it first and commits.
     let a = apply_as(&mut first, "a", &held, &[1, 2]).await?;
     let b = apply_as(&mut second, "b", &taken, &[1, 2]).await?;
-    record_applied_batch(&a, Q, "grp", Some("a"), &held).await?;
+    tracking::record(&a, Q, "grp", Some("a"), &held).await?;
     // b's record waits for a's transaction to end.
     let recorded = record_after(&b, &taken, a.commit()).await?;
     match recorded {
@@ -289,7 +289,7 @@ async fn a_group_records_a_batch_once_so_the_second_sub_consumer_to_apply_it_mus
     b.rollback().await?;
     assert_eq!(applied_rows(&first).await?, [1, 2], "applied once");
     assert!(
-        is_batch_applied(&second, Q, "grp", Some("b"), &taken).await?,
+        tracking::is_applied(&second, Q, "grp", Some("b"), &taken).await?,
         "b sees it applied"
     );
 
@@ -297,15 +297,15 @@ async fn a_group_records_a_batch_once_so_the_second_sub_consumer_to_apply_it_mus
     let next = ticks(42, 8, 9, t + TimeDelta::seconds(1));
     let next_taken = ticks(43, 8, 9, next.cur_tick_time);
     let a = apply_as(&mut first, "a", &next, &[3]).await?;
-    record_applied_batch(&a, Q, "grp", Some("a"), &next).await?;
+    tracking::record(&a, Q, "grp", Some("a"), &next).await?;
     let b = apply_as(&mut second, "b", &next_taken, &[3]).await?;
     record_after(&b, &next_taken, a.rollback()).await??;
     b.commit().await?;
     assert_eq!(applied_rows(&first).await?, [1, 2, 3]);
 
     // Records of batches the queue database reports finished are dropped.
-    assert_eq!(prune_applied_group_batches(&first, Q, "grp", 8).await?, 1);
-    assert!(!is_batch_applied(&first, Q, "grp", Some("c"), &held).await?);
-    assert!(is_batch_applied(&first, Q, "grp", Some("c"), &ticks(44, 8, 9, next.cur_tick_time)).await?);
+    assert_eq!(tracking::prune_group(&first, Q, "grp", 8).await?, 1);
+    assert!(!tracking::is_applied(&first, Q, "grp", Some("c"), &held).await?);
+    assert!(tracking::is_applied(&first, Q, "grp", Some("c"), &ticks(44, 8, 9, next.cur_tick_time)).await?);
     Ok(())
 }

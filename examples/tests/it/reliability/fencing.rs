@@ -74,7 +74,7 @@ impl Group {
 
     /// The batch `sub` holds, if any.
     async fn holds(&self, sub: &str) -> Option<i64> {
-        pgq_consumers::subconsumer_info(&self.client, QUEUE, CONSUMER)
+        pgq_consumers::coop::info(&self.client, QUEUE, CONSUMER)
             .await
             .expect("subconsumer_info")
             .into_iter()

@@ -120,7 +120,7 @@ async fn failed_retry_delete_and_run_before_install_exit_1_saying_to_run_install
     let missing = format!(
         "the framework's SQL (schema pgq_consumer) in the queue database is not installed; this program needs \
          version {}: run the `install` command first",
-        pgq_consumers::SCHEMA_VERSION
+        pgq_consumers::schema::VERSION
     );
     assert!(said.contains(&missing), "{said}");
 }

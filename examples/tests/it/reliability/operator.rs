@@ -51,7 +51,7 @@ async fn a_frozen_ticker_leader_keeps_the_lead_nobody_ticks_and_status_shows_the
     let leader = first.start().await;
     let client = &first.client;
     wait_for("the first daemon leads", async || {
-        let leading = pgq_consumers::ticker_leader(client).await.expect("ticker_leader")?;
+        let leading = pgq_consumers::ticker::leader(client).await.expect("ticker_leader")?;
         (leading.application_name == "testq ticker").then_some(())
     })
     .await;
@@ -72,7 +72,7 @@ async fn a_frozen_ticker_leader_keeps_the_lead_nobody_ticks_and_status_shows_the
         async || (tick_age(client).await > 7.0).then_some(()),
     )
     .await;
-    let leading = pgq_consumers::ticker_leader(client)
+    let leading = pgq_consumers::ticker::leader(client)
         .await
         .expect("ticker_leader")
         .expect("a leader");

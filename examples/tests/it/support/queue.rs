@@ -86,7 +86,7 @@ pub async fn current_batch(client: &Client, queue: &str, consumer: &str) -> Opti
 
 /// A consumer's failed events: their ids, with the reasons.
 pub async fn failed(client: &Client, queue: &str, consumer: &str) -> Vec<(i64, String)> {
-    pgq_consumers::list_failed_events(client, queue, consumer)
+    pgq_consumers::failed::list(client, queue, consumer)
         .await
         .expect("list failed events")
         .into_iter()

@@ -1,6 +1,6 @@
 //! Startup failures reach the terminal, with their exit codes.
 
-use crate::harness::Demo;
+use super::harness::Demo;
 
 #[test]
 fn a_startup_failure_is_printed_with_its_exit_code() {

@@ -2,7 +2,7 @@
 
 use pgq_daemon::Level;
 
-use crate::harness::Demo;
+use super::harness::Demo;
 
 /// The six-level name of a log line `DATE TIME TZ [PID] LEVEL message`, checking the
 /// rest of its shape.
@@ -116,7 +116,7 @@ fn level_fatal_hides_errors_and_shows_a_panic_with_its_location() {
     let levels: Vec<Level> = records(&log).map(|l| level_of(l, pid)).collect();
     assert_eq!(levels, [Level::Fatal], "only the panic: {log}");
     assert!(
-        log.contains("FATAL panic in thread 'main' at pgq-daemon/src/bin/demo.rs:"),
+        log.contains("FATAL panic in thread 'main' at examples/src/bin/pgq-daemon-demo.rs:"),
         "{log}"
     );
     assert!(log.contains("round 3 was told to panic"), "{log}");
@@ -134,7 +134,10 @@ fn a_panic_inside_catching_is_logged_at_error_and_the_daemon_goes_on() {
         log.contains("ERROR panic caught in thread '") && log.contains("the task of round 2 was told to panic"),
         "{log}"
     );
-    assert!(log.contains("pgq-daemon/src/bin/demo.rs:"), "with its location: {log}");
+    assert!(
+        log.contains("examples/src/bin/pgq-daemon-demo.rs:"),
+        "with its location: {log}"
+    );
     assert!(!log.contains("FATAL"), "a survived panic is not fatal: {log}");
     demo.ok(&["stop"]);
 }

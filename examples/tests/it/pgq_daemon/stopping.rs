@@ -1,6 +1,6 @@
 //! stop, kill, and the round in flight.
 
-use crate::harness::{alive, unfinished, wait_gone, Demo};
+use super::harness::{alive, unfinished, wait_gone, Demo};
 
 #[test]
 fn stop_lets_the_round_in_flight_finish() {

@@ -1,4 +1,4 @@
-//! Drives the demo daemon binary (`src/bin/demo.rs`) in a scratch directory.
+//! Drives the demo daemon binary (`src/bin/pgq-daemon-demo.rs`) in a scratch directory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! start, status, restart, and the commands against a stopped daemon.
 
-use crate::harness::{alive, wait_gone, Demo};
+use super::harness::{alive, wait_gone, Demo};
 
 #[test]
 fn start_returns_once_the_daemon_is_up_and_status_tells_its_pid() {

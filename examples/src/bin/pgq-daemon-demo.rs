@@ -1,4 +1,6 @@
-//! A tiny daemon on `pgq-daemon`, for the integration tests and as an example.
+//! A tiny daemon on `pgq-daemon` alone, knowing nothing of queues: the
+//! daemon pgq-daemon's integration tests (`tests/it/pgq_daemon/`) drive, and an
+//! example of a binary using that crate.
 //!
 //! Each round appends `begin N` to a work file, waits `round_ms`, appends `end N`.
 //! Its configuration is a plain `key = value` file (`#` starts a comment), re-read on

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::harness::{Demo, PATIENCE};
+use super::harness::{Demo, PATIENCE};
 
 #[test]
 fn run_once_works_until_idle_then_exits_0_logging_to_stderr() {
@@ -68,5 +68,5 @@ fn run_stops_gracefully_on_sigint() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
-    assert!(crate::harness::unfinished(&demo.work()).is_empty(), "{:?}", demo.work());
+    assert!(super::harness::unfinished(&demo.work()).is_empty(), "{:?}", demo.work());
 }
