@@ -17,12 +17,12 @@ use tokio_postgres::{Client, Transaction};
 
 use crate::batch::{Batch, BatchEnd, BatchReport};
 use crate::config::Config;
-use crate::connect::{connect, Database};
 use crate::consumer::{configure, read_settings, BoxError, CommitMode, Consumer, Context};
 use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
 use crate::heartbeat::{Heartbeat, Lease, Loss};
+use crate::net::connect::{connect, Database};
 use crate::reader::{Prefetch, Reader};
 use crate::source::{event_filter, EventSource};
 use crate::tracking::{self, AppliedOutcome};
@@ -152,7 +152,7 @@ impl<C: Consumer> BatchLoop<C> {
         // The queue, the consumer and the framework's own SQL (failed
         // events, remote batch tracking, sub-consumers) must be there before
         // the first batch needs them.
-        crate::commands::verify_installed(&queue_db, &config).await?;
+        crate::installed::verify(&queue_db, &config).await?;
         crate::schema::require(&queue_db, Database::Queue).await?;
         if let Some(remote) = &remote_db {
             crate::schema::require(remote, Database::Remote).await?;
@@ -641,7 +641,7 @@ impl Commit<'_> {
             match tracking::record(&remote, queue, consumer, sub, ticks).await {
                 Err(e @ Error::BatchAppliedByOther { .. }) => {
                     rollback(queue_tx, Some(remote)).await;
-                    log::warn!("{}", crate::cli::error_chain(&e));
+                    log::warn!("{}", pgq_daemon::error_chain(&e));
                     return Ok(Committed::Lost);
                 }
                 other => other?,
@@ -663,7 +663,7 @@ impl Commit<'_> {
                     log::warn!(
                         "{}; its work here is rolled back (what was committed in the remote database is \
                          recorded there, and the sub-consumer holding the batch finds it applied)",
-                        crate::cli::error_chain(&e)
+                        pgq_daemon::error_chain(&e)
                     );
                     return Ok(Committed::Lost);
                 }

@@ -571,7 +571,7 @@ impl ConnString {
     /// is hidden too, and so is the rest of a string from where it cannot
     /// be read.
     pub fn redacted(&self) -> String {
-        crate::conninfo::redact(&self.dsn)
+        crate::net::conninfo::redact(&self.dsn)
     }
 }
 

@@ -46,7 +46,7 @@ pub enum Error {
     #[error("the framework's SQL (schema pgq_consumer) in the {which} is {}; this program needs version {needed}: run the `install` command first (it installs or upgrades it)", match installed { Some(v) => format!("at version {v}"), None => "not installed".to_string() })]
     SchemaOutdated {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// The version installed there, if any.
         installed: Option<i32>,
         /// The version this program needs.
@@ -245,7 +245,7 @@ pub enum Error {
     #[error("the {which} connection string {dsn:?} is not valid")]
     BadConnString {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// The connection string, password hidden.
         dsn: String,
         /// The parse error.
@@ -256,7 +256,7 @@ pub enum Error {
     #[error("the {which} connection string {dsn:?} is not valid: {problem}")]
     ConnString {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// The connection string, password hidden.
         dsn: String,
         /// What is wrong.
@@ -266,7 +266,7 @@ pub enum Error {
     #[error("TLS for the {which}: {problem}")]
     Tls {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// What is wrong.
         problem: String,
         /// The underlying error, if any.
@@ -277,7 +277,7 @@ pub enum Error {
     #[error("cannot connect to the {which} at {target}")]
     Connect {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// host:port/dbname.
         target: String,
         /// The connection error.
@@ -289,7 +289,7 @@ pub enum Error {
     #[error("cannot connect to the {which} at {target}")]
     Unreachable {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// host:port/dbname.
         target: String,
         /// What the socket said.
@@ -305,7 +305,7 @@ pub enum Error {
     )]
     NoAnswer {
         /// Which database.
-        which: crate::connect::Database,
+        which: crate::net::connect::Database,
         /// host:port/dbname.
         target: String,
         /// How long it was waited for.

@@ -38,8 +38,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::Config;
-use crate::connect::{connect, Database};
 use crate::coop;
+use crate::net::connect::{connect, Database};
 
 /// The shortest time between two beats.
 const MIN_PERIOD: Duration = Duration::from_millis(50);
@@ -218,7 +218,7 @@ impl Beat {
                         log::warn!(
                             "sub-consumer {sub:?} of {consumer:?}: heartbeat failed ({}); unless a beat gets \
                              through within dead_interval, batch {batch_id} is given up and rolled back",
-                            crate::cli::error_chain(&e)
+                            pgq_daemon::error_chain(&e)
                         );
                     }
                     self.forget_lost_client();

@@ -91,13 +91,9 @@
 mod batch;
 mod batch_loop;
 mod cli;
-mod commands;
 pub mod config;
-mod connect;
-mod conninfo;
 mod consumer;
 pub mod coop;
-mod daemon;
 mod error;
 pub mod failed;
 #[cfg(feature = "failpoints")]
@@ -105,26 +101,23 @@ pub mod failpoint;
 #[cfg(not(feature = "failpoints"))]
 mod failpoint;
 mod heartbeat;
-mod libpq;
+mod installed;
+mod net;
 mod outcome;
 mod reader;
 pub mod schema;
 pub mod seconds;
-mod silence;
-mod socket;
 mod source;
-mod status;
 pub mod ticker;
-mod tls;
 pub mod tracking;
 
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
 pub use cli::{main, main_with};
 pub use config::{Config, ConnString};
-pub use connect::{connect, connect_listening, Database, Notifications, CONTROL_TIMEOUT};
 pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};
 pub use error::{Error, Result};
+pub use net::connect::{connect, connect_listening, Database, Notifications, CONTROL_TIMEOUT};
 pub use outcome::Outcome;
 
 pub use async_trait::async_trait;

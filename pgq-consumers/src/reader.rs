@@ -9,8 +9,8 @@ use pgq::{BatchReader, BatchTicks, EventFilter};
 use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::connect::{connect_listening, Database, Notifications};
 use crate::error::{Error, Result};
+use crate::net::connect::{connect_listening, Database, Notifications};
 use crate::source::EventStream;
 
 /// A batch query started on a task of its own, while the transaction that

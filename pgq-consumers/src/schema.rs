@@ -135,7 +135,7 @@ async fn install_in_transaction_to(client: &impl GenericClient, target: i32) -> 
 /// Fails with [`Error::SchemaOutdated`], saying to run `install`, unless the
 /// `pgq_consumer` schema in `which` (the database `client` is connected to)
 /// is at [`VERSION`] or newer.
-pub async fn require(client: &impl GenericClient, which: crate::connect::Database) -> Result<()> {
+pub async fn require(client: &impl GenericClient, which: crate::net::connect::Database) -> Result<()> {
     match installed_version(client).await? {
         Some(v) if v >= VERSION => Ok(()),
         installed => Err(Error::SchemaOutdated {

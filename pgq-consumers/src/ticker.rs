@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::ConnString;
-use crate::connect::{connect_listening, Database, Notifications};
+use crate::net::connect::{connect_listening, Database, Notifications};
 
 /// The advisory lock that elects the ticker of a database: the two-key form
 /// of `pg_try_advisory_lock`, class `PGQT`, object 1. Advisory locks belong

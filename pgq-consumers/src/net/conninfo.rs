@@ -1,7 +1,7 @@
 //! libpq's connection strings, read the way libpq reads them: `key=value`
 //! pairs (a value quoted with `'` or not, a backslash escaping the next
 //! character, inside quotes or not) and `postgres://` URLs. Connecting
-//! ([`crate::libpq`]) and hiding passwords ([`redact`]) share this reading,
+//! ([`crate::net::libpq`]) and hiding passwords ([`redact`]) share this reading,
 //! so what is hidden is what libpq would take for a password, and a string
 //! that cannot be read is not shown beyond the point where reading stopped.
 //!

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
-use crate::connect::Database;
-use crate::conninfo;
 use crate::error::{Error, Result};
+use crate::net::connect::Database;
+use crate::net::conninfo;
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -210,7 +210,7 @@ struct OwnKeys {
 
 /// Keys tokio-postgres takes (those of [`OwnKeys`] are taken out before it
 /// sees the string). Any other key is refused here, by a message that names
-/// it only when that is safe ([`crate::conninfo`]), instead of by
+/// it only when that is safe ([`crate::net::conninfo`]), instead of by
 /// tokio-postgres, whose message would name it whatever it is.
 const TOKIO_KEYS: [&str; 13] = [
     "user",
@@ -568,10 +568,10 @@ mod tests {
             "postgres://h/db?password=Qz9&Xw7=1",
             "postgres://h/db?password=Qz9@Xw7",
         ] {
-            let redacted = crate::conninfo::redact(dsn);
+            let redacted = crate::net::conninfo::redact(dsn);
             let message = match resolve(dsn, &redacted, Database::Queue, &e) {
                 Ok(_) => panic!("{dsn}: accepted"),
-                Err(err) => crate::cli::error_chain(&err),
+                Err(err) => pgq_daemon::error_chain(&err),
             };
             for part in ["Qz9", "Xw7"] {
                 assert!(!message.contains(part), "{dsn}: {message}");

@@ -1,15 +1,22 @@
-//! The command line every consumer binary gets, and its entry point.
+//! The command line every consumer binary gets, and its entry point: the
+//! commands that manage the queue, the registration and the failed events
+//! (`commands`), the daemon commands (`daemon`, through pgq-daemon) and what
+//! `status` says (`status`). The rest of the crate knows nothing of it;
+//! [`main`] and [`main_with`] are its interface.
+
+mod commands;
+pub(crate) mod daemon;
+mod status;
 
 use std::future::Future;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use pgq_daemon::{DaemonCommand, ExitCode};
+use pgq_daemon::{error_chain, DaemonCommand, ExitCode};
 
-use crate::commands;
 use crate::config::Config;
 use crate::consumer::{BoxError, Consumer};
-use crate::daemon;
+
 use crate::error::Error;
 
 /// A PgQ consumer.
@@ -372,4 +379,3 @@ pub(crate) fn report(e: &Error) -> ExitCode {
 }
 
 // The one error-chain formatter, under the path the crate's modules use.
-pub(crate) use pgq_daemon::error_chain;

@@ -12,9 +12,9 @@ use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::connect::Database;
 use crate::error::{Error, Result};
-use crate::libpq::SslMode;
+use crate::net::connect::Database;
+use crate::net::libpq::SslMode;
 
 /// The tokio-postgres TLS mode and the rustls connector for a libpq `sslmode`.
 pub(crate) fn connector(

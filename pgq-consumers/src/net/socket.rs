@@ -1,6 +1,6 @@
 //! The socket under a database connection: TCP with keepalives and
 //! `TCP_USER_TIMEOUT`, or a Unix-domain socket, watched for silence
-//! ([`crate::silence`]). How long silence is borne comes from the
+//! ([`crate::net::silence`]). How long silence is borne comes from the
 //! connection string's `net_timeout`, unless libpq's own keys say otherwise.
 
 use std::io;
@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::libpq::SocketKeys;
-use crate::silence::{Peer, Watched};
+use crate::net::libpq::SocketKeys;
+use crate::net::silence::{Peer, Watched};
 
 /// TCP keepalive probes sent before the peer is given up, unless
 /// `keepalives_count` says otherwise.

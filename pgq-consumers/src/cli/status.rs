@@ -2,9 +2,9 @@
 
 use crate::batch_loop::application_name;
 use crate::config::Config;
-use crate::connect::{connect_control, within_control_timeout, Database};
 use crate::error::{Error, Result};
 use crate::failed;
+use crate::net::connect::{connect_control, within_control_timeout, Database};
 
 /// Lines describing the consumer's queue position: queue, consumer, the age
 /// of the queue's last tick (and whether a tick is overdue), the embedded
@@ -24,7 +24,7 @@ pub(crate) fn describe(config: &Config) -> (Vec<String>, Option<Error>) {
     match read {
         Ok(lines) => (lines, None),
         Err(e) => (
-            vec![format!("cannot read the queue state: {}", crate::cli::error_chain(&e))],
+            vec![format!("cannot read the queue state: {}", pgq_daemon::error_chain(&e))],
             Some(e),
         ),
     }

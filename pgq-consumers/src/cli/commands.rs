@@ -8,9 +8,9 @@ use tokio_postgres::Client;
 use crate::batch_loop::application_name;
 use crate::cli::{Command, Selection};
 use crate::config::Config;
-use crate::connect::{connect, connect_control, within_control_timeout, Database};
 use crate::consumer::{configure, read_settings, CommitMode, Consumer};
 use crate::error::{Error, Result};
+use crate::net::connect::{connect, connect_control, within_control_timeout, Database};
 use crate::{coop, failed, schema};
 
 /// Runs a command. Every one but `install` is a control command: it
@@ -140,7 +140,7 @@ fn refuse_while_running(config: &Config) -> Result<()> {
     let own = config
         .subconsumer
         .as_deref()
-        .map(|sub| crate::daemon::per_subconsumer(pidfile, sub));
+        .map(|sub| crate::cli::daemon::per_subconsumer(pidfile, sub));
     for pidfile in std::iter::once(pidfile).chain(own.as_ref()) {
         if let Some(pid) = pgq_daemon::running_pid(pidfile).map_err(|e| Error::Daemon(Box::new(e)))? {
             return Err(Error::DaemonRunning { pid });
@@ -308,29 +308,8 @@ async fn uninstall(db: &Client, config: &Config) -> Result<()> {
 }
 
 async fn check(db: &Client, config: &Config) -> Result<()> {
-    verify_installed(db, config).await?;
+    crate::installed::verify(db, config).await?;
     say("queue {q} exists and consumer {c} is registered", config);
-    Ok(())
-}
-
-/// Fails, saying to run `install`, unless the queue exists and the consumer
-/// is registered on it.
-pub(crate) async fn verify_installed(db: &Client, config: &Config) -> Result<()> {
-    if pgq::get_queue_info(db, &config.queue).await?.is_none() {
-        return Err(Error::NotInstalled {
-            queue: config.queue.clone(),
-            consumer: config.consumer.clone(),
-            what: "the queue does not exist",
-        });
-    }
-    let consumers = pgq::get_consumer_info_queue(db, &config.queue).await?;
-    if !consumers.iter().any(|c| c.consumer_name == config.consumer) {
-        return Err(Error::NotInstalled {
-            queue: config.queue.clone(),
-            consumer: config.consumer.clone(),
-            what: "the consumer is not registered",
-        });
-    }
     Ok(())
 }
 

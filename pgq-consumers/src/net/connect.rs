@@ -13,9 +13,9 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::ConnString;
 use crate::error::{Error, Result};
-use crate::silence::{self, Watched};
-use crate::socket::{self, Keepalive, NetStream, SocketOptions};
-use crate::{libpq, tls};
+use crate::net::silence::{self, Watched};
+use crate::net::socket::{self, Keepalive, NetStream, SocketOptions};
+use crate::net::{libpq, tls};
 
 /// Which database a connection is for, in messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,7 +279,7 @@ enum Endpoint {
 }
 
 /// Opens a connection the way tokio-postgres (and libpq) would, over a
-/// socket of [`crate::socket`]: each host in turn (in a random order with
+/// socket of [`crate::net::socket`]: each host in turn (in a random order with
 /// `load_balance_hosts=random`), each of its addresses in turn, each
 /// attempt within the connect timeout, until one gives a connection that
 /// has the `target_session_attrs` asked for. The last failure otherwise.

@@ -7,11 +7,12 @@ use async_trait::async_trait;
 use pgq_daemon::{backoff, error_chain, Activity, Daemon, DaemonCommand, ExitCode, Failure, Settings};
 
 use crate::batch_loop::{BatchLoop, Round};
+use crate::cli::status;
 use crate::config::Config;
 use crate::consumer::Consumer;
+use crate::coop;
 use crate::error::{Error, Result};
 use crate::ticker::{Ticker, TickerTask};
-use crate::{coop, status};
 
 /// The longest rest after repeated failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
