@@ -23,9 +23,12 @@ use crate::coop;
 use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
 use crate::heartbeat::{Heartbeat, Lease, Loss};
+use crate::pipeline::Pipeline;
 use crate::reader::{Prefetch, Reader};
 use crate::source::{event_filter, EventSource};
+use crate::statement_cache::StatementCache;
 use crate::tracking::{self, AppliedOutcome};
+use crate::writes::{Origin, Writes};
 
 /// What one round of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +82,10 @@ pub struct BatchLoop<C> {
     heartbeat: Heartbeat,
     /// `next_batch_custom` and `finish_batch`, prepared on `queue_db`.
     statements: Option<BatchStatements>,
+    /// The handler's statements prepared on `queue_db`.
+    queue_cache: StatementCache,
+    /// The handler's statements prepared on `remote_db`.
+    remote_cache: StatementCache,
     /// The second connection to the queue database: streams batches and
     /// listens for ticks.
     reader: Option<Reader>,
@@ -165,6 +172,8 @@ impl<C: Consumer> BatchLoop<C> {
             poisoned: HashMap::new(),
             heartbeat: Heartbeat::default(),
             statements: None,
+            queue_cache: StatementCache::default(),
+            remote_cache: StatementCache::default(),
             reader,
             pending: None,
             pruned: None,
@@ -203,12 +212,14 @@ impl<C: Consumer> BatchLoop<C> {
         if self.queue_db.is_closed() {
             self.queue_db = connect(&self.config.db, &app, Database::Queue).await?;
             self.statements = None;
+            self.queue_cache.clear();
         }
         self.reopen_reader().await;
         if let (Some(remote), Some(dsn)) = (&self.remote_db, &self.config.remote_db) {
             if remote.is_closed() {
                 let fresh = connect(dsn, &app, Database::Remote).await?;
                 self.remote_db = Some(fresh);
+                self.remote_cache.clear();
             }
         }
         Ok(())
@@ -334,6 +345,8 @@ impl<C: Consumer> BatchLoop<C> {
             reader,
             pending,
             pruned,
+            queue_cache,
+            remote_cache,
             ..
         } = self;
 
@@ -355,15 +368,60 @@ impl<C: Consumer> BatchLoop<C> {
             return skip_applied(queue_tx, remote_tx, config, &ticks).await;
         }
 
+        // The writes the handler makes without waiting for them: pipelined
+        // on each connection, or buffered for COPY.
+        let origin = Origin {
+            queue: &config.queue,
+            consumer: &config.consumer,
+            batch_id,
+        };
+        let queue_pipe = Pipeline::new(&queue_tx);
+        let remote_pipe = remote_tx.as_ref().map(Pipeline::new);
+        let queue_writes = Writes::new(&queue_tx, queue_cache, &queue_pipe, origin, false);
+        let remote_writes = match (&remote_tx, &remote_pipe) {
+            (Some(tx), Some(pipe)) => Some(Writes::new(
+                tx,
+                remote_cache,
+                pipe,
+                origin,
+                *mode == CommitMode::RemoteEvent,
+            )),
+            _ => None,
+        };
+        let writes: Vec<&Writes<'_>> = [Some(&queue_writes), remote_writes.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
         let cx = Context {
-            db: &queue_tx,
-            tx: remote_tx.as_ref().unwrap_or(&queue_tx),
+            db: &queue_writes,
+            tx: remote_writes.as_ref().unwrap_or(&queue_writes),
             ticks: &ticks,
             queue: &config.queue,
             consumer: &config.consumer,
         };
         let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned);
-        match run(consumer, batch, lease.as_ref()).await {
+        let ran = match run(consumer, batch, lease.as_ref(), &writes).await {
+            // Before anything commits (the remote record included): every
+            // buffered row written, every pipelined write answered.
+            Ran::Finished { report, outcomes } => match finish_writes(&writes).await {
+                Ok(()) => Ran::Finished { report, outcomes },
+                Err(e) => Ran::Failed(Box::new(e)),
+            },
+            // A pipelined write that failed aborted the transaction: it is
+            // the cause of what failed after it.
+            Ran::Failed(source) => Ran::Failed(match first_failure(&writes).await {
+                Some(e) => Box::new(e),
+                None => source,
+            }),
+            other => other,
+        };
+        // The writes' futures borrow the transactions, which end now.
+        drop(writes);
+        drop(queue_writes);
+        drop(remote_writes);
+        drop(queue_pipe);
+        drop(remote_pipe);
+        match ran {
             Ran::Finished { report, outcomes } => {
                 let committed = Commit {
                     statements: &statements,
@@ -545,11 +603,32 @@ async fn skip_applied(
 /// Runs the handler over the batch. A panic is caught and survived:
 /// `catching` makes the daemon's panic hook log it at ERROR, not FATAL. A
 /// sub-consumer that can no longer prove it holds its batch stops working on
-/// it at once.
-async fn run<C: Consumer>(consumer: &mut C, mut batch: Batch<'_>, lease: Option<&Lease>) -> Ran {
+/// it at once. Meanwhile, the answers of the handler's pipelined `writes`
+/// are read as they come.
+async fn run<C: Consumer>(
+    consumer: &mut C,
+    mut batch: Batch<'_>,
+    lease: Option<&Lease>,
+    writes: &[&Writes<'_>],
+) -> Ran {
     let outcome = {
         let handler =
             std::panic::AssertUnwindSafe(pgq_daemon::catching(consumer.process_batch(&mut batch))).catch_unwind();
+        // Polled first, so the pipelines know the task's waker before the
+        // handler sends anything.
+        let answers = futures_util::future::poll_fn(|cx| {
+            for w in writes {
+                let _ = w.pipe.poll_answers(cx);
+            }
+            std::task::Poll::<std::convert::Infallible>::Pending
+        });
+        let handler = async {
+            tokio::select! {
+                biased;
+                never = answers => match never {},
+                outcome = handler => outcome,
+            }
+        };
         match lease {
             None => handler.await,
             Some(lease) => tokio::select! {
@@ -572,6 +651,26 @@ async fn run<C: Consumer>(consumer: &mut C, mut batch: Batch<'_>, lease: Option<
     }
 }
 
+/// Writes what the handler left buffered and waits for the answers of its
+/// pipelined writes, on every connection; the first failure is the batch's.
+async fn finish_writes(writes: &[&Writes<'_>]) -> Result<()> {
+    for w in writes.iter().rev() {
+        w.finish().await?;
+    }
+    Ok(())
+}
+
+/// The first pipelined write that failed, on any connection, once all
+/// have been answered.
+async fn first_failure(writes: &[&Writes<'_>]) -> Option<Error> {
+    for w in writes.iter().rev() {
+        if let Some(e) = w.settled_failure().await {
+            return Some(e);
+        }
+    }
+    None
+}
+
 /// The error of a round whose `process_batch` returned `source`. The
 /// framework's own work failing under it (storing a failed event, reading
 /// the batch, a lost connection) is that error, not the handler's; the
@@ -585,7 +684,17 @@ fn handler_error(config: &Config, batch_id: i64, source: BoxError) -> Error {
         source,
     };
     match source.downcast::<Error>() {
-        Ok(e) if matches!(*e, Error::EventNotApplied { .. } | Error::EventNotHandedOut { .. }) => handler(e),
+        Ok(e)
+            if matches!(
+                *e,
+                Error::EventNotApplied { .. }
+                    | Error::EventNotHandedOut { .. }
+                    | Error::Write { .. }
+                    | Error::CopyRefused { .. }
+            ) =>
+        {
+            handler(e)
+        }
         Ok(e) => *e,
         Err(source) => handler(source),
     }

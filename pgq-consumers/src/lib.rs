@@ -38,6 +38,7 @@
 
 mod batch;
 mod batch_loop;
+mod batch_tx;
 mod cli;
 mod commands;
 mod config;
@@ -45,6 +46,7 @@ mod connect;
 mod conninfo;
 mod consumer;
 mod coop;
+mod copy_rows;
 mod daemon;
 mod error;
 mod failed;
@@ -52,19 +54,23 @@ mod failpoint;
 mod heartbeat;
 mod libpq;
 mod outcome;
+mod pipeline;
 mod reader;
 mod schema;
 pub mod seconds;
 mod silence;
 mod socket;
 mod source;
+mod statement_cache;
 mod status;
 mod ticker;
 mod tls;
 mod tracking;
+mod writes;
 
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
+pub use batch_tx::{BatchTx, Sql};
 pub use cli::{main, main_with};
 pub use config::{
     check_subconsumer_name, Config, ConnString, Filter, TomlSyntax, DB_ENV, DEFAULT_NET_TIMEOUT, MAX_SUBCONSUMER_NAME,

@@ -209,7 +209,8 @@ async fn a_batch_loop_embedded_before_install_is_refused_at_connect_saying_to_ru
 }
 
 #[tokio::test]
-async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_not_as_the_handlers_error() -> Result<()> {
+async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_not_as_the_handlers_error() -> Result<()>
+{
     let (db, mut client) = setup().await?;
     insert_all(&mut client, &["ok", "fail", "ok"]).await?;
     tick(&client).await?;
@@ -219,7 +220,11 @@ async fn the_frameworks_own_sql_failing_under_the_handler_is_reported_as_itself_
         .batch_execute("alter table pgq_consumer.failed_event rename to failed_event_elsewhere")
         .await?;
     let err = lp.round().await.expect_err("storing the failed event fails");
-    assert!(!matches!(err, Error::Handler { .. }), "not the handler's: {}", chain(&err));
+    assert!(
+        !matches!(err, Error::Handler { .. }),
+        "not the handler's: {}",
+        chain(&err)
+    );
     assert!(chain(&err).contains("pgq_consumer.failed_event_add"), "{}", chain(&err));
     assert!(done_counts(&client).await?.is_empty(), "the batch was rolled back");
     Ok(())
