@@ -15,3 +15,4 @@ mod schema;
 mod scripted;
 mod ticker;
 mod tracking;
+mod writes;

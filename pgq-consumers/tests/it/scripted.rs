@@ -186,11 +186,11 @@ impl Scripted {
     }
 
     /// Writes the row of `ev` in the database the consumer's work goes to.
-    async fn write(&self, ev: &Event, act: &Act, cx: &Context<'_>) -> Result<(), BoxError> {
+    async fn write(way: Way, tag: &str, ev: &Event, act: &Act, cx: &Context<'_>) -> Result<(), BoxError> {
         let sql = "insert into done (ev_id, ev_type, outcome, tag) values ($1, $2, $3, $4)";
         let outcome = act.name();
-        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&ev.ev_id, &ev.ev_type, &outcome, &self.tag];
-        match self.way {
+        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&ev.ev_id, &ev.ev_type, &outcome, &tag];
+        match way {
             Way::Execute => {
                 cx.tx().execute(sql, &values).await?;
             }
@@ -224,7 +224,7 @@ impl Consumer for Scripted {
         if let Act::Panic(message) = &act {
             panic!("{message}");
         }
-        self.write(ev, &act, cx).await?;
+        Self::write(self.way, &self.tag, ev, &act, cx).await?;
         match act {
             Act::Ok => Ok(Outcome::Ok),
             Act::Fail(reason) => Ok(Outcome::Failed(reason)),
