@@ -219,9 +219,7 @@ impl<'a> BatchTx<'a> {
     /// by the user.
     pub async fn copy_row(&self, table: &str, columns: &[&str], values: &[&(dyn ToSql + Sync)]) -> Result<()> {
         let w = self.writes;
-        w.copies
-            .add(w.tx, w.cache, &w.origin, w.event(), table, columns, values)
-            .await?;
+        w.copies.add(w, table, columns, values).await?;
         w.flush_if_full().await
     }
 }

@@ -27,7 +27,7 @@ use tokio_postgres::{Statement, Transaction};
 
 use crate::error::{Error, Result};
 use crate::statement_cache::StatementCache;
-use crate::writes::Origin;
+use crate::writes::Writes;
 
 /// Bytes a table's buffer holds before it is written.
 pub(crate) const FLUSH_BYTES: usize = 1 << 20;
@@ -159,17 +159,15 @@ impl CopyRows {
     /// (from a statement prepared once per connection).
     pub(crate) async fn add(
         &self,
-        tx: &Transaction<'_>,
-        cache: &StatementCache,
-        origin: &Origin<'_>,
-        ev_id: Option<i64>,
+        on: &Writes<'_>,
         table: &str,
         columns: &[&str],
         values: &[&(dyn ToSql + Sync)],
     ) -> Result<()> {
+        let (origin, ev_id) = (&on.origin, on.event());
         let what = || format!("a row for COPY into {table:?}");
         if !self.has(table, columns) {
-            let new = Table::prepare(tx, cache, table, columns)
+            let new = Table::prepare(on.tx, on.cache, table, columns)
                 .await
                 .map_err(|source| origin.write(what(), ev_id, source))?;
             let mut state = self.lock();
@@ -197,8 +195,10 @@ impl CopyRows {
         self.lock().tables.iter().any(|t| t.buf.len() >= FLUSH_BYTES)
     }
 
-    /// Writes every buffered row, a COPY per table. Returns how many rows.
-    pub(crate) async fn flush(&self, tx: &Transaction<'_>, cache: &StatementCache, origin: &Origin<'_>) -> Result<u64> {
+    /// Writes every buffered row, a COPY per table, through `on`'s
+    /// transaction. Returns how many rows.
+    pub(crate) async fn flush(&self, on: &Writes<'_>) -> Result<u64> {
+        let (tx, cache, origin) = (on.tx, on.cache, &on.origin);
         let mut total = 0;
         let count = self.lock().tables.len();
         for i in 0..count {

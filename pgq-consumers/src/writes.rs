@@ -110,7 +110,7 @@ impl<'a> Writes<'a> {
     /// savepoint).
     pub(crate) async fn flush_if_full(&self) -> Result<()> {
         if self.copies.is_full() && !self.in_flight.load(Ordering::Relaxed) {
-            self.copies.flush(self.tx, self.cache, &self.origin).await?;
+            self.copies.flush(self).await?;
         }
         Ok(())
     }
@@ -118,7 +118,7 @@ impl<'a> Writes<'a> {
     /// Before the batch commits: writes every buffered row, waits for every
     /// pipelined write's answer, and returns the first failure.
     pub(crate) async fn finish(&self) -> Result<()> {
-        let flushed = self.copies.flush(self.tx, self.cache, &self.origin).await;
+        let flushed = self.copies.flush(self).await;
         settle(self.pipe).await;
         // A pipelined write that failed made everything after it fail:
         // it is the cause.
