@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_postgres::{Client, Transaction};
 
 use crate::batch::{Batch, BatchEnd, BatchReport};
+use crate::bulk::Deferred;
 use crate::config::Config;
 use crate::connect::{connect, Database};
 use crate::consumer::{configure, read_settings, BoxError, CommitMode, Consumer, Context};
@@ -400,11 +401,17 @@ impl<C: Consumer> BatchLoop<C> {
             consumer: &config.consumer,
         };
         let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned);
+        // A local consumer's last buffered rows go with the statements that
+        // commit the batch.
+        let mut deferred = Vec::new();
         let ran = match run(consumer, batch, lease.as_ref(), &writes).await {
             // Before anything commits (the remote record included): every
             // buffered row written, every pipelined write answered.
-            Ran::Finished { report, outcomes } => match finish_writes(&writes).await {
-                Ok(()) => Ran::Finished { report, outcomes },
+            Ran::Finished { report, outcomes } => match finish_writes(&writes, *mode == CommitMode::Local).await {
+                Ok(rows) => {
+                    deferred = rows;
+                    Ran::Finished { report, outcomes }
+                }
                 Err(e) => Ran::Failed(Box::new(e)),
             },
             // A pipelined write that failed aborted the transaction: it is
@@ -428,8 +435,9 @@ impl<C: Consumer> BatchLoop<C> {
                     config,
                     ticks: &ticks,
                     lease: lease.as_ref(),
+                    cache: queue_cache,
                 }
-                .commit(queue_tx, remote_tx, &outcomes)
+                .commit(queue_tx, remote_tx, &outcomes, deferred)
                 .await?;
                 let next = match committed {
                     Committed::Done(next) => next,
@@ -652,12 +660,53 @@ async fn run<C: Consumer>(
 }
 
 /// Writes what the handler left buffered and waits for the answers of its
-/// pipelined writes, on every connection; the first failure is the batch's.
-async fn finish_writes(writes: &[&Writes<'_>]) -> Result<()> {
-    for w in writes.iter().rev() {
-        w.finish().await?;
+/// pipelined writes, on every connection (the remote one first); the first
+/// failure is the batch's. With `defer_queue` (a local consumer), the queue
+/// connection's last buffered rows are returned unsent, for the statements
+/// that commit the batch to take along.
+async fn finish_writes(writes: &[&Writes<'_>], defer_queue: bool) -> Result<Vec<Deferred>> {
+    let mut deferred = Vec::new();
+    for (i, w) in writes.iter().enumerate().rev() {
+        // The first is the queue connection's.
+        deferred.extend(w.finish(defer_queue && i == 0).await?);
     }
-    Ok(())
+    Ok(deferred)
+}
+
+/// Sends the rows left to write (`deferred`) on `tx`, all at once; the
+/// answers in their order.
+async fn send_deferred(
+    tx: &Transaction<'_>,
+    deferred: &[Deferred],
+) -> Vec<std::result::Result<u64, tokio_postgres::Error>> {
+    futures_util::future::join_all(deferred.iter().map(|d| tx.execute_raw(&d.statement, d.params.iter()))).await
+}
+
+/// The first of the rows left to write that failed, as the batch's error.
+fn deferred_failure(
+    config: &Config,
+    batch_id: i64,
+    cache: &StatementCache,
+    deferred: Vec<Deferred>,
+    sent: Vec<std::result::Result<u64, tokio_postgres::Error>>,
+) -> Result<()> {
+    let Some((d, source)) = deferred
+        .into_iter()
+        .zip(sent)
+        .find_map(|(d, sent)| sent.err().map(|e| (d, e)))
+    else {
+        return Ok(());
+    };
+    cache.forget_all_if_stale(&source);
+    let write = Error::Write {
+        queue: config.queue.clone(),
+        consumer: config.consumer.clone(),
+        batch_id,
+        ev_id: None,
+        what: d.what,
+        source: Box::new(source),
+    };
+    Err(handler_error(config, batch_id, Box::new(write)))
 }
 
 /// The first pipelined write that failed, on any connection, once all
@@ -706,6 +755,8 @@ struct Commit<'a> {
     config: &'a Config,
     ticks: &'a BatchTicks,
     lease: Option<&'a Lease>,
+    /// The handler's statements on the queue connection.
+    cache: &'a StatementCache,
 }
 
 /// How committing a batch ended.
@@ -721,18 +772,21 @@ impl Commit<'_> {
     /// Commits the work the way the consumer's work commits: the remote
     /// transaction first (recording the batch there, with `outcomes`, the
     /// events stored as failed or retried), then the queue transaction that
-    /// finishes the batch.
+    /// finishes the batch, with the rows left to write (`deferred`, a local
+    /// consumer's) sent right before it finishes the batch.
     async fn commit(
         self,
         queue_tx: Transaction<'_>,
         remote_tx: Option<Transaction<'_>>,
         outcomes: &[AppliedOutcome],
+        deferred: Vec<Deferred>,
     ) -> Result<Committed> {
         let Commit {
             statements,
             config,
             ticks,
             lease,
+            cache,
         } = self;
         let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
         let batch_id = ticks.batch_id;
@@ -764,7 +818,13 @@ impl Commit<'_> {
         }
         crash_point("after-remote-commit");
         if sub.is_some() {
-            match coop::finish_batch(&queue_tx, batch_id).await {
+            let (sent, finished) = futures_util::future::join(
+                send_deferred(&queue_tx, &deferred),
+                coop::finish_batch(&queue_tx, batch_id),
+            )
+            .await;
+            deferred_failure(config, batch_id, cache, deferred, sent)?;
+            match finished {
                 Err(e @ Error::BatchNotActive { .. }) => {
                     drop(queue_tx);
                     log::warn!(
@@ -787,7 +847,10 @@ impl Commit<'_> {
         // polled (a prepared statement needs no round trip first), and `join`
         // polls the finish before the COMMIT, so the finish is inside the
         // transaction it commits with.
-        let (next, committed) = futures_util::future::join(
+        // The rows left to write go first, in the same round trip: should
+        // one fail, the finish fails and the COMMIT rolls back.
+        let (sent, next, committed) = futures_util::future::join3(
+            send_deferred(&queue_tx, &deferred),
             statements.finish_and_next(&queue_tx, batch_id, queue, consumer, &limits(config)),
             queue_tx.client().batch_execute("commit"),
         )
@@ -795,6 +858,7 @@ impl Commit<'_> {
         // The transaction has ended on the server, committed or rolled back:
         // its guard must not send a ROLLBACK.
         std::mem::forget(queue_tx);
+        deferred_failure(config, batch_id, cache, deferred, sent)?;
         let next = next.map_err(|e| match e {
             pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
             e => Error::Pgq(e),

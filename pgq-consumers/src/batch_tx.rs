@@ -6,6 +6,7 @@ use std::ops::Deref;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement, Transaction};
 
+use crate::bulk::Way;
 use crate::error::Result;
 use crate::pipeline::Encoded;
 use crate::writes::Writes;
@@ -15,7 +16,7 @@ use crate::writes::Writes;
 /// Everything written through it commits exactly once, with the batch, or
 /// not at all.
 ///
-/// Three ways to write, from the simplest to the fastest:
+/// Four ways to write, from the simplest to the fastest:
 ///
 /// - [`BatchTx::execute`] (and [`query`](BatchTx::query),
 ///   [`query_one`](BatchTx::query_one), [`query_opt`](BatchTx::query_opt)):
@@ -27,9 +28,11 @@ use crate::writes::Writes;
 ///   before the batch commits; a failure aborts the batch like a handler
 ///   error (in remote_event mode, before the event's savepoint is released,
 ///   so it is blamed on its event). No round trip of its own.
-/// - [`BatchTx::copy_row`]: the row is buffered and written with the others
-///   by one binary COPY into its table (at the batch's end, or when the
-///   buffer is full). The fewest bytes and statements for the server.
+/// - [`BatchTx::insert_row`]: the row is buffered and written with the
+///   others of its table by one multi-row INSERT (at the batch's end, or
+///   when the buffer is full), pipelined: one statement per table per batch.
+/// - [`BatchTx::copy_row`]: the same by one binary COPY, waited for: the
+///   least work for the server per row, for three round trips per COPY.
 ///
 /// It dereferences to the [`Transaction`] for everything else.
 #[derive(Clone, Copy)]
@@ -196,20 +199,37 @@ impl<'a> BatchTx<'a> {
             })?;
             encoded.push(param);
         }
-        w.pipe.send(statement, encoded, ev_id);
+        w.pipe.send(statement, encoded, ev_id, None);
         Ok(())
     }
 
     /// Buffers one row for `columns` of `table` (a name, schema-qualified or
-    /// not), written with the other buffered rows of the same table and
-    /// columns by one binary COPY: at the batch's end, before it commits, or
-    /// once the table's buffer holds 1 MiB (between events in remote_event
-    /// mode). `values` are encoded now, as the columns' types, so a value of
-    /// the wrong type is an error here.
+    /// not), written with the other rows buffered for the same table and
+    /// columns by one `INSERT INTO table (columns) SELECT * FROM ROWS FROM
+    /// (unnest($1), ...)` (an array per column, in binary) sent as a
+    /// pipelined write: at the
+    /// batch's end, before it commits, or once the table's buffer holds 1 MiB
+    /// (between events in remote_event mode). `values` are encoded now, as
+    /// the columns' types, so a value of the wrong type is an error here. A
+    /// column of an array type cannot be written this way (unnest would
+    /// flatten it): use [`BatchTx::copy_row`].
     ///
     /// The rows are not in the table until then: a query of the batch does
     /// not see them. In remote_event mode the rows given for an event whose
-    /// outcome is not Ok are dropped with its other writes.
+    /// outcome is not Ok are dropped with its other writes. An INSERT that
+    /// fails (a constraint, a trigger) aborts the batch, as a pipelined
+    /// write does.
+    pub async fn insert_row(&self, table: &str, columns: &[&str], values: &[&(dyn ToSql + Sync)]) -> Result<()> {
+        let w = self.writes;
+        w.bulk.add(w, Way::Insert, table, columns, values).await?;
+        w.flush_if_full().await
+    }
+
+    /// Buffers one row, as [`BatchTx::insert_row`], written with the others
+    /// of the same table and columns by one binary COPY instead: the least
+    /// work for the server per row, and any column type, for three round
+    /// trips per COPY (the table's lock and a check, the COPY's start, its
+    /// data), waited for. Best for big batches.
     ///
     /// A COPY that fails (a constraint, a trigger) aborts the batch, as a
     /// handler error. One the server would refuse at its start is not
@@ -219,7 +239,7 @@ impl<'a> BatchTx<'a> {
     /// by the user.
     pub async fn copy_row(&self, table: &str, columns: &[&str], values: &[&(dyn ToSql + Sync)]) -> Result<()> {
         let w = self.writes;
-        w.copies.add(w, table, columns, values).await?;
+        w.bulk.add(w, Way::Copy, table, columns, values).await?;
         w.flush_if_full().await
     }
 }

@@ -39,6 +39,7 @@
 mod batch;
 mod batch_loop;
 mod batch_tx;
+mod bulk;
 mod cli;
 mod commands;
 mod config;
@@ -46,7 +47,6 @@ mod connect;
 mod conninfo;
 mod consumer;
 mod coop;
-mod copy_rows;
 mod daemon;
 mod error;
 mod failed;

@@ -30,6 +30,8 @@ pub(crate) struct Failure {
     pub(crate) seq: u64,
     /// The event handed out last when it was made.
     pub(crate) ev_id: Option<i64>,
+    /// What it was, when not a write of the handler's own.
+    pub(crate) what: Option<String>,
     /// What the server said.
     pub(crate) source: tokio_postgres::Error,
 }
@@ -39,7 +41,9 @@ pub(crate) struct Failure {
 /// of the writes' futures (they borrow the transaction).
 pub(crate) trait Pipe: Send + Sync {
     /// Sends `statement` with `params` now, and keeps its answer to check.
-    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>);
+    /// `what` names it in an error, when it is not a write of the handler's
+    /// own.
+    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>, what: Option<String>);
     /// Reads the answers that came; `Ready` once none is pending.
     fn poll_answers(&self, cx: &mut Context<'_>) -> Poll<()>;
     /// The earliest failure known, taken out.
@@ -55,6 +59,7 @@ pub(crate) async fn settle(pipe: &dyn Pipe) {
 struct Done {
     seq: u64,
     ev_id: Option<i64>,
+    what: Option<String>,
     result: Result<u64, tokio_postgres::Error>,
 }
 
@@ -93,14 +98,19 @@ impl<'t> Pipeline<'t> {
 }
 
 impl Pipe for Pipeline<'_> {
-    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>) {
+    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>, what: Option<String>) {
         let tx = self.tx;
         let mut state = self.lock();
         state.sent += 1;
         let seq = state.sent;
         state.pending.push(Box::pin(async move {
             let result = tx.execute_raw(&statement, params).await;
-            Done { seq, ev_id, result }
+            Done {
+                seq,
+                ev_id,
+                what,
+                result,
+            }
         }));
         // Polled now, with the waker of the task that drives the pipeline,
         // so that the request goes out before anything the handler sends
@@ -137,6 +147,7 @@ impl State<'_> {
                             self.failed = Some(Failure {
                                 seq: done.seq,
                                 ev_id: done.ev_id,
+                                what: done.what,
                                 source,
                             });
                         }
@@ -158,6 +169,14 @@ pub(crate) struct Encoded {
 }
 
 impl Encoded {
+    /// Bytes encoded already, in the binary format.
+    pub(crate) fn binary(bytes: Bytes) -> Encoded {
+        Encoded {
+            bytes: Some(bytes),
+            format: Format::Binary,
+        }
+    }
+
     /// Encodes `value` as a parameter of type `ty`. `buf` is scratch space,
     /// reused from one parameter to the next.
     pub(crate) fn new(

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use tokio_postgres::Transaction;
 
+use crate::bulk::{Bulk, Deferred};
 use crate::consumer::BoxError;
-use crate::copy_rows::CopyRows;
 use crate::error::{Error, Result};
 use crate::pipeline::{settle, Pipe};
 use crate::statement_cache::StatementCache;
@@ -42,10 +42,11 @@ pub(crate) struct Writes<'a> {
     pub(crate) tx: &'a Transaction<'a>,
     pub(crate) cache: &'a StatementCache,
     pub(crate) pipe: &'a (dyn Pipe + 'a),
-    pub(crate) copies: CopyRows,
+    /// The rows buffered to be written in bulk.
+    pub(crate) bulk: Bulk,
     pub(crate) origin: Origin<'a>,
     /// A savepoint per event on this connection (the remote side in
-    /// remote_event mode): rows for COPY are written between events only,
+    /// remote_event mode): buffered rows are written between events only,
     /// and those of an event that does not end Ok are dropped.
     savepoints: bool,
     /// The event handed out last ([`NO_EVENT`] before the first).
@@ -66,7 +67,7 @@ impl<'a> Writes<'a> {
             tx,
             cache,
             pipe,
-            copies: CopyRows::default(),
+            bulk: Bulk::default(),
             origin,
             savepoints,
             event: AtomicI64::new(NO_EVENT),
@@ -84,14 +85,14 @@ impl<'a> Writes<'a> {
         self.event.store(ev_id, Ordering::Relaxed);
         if self.savepoints {
             self.in_flight.store(true, Ordering::Relaxed);
-            self.copies.mark();
+            self.bulk.mark();
         }
     }
 
     /// With savepoints, before the event's savepoint is released (`ok`) or
     /// rolled back: waits for the answers of its pipelined writes, so that a
     /// failed one is blamed on it (and aborts the batch), and keeps or drops
-    /// its rows for COPY. Nothing without savepoints.
+    /// its buffered rows. Nothing without savepoints.
     pub(crate) async fn event_done(&self, ok: bool) -> Result<()> {
         if !self.savepoints {
             return Ok(());
@@ -100,31 +101,34 @@ impl<'a> Writes<'a> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
-        self.copies.unmark(ok);
+        self.bulk.unmark(ok);
         self.in_flight.store(false, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Writes the rows buffered for COPY when a buffer is full, unless an
+    /// Writes the buffered rows when a buffer is full, unless an
     /// event is in flight under a savepoint (they would fall into its
     /// savepoint).
     pub(crate) async fn flush_if_full(&self) -> Result<()> {
-        if self.copies.is_full() && !self.in_flight.load(Ordering::Relaxed) {
-            self.copies.flush(self).await?;
+        if self.bulk.is_full() && !self.in_flight.load(Ordering::Relaxed) {
+            self.bulk.flush(self, false).await?;
         }
         Ok(())
     }
 
     /// Before the batch commits: writes every buffered row, waits for every
-    /// pipelined write's answer, and returns the first failure.
-    pub(crate) async fn finish(&self) -> Result<()> {
-        let flushed = self.copies.flush(self).await;
+    /// pipelined write's answer, and returns the first failure. With
+    /// `defer`, the buffered rows' INSERTs are not sent but returned, for the
+    /// statements that commit the batch to take along (the handler's own
+    /// writes are all answered first all the same).
+    pub(crate) async fn finish(&self, defer: bool) -> Result<Vec<Deferred>> {
+        let flushed = self.bulk.flush(self, defer).await;
         settle(self.pipe).await;
         // A pipelined write that failed made everything after it fail:
         // it is the cause.
         match self.failure() {
             Some(e) => Err(e),
-            None => flushed.map(|_| ()),
+            None => flushed,
         }
     }
 
@@ -140,10 +144,9 @@ impl<'a> Writes<'a> {
     fn failure(&self) -> Option<Error> {
         let failure = self.pipe.take_failure()?;
         self.cache.forget_all_if_stale(&failure.source);
-        Some(self.origin.write(
-            format!("pipelined write {}", failure.seq),
-            failure.ev_id,
-            failure.source,
-        ))
+        let what = failure
+            .what
+            .unwrap_or_else(|| format!("pipelined write {}", failure.seq));
+        Some(self.origin.write(what, failure.ev_id, failure.source))
     }
 }

@@ -12,7 +12,7 @@
 //! (`ev_id`, the payload) into table `T` (`bench_rows` unless `--table`) in
 //! the batch's transaction: `execute` is the README's way
 //! (`cx.tx().execute(sql, params)`), `pipelined` is `execute_pipelined`,
-//! `copy` is `copy_row`. With `--remote-db`, the consumer is a remote one and
+//! `insert` is `insert_row`, `copy` is `copy_row`. With `--remote-db`, the consumer is a remote one and
 //! the table is in that database. `produce` inserts N events through [`pgq::Producer`]
 //! in one transaction: one `send` per event (`single`), or binary COPY of
 //! chunks of 10,000 (`bulk`); last line `events=N secs=S ev_per_s=R`.
@@ -142,6 +142,8 @@ enum Write {
     Execute,
     /// `cx.tx().execute_pipelined(sql, params)` per event.
     Pipelined,
+    /// `cx.tx().insert_row(table, columns, values)` per event.
+    Insert,
     /// `cx.tx().copy_row(table, columns, values)` per event.
     Copy,
 }
@@ -205,6 +207,11 @@ impl Consumer for Noop {
             Write::Pipelined => {
                 cx.tx()
                     .execute_pipelined(&self.insert, &[&ev.ev_id, &ev.data()])
+                    .await?
+            }
+            Write::Insert => {
+                cx.tx()
+                    .insert_row(&self.table, &["ev_id", "data"], &[&ev.ev_id, &ev.data()])
                     .await?
             }
             Write::Copy => {

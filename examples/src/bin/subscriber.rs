@@ -11,8 +11,8 @@
 //! and the batch is finished without storing it twice.
 //!
 //! Records are not written one statement per event: each one's row is
-//! buffered (`cx.tx().copy_row`), and the framework writes a batch's rows by
-//! binary COPY before it commits (a MiB at a time in a big batch).
+//! buffered (`cx.tx().insert_row`), and the framework writes a batch's rows
+//! with one INSERT before it commits (a MiB at a time in a big batch).
 
 use std::process::ExitCode;
 
@@ -28,10 +28,10 @@ impl Consumer for Subscriber {
     type Settings = NoSettings;
 
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
-        // Written with the batch's other rows, by one COPY, in the remote
+        // Written with the batch's other rows, by one INSERT, in the remote
         // transaction.
         cx.tx()
-            .copy_row("stream_items", &["ev_id", "data"], &[&ev.ev_id, &ev.data()])
+            .insert_row("stream_items", &["ev_id", "data"], &[&ev.ev_id, &ev.data()])
             .await?;
         Ok(Outcome::Ok)
     }

@@ -16,8 +16,9 @@
 //! `[settings] write` picks how the row is written: `execute` (the default:
 //! `cx.tx().execute(sql, params)`, the README's way, one round trip waited
 //! for), `pipelined` (`cx.tx().execute_pipelined`, sent without waiting and
-//! checked before the batch commits) or `copy` (`cx.tx().copy_row`, written
-//! with the batch's other rows by one binary COPY).
+//! checked before the batch commits), `insert` (`cx.tx().insert_row`,
+//! written with the batch's other rows by one INSERT) or `copy`
+//! (`cx.tx().copy_row`, the same by one binary COPY).
 //!
 //! `[settings] sleep_ms` (default 0) makes testq sleep that many milliseconds
 //! before each event, so a batch takes a while: long enough to `stop` (the
@@ -62,6 +63,8 @@ enum Write {
     Execute,
     /// `execute_pipelined`: checked before the batch commits.
     Pipelined,
+    /// `insert_row`: one INSERT for the batch.
+    Insert,
     /// `copy_row`: one binary COPY for the batch.
     Copy,
 }
@@ -88,15 +91,15 @@ impl Testq {
                 cx.tx().execute(insert, &row).await?;
             }
             Write::Pipelined => cx.tx().execute_pipelined(insert, &row).await?,
-            Write::Copy => {
+            Write::Insert | Write::Copy => {
                 let now = std::time::SystemTime::now();
-                cx.tx()
-                    .copy_row(
-                        "testq_done",
-                        &["ev_id", "ev_type", "ev_data", "done_at"],
-                        &[&ev.ev_id, &ev.ev_type, &ev.ev_data, &now],
-                    )
-                    .await?
+                let columns = ["ev_id", "ev_type", "ev_data", "done_at"];
+                let values: [&(dyn ToSql + Sync); 4] = [&ev.ev_id, &ev.ev_type, &ev.ev_data, &now];
+                if self.write == Write::Insert {
+                    cx.tx().insert_row("testq_done", &columns, &values).await?;
+                } else {
+                    cx.tx().copy_row("testq_done", &columns, &values).await?;
+                }
             }
         }
         notice!(
@@ -156,6 +159,7 @@ impl Consumer for Testq {
             let write = match settings.write {
                 Write::Execute => "",
                 Write::Pipelined => ", write pipelined",
+                Write::Insert => ", write insert",
                 Write::Copy => ", write copy",
             };
             notice!(

@@ -101,13 +101,16 @@ pub enum Way {
     Execute,
     /// `cx.tx().execute_pipelined(sql, params)`: checked before the commit.
     Pipelined,
+    /// `cx.tx().insert_row("done", columns, values)`: written by one INSERT
+    /// later.
+    Insert,
     /// `cx.tx().copy_row("done", columns, values)`: written by COPY later.
     Copy,
 }
 
 impl Way {
     /// Every way.
-    pub const ALL: [Way; 3] = [Way::Execute, Way::Pipelined, Way::Copy];
+    pub const ALL: [Way; 4] = [Way::Execute, Way::Pipelined, Way::Insert, Way::Copy];
 }
 
 /// One call of `process_event`.
@@ -195,6 +198,11 @@ impl Scripted {
                 cx.tx().execute(sql, &values).await?;
             }
             Way::Pipelined => cx.tx().execute_pipelined(sql, &values).await?,
+            Way::Insert => {
+                cx.tx()
+                    .insert_row("done", &["ev_id", "ev_type", "outcome", "tag"], &values)
+                    .await?
+            }
             Way::Copy => {
                 cx.tx()
                     .copy_row("done", &["ev_id", "ev_type", "outcome", "tag"], &values)

@@ -178,7 +178,7 @@ async fn failing_write_aborts_the_batch(way: Way, mode: &str) -> Result<()> {
     match way {
         // Sent for that event: blamed on it.
         Way::Pipelined => assert_eq!(ev_id, Some(ids[1]), "{way:?} {mode}"),
-        // One COPY for the whole batch.
+        // One statement for the whole batch.
         _ => assert_eq!(ev_id, None, "{way:?} {mode}"),
     }
     assert!(done(&client).await?.is_empty(), "{way:?} {mode}: nothing committed");
@@ -214,16 +214,19 @@ async fn a_failing_pipelined_write_aborts_the_batch_with_nothing_committed_and_i
 }
 
 #[tokio::test]
-async fn a_failing_copied_row_aborts_the_batch_with_nothing_committed_and_it_is_done_once_later() -> Result<()> {
-    for mode in ["local", "remote", "remote_event"] {
-        failing_write_aborts_the_batch(Way::Copy, mode).await?;
+async fn a_failing_inserted_or_copied_row_aborts_the_batch_with_nothing_committed_and_it_is_done_once_later(
+) -> Result<()> {
+    for way in [Way::Insert, Way::Copy] {
+        for mode in ["local", "remote", "remote_event"] {
+            failing_write_aborts_the_batch(way, mode).await?;
+        }
     }
     Ok(())
 }
 
 #[tokio::test]
-async fn a_panic_mid_batch_with_pipelined_or_copied_writes_loses_and_repeats_nothing() -> Result<()> {
-    for way in [Way::Pipelined, Way::Copy] {
+async fn a_panic_mid_batch_with_pipelined_inserted_or_copied_writes_loses_and_repeats_nothing() -> Result<()> {
+    for way in [Way::Pipelined, Way::Insert, Way::Copy] {
         for mode in ["local", "remote"] {
             let (_db, mut client, _rdb, _remote, target, config) = dbs(mode).await?;
             let ids = insert_all(&mut client, &["ok", "ok", "panic", "ok"]).await?;
@@ -252,7 +255,8 @@ async fn a_panic_mid_batch_with_pipelined_or_copied_writes_loses_and_repeats_not
 }
 
 #[tokio::test]
-async fn remote_event_rolls_back_exactly_the_pipelined_or_copied_writes_of_failed_and_retried_events() -> Result<()> {
+async fn remote_event_rolls_back_exactly_the_pipelined_inserted_or_copied_writes_of_failed_and_retried_events(
+) -> Result<()> {
     for way in Way::ALL {
         let (_db, mut client, _rdb, remote, _target, config) = dbs("remote_event").await?;
         let ids = insert_all(&mut client, &["ok", "fail", "retry", "ok", "fail"]).await?;
@@ -334,9 +338,10 @@ async fn pipelined_writes_go_out_in_order_with_the_handlers_other_statements() -
     Ok(())
 }
 
-/// Copies 1000 rows of 1 KiB for each event into `big`, then counts the
-/// rows of `big` the batch's transaction sees.
+/// Buffers 1500 rows of 1 KiB for each event for `big` (by INSERT, or by
+/// COPY), then counts the rows of `big` the batch's transaction sees.
 struct CopyBig {
+    way: Way,
     counted: Arc<Mutex<Vec<i64>>>,
 }
 
@@ -346,10 +351,12 @@ impl Consumer for CopyBig {
 
     async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         let pad = "x".repeat(1024);
-        for n in 0..1000i32 {
-            cx.tx()
-                .copy_row("big", &["ev_id", "n", "pad"], &[&ev.ev_id, &n, &pad])
-                .await?;
+        for n in 0..1500i32 {
+            let row: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&ev.ev_id, &n, &pad];
+            match self.way {
+                Way::Insert => cx.tx().insert_row("big", &["ev_id", "n", "pad"], &row).await?,
+                _ => cx.tx().copy_row("big", &["ev_id", "n", "pad"], &row).await?,
+            }
         }
         let row = cx.tx().query_one("select count(*) from big", &[]).await?;
         self.counted.lock().map_err(|_| "poisoned")?.push(row.try_get(0)?);
@@ -380,9 +387,14 @@ impl Consumer for CopyInto {
 }
 
 #[tokio::test]
-async fn copied_rows_are_written_once_a_buffer_is_full_between_events_in_remote_event_mode_and_all_commit_once(
+async fn buffered_rows_are_written_once_a_buffer_is_full_between_events_in_remote_event_mode_and_all_commit_once(
 ) -> Result<()> {
-    for mode in ["local", "remote_event"] {
+    for (way, mode) in [
+        (Way::Insert, "local"),
+        (Way::Copy, "local"),
+        (Way::Insert, "remote_event"),
+        (Way::Copy, "remote_event"),
+    ] {
         let (_db, mut client, _rdb, _remote, target, config) = dbs(mode).await?;
         target
             .batch_execute("create table big (ev_id bigint, n int, pad text, unique (ev_id, n))")
@@ -391,21 +403,25 @@ async fn copied_rows_are_written_once_a_buffer_is_full_between_events_in_remote_
         tick(&client).await?;
         let counted = Arc::new(Mutex::new(Vec::new()));
         let consumer = CopyBig {
+            way,
             counted: Arc::clone(&counted),
         };
         let mut lp = BatchLoop::connect(consumer, config).await?;
         let report = finished(lp.round().await?);
-        assert_eq!(counts(&report), (3, 3, 0, 0), "{mode}");
+        assert_eq!(counts(&report), (3, 3, 0, 0), "{way:?} {mode}");
         let counted = counted.lock().map(|c| c.clone()).unwrap_or_default();
         if mode == "local" {
             // Past 1 MiB a buffer is written, whenever it is.
-            assert!(counted[0] > 0, "{mode}: written during the first event: {counted:?}");
+            assert!(
+                counted[0] > 0,
+                "{way:?} {mode}: written during the first event: {counted:?}"
+            );
         } else {
             // Only between events: an event's rows stay with its savepoint.
-            assert_eq!(counted[0], 0, "{mode}: {counted:?}");
+            assert_eq!(counted[0], 0, "{way:?} {mode}: {counted:?}");
             assert_eq!(
-                counted[1], 1000,
-                "{mode}: the first event's rows, after it: {counted:?}"
+                counted[1], 1500,
+                "{way:?} {mode}: the first event's rows, after it: {counted:?}"
             );
         }
         let rows = target
@@ -417,10 +433,56 @@ async fn copied_rows_are_written_once_a_buffer_is_full_between_events_in_remote_
             .collect::<Result<_>>()?;
         assert_eq!(
             per_event,
-            ids.iter().map(|id| (*id, 1000)).collect::<Vec<_>>(),
-            "{mode}"
+            ids.iter().map(|id| (*id, 1500)).collect::<Vec<_>>(),
+            "{way:?} {mode}"
         );
     }
+    Ok(())
+}
+
+/// Buffers each event's id, and an array of it, for `arrays (ev_id, ids)`.
+struct Arrays(Way);
+
+#[async_trait]
+impl Consumer for Arrays {
+    type Settings = ModeSettings;
+
+    async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
+        let ids = vec![ev.ev_id, -ev.ev_id];
+        let row: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&ev.ev_id, &ids];
+        match self.0 {
+            Way::Insert => cx.tx().insert_row("arrays", &["ev_id", "ids"], &row).await?,
+            _ => cx.tx().copy_row("arrays", &["ev_id", "ids"], &row).await?,
+        }
+        Ok(Outcome::Ok)
+    }
+}
+
+#[tokio::test]
+async fn a_column_of_an_array_type_is_refused_by_insert_row_and_written_by_copy_row() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    client
+        .batch_execute("create table arrays (ev_id bigint, ids bigint[])")
+        .await?;
+    let ids = insert_all(&mut client, &["ok", "ok"]).await?;
+    tick(&client).await?;
+
+    let mut lp = BatchLoop::connect(Arrays(Way::Insert), config(&db, "")).await?;
+    let err = lp.round().await.expect_err("insert_row cannot write an array column");
+    let chain = format!("{:?}", anyhow::Error::from(err));
+    assert!(chain.contains("is of an array type"), "{chain}");
+    drop(lp);
+
+    let mut lp = BatchLoop::connect(Arrays(Way::Copy), config(&db, "")).await?;
+    finished(lp.round().await?);
+    let rows = client
+        .query("select ev_id, ids from arrays order by ev_id", &[])
+        .await?;
+    let got: Vec<(i64, Vec<i64>)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_>>()?;
+    assert_eq!(got, ids.iter().map(|id| (*id, vec![*id, -id])).collect::<Vec<_>>());
     Ok(())
 }
 

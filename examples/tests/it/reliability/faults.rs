@@ -185,6 +185,11 @@ async fn repeated_sigkill_of_a_remote_daemon_buffering_rows_for_copy_loses_and_r
     sigkill_while_events_flow("remote", "copy").await;
 }
 
+#[tokio::test]
+async fn repeated_sigkill_of_a_local_daemon_buffering_rows_for_one_insert_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("local", "insert").await;
+}
+
 /// The failed attempts the (first) end-of-outage line counts.
 fn failed_attempts(log: &str) -> u32 {
     log.split(BACK)
