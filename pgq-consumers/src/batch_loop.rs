@@ -401,13 +401,14 @@ impl<C: Consumer> BatchLoop<C> {
             consumer: &config.consumer,
         };
         let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned);
-        // A local consumer's last buffered rows go with the statements that
-        // commit the batch.
-        let mut deferred = Vec::new();
+        // The last buffered rows go with the statements that commit the
+        // batch: the remote record, or (a local consumer's) the finish.
+        let mut deferred = Deferrals::default();
         let ran = match run(consumer, batch, lease.as_ref(), &writes).await {
             // Before anything commits (the remote record included): every
-            // buffered row written, every pipelined write answered.
-            Ran::Finished { report, outcomes } => match finish_writes(&writes, *mode == CommitMode::Local).await {
+            // pipelined write answered, every buffered row written or taken
+            // along.
+            Ran::Finished { report, outcomes } => match finish_writes(&queue_writes, remote_writes.as_ref()).await {
                 Ok(rows) => {
                     deferred = rows;
                     Ran::Finished { report, outcomes }
@@ -435,7 +436,8 @@ impl<C: Consumer> BatchLoop<C> {
                     config,
                     ticks: &ticks,
                     lease: lease.as_ref(),
-                    cache: queue_cache,
+                    queue_cache,
+                    remote_cache,
                 }
                 .commit(queue_tx, remote_tx, &outcomes, deferred)
                 .await?;
@@ -534,9 +536,8 @@ impl<C: Consumer> BatchLoop<C> {
 /// Opens the round's transactions (the queue database's, and the remote
 /// one's in the remote modes) and its event source, built here and nowhere
 /// else: the batch query the last round started (`prefetch`), or the one
-/// started now on the reader connection while the queue transaction begins
-/// (one round trip for both), or PgQ's cursor when the reader cannot be
-/// used.
+/// started now on the reader connection while the transactions begin (one
+/// round trip for all), or PgQ's cursor when the reader cannot be used.
 async fn open<'q, 'r>(
     queue_db: &'q mut Client,
     remote_db: Option<&'r mut Client>,
@@ -557,16 +558,20 @@ async fn open<'q, 'r>(
             (None, None) => None,
         }
     };
-    let (queue_tx, stream) = futures_util::future::join(queue_db.transaction(), stream).await;
-    let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
-    let remote_tx = match remote_db {
-        Some(db) => Some(db.transaction().await.map_err(|source| Error::Remote {
-            queue: config.queue.clone(),
-            consumer: config.consumer.clone(),
-            source,
-        })?),
-        None => None,
+    // The remote transaction begins in the same round trip.
+    let remote_tx = async {
+        match remote_db {
+            Some(db) => db.transaction().await.map(Some),
+            None => Ok(None),
+        }
     };
+    let (queue_tx, remote_tx, stream) = futures_util::future::join3(queue_db.transaction(), remote_tx, stream).await;
+    let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
+    let remote_tx = remote_tx.map_err(|source| Error::Remote {
+        queue: config.queue.clone(),
+        consumer: config.consumer.clone(),
+        source,
+    })?;
     Ok((queue_tx, remote_tx, EventSource::new(stream, config)?))
 }
 
@@ -659,17 +664,28 @@ async fn run<C: Consumer>(
     }
 }
 
+/// The last buffered rows of a batch, each side's, for the statements that
+/// commit the batch to take along.
+#[derive(Default)]
+struct Deferrals {
+    /// A local consumer's: sent with the finish.
+    queue: Vec<Deferred>,
+    /// A remote consumer's: sent with the remote record.
+    remote: Vec<Deferred>,
+}
+
 /// Writes what the handler left buffered and waits for the answers of its
 /// pipelined writes, on every connection (the remote one first); the first
-/// failure is the batch's. With `defer_queue` (a local consumer), the queue
-/// connection's last buffered rows are returned unsent, for the statements
-/// that commit the batch to take along.
-async fn finish_writes(writes: &[&Writes<'_>], defer_queue: bool) -> Result<Vec<Deferred>> {
-    let mut deferred = Vec::new();
-    for (i, w) in writes.iter().enumerate().rev() {
-        // The first is the queue connection's.
-        deferred.extend(w.finish(defer_queue && i == 0).await?);
+/// failure is the batch's. The last buffered rows of the connection whose
+/// commit comes first (the remote one, or a local consumer's queue one) are
+/// returned unsent: a remote consumer's queue side must be written before
+/// the remote side commits.
+async fn finish_writes(queue: &Writes<'_>, remote: Option<&Writes<'_>>) -> Result<Deferrals> {
+    let mut deferred = Deferrals::default();
+    if let Some(remote) = remote {
+        deferred.remote = remote.finish(true).await?;
     }
+    deferred.queue = queue.finish(remote.is_none()).await?;
     Ok(deferred)
 }
 
@@ -755,8 +771,9 @@ struct Commit<'a> {
     config: &'a Config,
     ticks: &'a BatchTicks,
     lease: Option<&'a Lease>,
-    /// The handler's statements on the queue connection.
-    cache: &'a StatementCache,
+    /// The handler's statements on each connection.
+    queue_cache: &'a StatementCache,
+    remote_cache: &'a StatementCache,
 }
 
 /// How committing a batch ended.
@@ -779,14 +796,15 @@ impl Commit<'_> {
         queue_tx: Transaction<'_>,
         remote_tx: Option<Transaction<'_>>,
         outcomes: &[AppliedOutcome],
-        deferred: Vec<Deferred>,
+        deferred: Deferrals,
     ) -> Result<Committed> {
         let Commit {
             statements,
             config,
             ticks,
             lease,
-            cache,
+            queue_cache,
+            remote_cache,
         } = self;
         let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
         let batch_id = ticks.batch_id;
@@ -799,7 +817,18 @@ impl Commit<'_> {
             return Ok(Committed::Lost);
         }
         if let Some(remote) = remote_tx {
-            match tracking::record(&remote, queue, consumer, sub, ticks).await {
+            // The last rows go first, in the same round trip: should one
+            // fail, the record fails too, and nothing commits.
+            let (sent, recorded) = futures_util::future::join(
+                send_deferred(&remote, &deferred.remote),
+                tracking::record(&remote, queue, consumer, sub, ticks),
+            )
+            .await;
+            if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
+                rollback(queue_tx, Some(remote)).await;
+                return Err(e);
+            }
+            match recorded {
                 Err(e @ Error::BatchAppliedByOther { .. }) => {
                     rollback(queue_tx, Some(remote)).await;
                     log::warn!("{}", crate::cli::error_chain(&e));
@@ -819,11 +848,11 @@ impl Commit<'_> {
         crash_point("after-remote-commit");
         if sub.is_some() {
             let (sent, finished) = futures_util::future::join(
-                send_deferred(&queue_tx, &deferred),
+                send_deferred(&queue_tx, &deferred.queue),
                 coop::finish_batch(&queue_tx, batch_id),
             )
             .await;
-            deferred_failure(config, batch_id, cache, deferred, sent)?;
+            deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
             match finished {
                 Err(e @ Error::BatchNotActive { .. }) => {
                     drop(queue_tx);
@@ -850,7 +879,7 @@ impl Commit<'_> {
         // The rows left to write go first, in the same round trip: should
         // one fail, the finish fails and the COMMIT rolls back.
         let (sent, next, committed) = futures_util::future::join3(
-            send_deferred(&queue_tx, &deferred),
+            send_deferred(&queue_tx, &deferred.queue),
             statements.finish_and_next(&queue_tx, batch_id, queue, consumer, &limits(config)),
             queue_tx.client().batch_execute("commit"),
         )
@@ -858,7 +887,7 @@ impl Commit<'_> {
         // The transaction has ended on the server, committed or rolled back:
         // its guard must not send a ROLLBACK.
         std::mem::forget(queue_tx);
-        deferred_failure(config, batch_id, cache, deferred, sent)?;
+        deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
         let next = next.map_err(|e| match e {
             pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
             e => Error::Pgq(e),
