@@ -817,29 +817,44 @@ impl Commit<'_> {
             return Ok(Committed::Lost);
         }
         if let Some(remote) = remote_tx {
-            // The last rows go first, in the same round trip: should one
-            // fail, the record fails too, and nothing commits.
-            let (sent, recorded) = futures_util::future::join(
+            // The last buffered rows, the record of the batch (and of the
+            // outcomes stored in the queue database) and the COMMIT go in
+            // one round trip: each is sent when first polled (all are
+            // parsed, bound and run at once), and `join4` polls them in this
+            // order. Should one fail, the transaction is aborted and the
+            // COMMIT rolls it back: nothing commits, and its error is the
+            // round's.
+            let outcomes_kept = async {
+                if outcomes.is_empty() {
+                    Ok(())
+                } else {
+                    tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await
+                }
+            };
+            let (sent, recorded, kept, committed) = futures_util::future::join4(
                 send_deferred(&remote, &deferred.remote),
                 tracking::record(&remote, queue, consumer, sub, ticks),
+                outcomes_kept,
+                remote.client().batch_execute("commit"),
             )
             .await;
+            // The transaction has ended on the server, committed or rolled
+            // back: its guard must not send a ROLLBACK.
+            std::mem::forget(remote);
             if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
-                rollback(queue_tx, Some(remote)).await;
+                rollback(queue_tx, None).await;
                 return Err(e);
             }
             match recorded {
                 Err(e @ Error::BatchAppliedByOther { .. }) => {
-                    rollback(queue_tx, Some(remote)).await;
+                    rollback(queue_tx, None).await;
                     log::warn!("{}", crate::cli::error_chain(&e));
                     return Ok(Committed::Lost);
                 }
                 other => other?,
             }
-            if !outcomes.is_empty() {
-                tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await?;
-            }
-            remote.commit().await.map_err(|source| Error::Remote {
+            kept?;
+            committed.map_err(|source| Error::Remote {
                 queue: queue.clone(),
                 consumer: consumer.clone(),
                 source,
