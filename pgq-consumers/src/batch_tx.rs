@@ -40,8 +40,8 @@ pub struct BatchTx<'a> {
     writes: &'a Writes<'a>,
 }
 
-/// SQL a [`BatchTx`] runs: text, prepared once per connection (`&str`,
-/// `&String`), or a [`Statement`] prepared already.
+/// SQL a [`BatchTx`] runs: text, prepared once per connection (`str`,
+/// `String`), or a [`Statement`] prepared already; or a reference to one.
 pub trait Sql: sealed::Sealed + Sync {
     /// The statement when prepared already, otherwise the text to prepare.
     #[doc(hidden)]
@@ -53,6 +53,7 @@ mod sealed {
     impl Sealed for str {}
     impl Sealed for String {}
     impl Sealed for tokio_postgres::Statement {}
+    impl<T: ?Sized + super::Sql> Sealed for &T {}
 }
 
 impl Sql for str {
@@ -70,6 +71,12 @@ impl Sql for String {
 impl Sql for Statement {
     fn prepared_or_text(&self) -> std::result::Result<&Statement, &str> {
         Ok(self)
+    }
+}
+
+impl<T: ?Sized + Sql> Sql for &T {
+    fn prepared_or_text(&self) -> std::result::Result<&Statement, &str> {
+        (**self).prepared_or_text()
     }
 }
 

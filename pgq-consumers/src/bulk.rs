@@ -371,12 +371,16 @@ impl Bulk {
                             table: name.clone(),
                             problem,
                         },
-                        Checked::Failed(source) => origin.write(what(), None, source),
+                        Checked::Failed(source) => {
+                            cache.forget_all_if_stale(&source);
+                            origin.write(what(), None, source)
+                        }
                     })?;
                     for chunk in data {
-                        copy_in(tx, &statement, chunk)
-                            .await
-                            .map_err(|source| origin.write(what(), None, source))?;
+                        copy_in(tx, &statement, chunk).await.map_err(|source| {
+                            cache.forget_all_if_stale(&source);
+                            origin.write(what(), None, source)
+                        })?;
                     }
                 }
             }

@@ -523,3 +523,48 @@ async fn a_copy_the_server_would_refuse_at_its_start_is_not_started_and_the_conn
     }
     Ok(())
 }
+
+/// Reads its event's rows with `select *` (a statement whose result changes
+/// with the table's columns), then writes its row.
+struct SelectStar;
+
+#[async_trait]
+impl Consumer for SelectStar {
+    type Settings = ModeSettings;
+
+    async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
+        cx.tx()
+            .query("select * from done where ev_id = $1", &[&ev.ev_id])
+            .await?;
+        cx.tx().execute(PROBE_INSERT, &[&ev.ev_id, &ev.ev_type]).await?;
+        Ok(Outcome::Ok)
+    }
+}
+
+#[tokio::test]
+async fn a_cached_statement_made_stale_by_a_column_change_fails_one_round_and_is_prepared_again() -> Result<()> {
+    let (db, mut client) = setup().await?;
+    let mut lp = BatchLoop::connect(SelectStar, config(&db, "")).await?;
+    insert_all(&mut client, &["ok"]).await?;
+    tick(&client).await?;
+    finished(lp.round().await?);
+
+    // The prepared `select *` no longer returns what it did.
+    client.batch_execute("alter table done add column extra int").await?;
+    let ids = insert_all(&mut client, &["ok", "ok"]).await?;
+    tick(&client).await?;
+    let err = lp.round().await.expect_err("the stale statement fails once");
+    let code = match &err {
+        Error::Handler { source, .. } => source.downcast_ref::<tokio_postgres::Error>().and_then(|e| e.code()),
+        _ => None,
+    };
+    assert_eq!(code, Some(&SqlState::FEATURE_NOT_SUPPORTED), "{err:?}");
+    let report = finished(lp.round().await?);
+    assert_eq!(counts(&report), (2, 2, 0, 0));
+    let counted = done_counts(&client).await?;
+    assert_eq!(
+        ids.iter().map(|id| counted.get(id).copied()).collect::<Vec<_>>(),
+        [Some(1), Some(1)]
+    );
+    Ok(())
+}
