@@ -13,6 +13,8 @@
 #   BENCH_SSLMODE=disable   sslmode of every connection, the same for both sides
 #   BENCH_IDLE_SECONDS=60   how long the idle cost is counted (after 70 s of settling)
 #   BENCH_SCALE=1           event counts are multiplied by it (0.1 for a quick look)
+#   BENCH_ONLY=             a comma-separated list of the parts to run (consume, writes,
+#                           produce, latency, memory, idle); all when empty
 #
 # Not a test: nothing here runs under `cargo test`.
 set -euo pipefail
@@ -29,6 +31,8 @@ RUNS=${BENCH_RUNS:-3}
 SSL=${BENCH_SSLMODE:-disable}
 IDLE_SECONDS=${BENCH_IDLE_SECONDS:-60}
 SCALE=${BENCH_SCALE:-1}
+ONLY=${BENCH_ONLY:-}
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; print v }'; }
 
 # Debian's python3 (with python3-pgq), not whatever python3 comes first in PATH.
@@ -49,8 +53,16 @@ ADMIN="$PGQ_TEST_DSN sslmode=$SSL"
 NAME="pgq_bench_$$"
 DB="$ADMIN dbname=$NAME"
 sql() { "$PSQL" "$DB" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
+# The remote database of the remote consumers.
+RDB="$ADMIN dbname=${NAME}_remote"
+rsql() { "$PSQL" "$RDB" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 "$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database $NAME"
-cleanup() { "$PSQL" "$ADMIN" -qAtX -c "drop database if exists $NAME with (force)" >/dev/null 2>&1 || true; }
+"$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database ${NAME}_remote"
+cleanup() {
+    for db in "$NAME" "${NAME}_remote"; do
+        "$PSQL" "$ADMIN" -qAtX -c "drop database if exists $db with (force)" >/dev/null 2>&1 || true
+    done
+}
 trap cleanup EXIT
 sql "create extension pgq" >/dev/null
 
@@ -85,6 +97,48 @@ consume_both() {
     echo "$rs $py"
 }
 
+# consume_writes QUEUE START local|remote: handlers that write one row per event into
+# bench_rows, in the queue database or (remote) the remote one: ours the
+# README's way (execute), pipelined, by one INSERT per batch and by COPY, and
+# Python's INSERT through its cursor, on the same batches, RUNS times each,
+# alternating; the table is
+# emptied and the remote records of applied batches forgotten before each
+# run, and each consumer put back at tick START. Prints "EXECUTE PIPELINED
+# INSERT COPY PY" (best events per second of each).
+consume_writes() {
+    local queue=$1 start=$2 where=$3 out way py="" remote_rs=() remote_py=()
+    local -A rs=()
+    if [ "$where" = remote ]; then
+        remote_rs=(--remote-db "$RDB")
+        remote_py=(--remote-db "$RDB")
+        reset() {
+            rsql "truncate bench_rows; delete from pgq_ext.batch_done;
+                  do \$\$ begin
+                    if to_regnamespace('pgq_consumer') is not null then
+                      perform pgq_consumer.forget_applied_batches('$queue', 'rs', null);
+                    end if;
+                  end \$\$" >/dev/null
+        }
+    else
+        reset() { sql "truncate bench_rows" >/dev/null; }
+    fi
+    for run in $(seq "$RUNS"); do
+        for way in execute pipelined insert copy; do
+            rewind "$queue" rs "$start"
+            reset
+            out=$("$BENCH" consume --db "$DB" --queue "$queue" --consumer rs --write "$way" "${remote_rs[@]}")
+            log "  pgq-rs $way run $run: $(tail -n 1 <<<"$out")"
+            rs[$way]=$(best "$(field ev_per_s <<<"$out")" "${rs[$way]:-}")
+        done
+        rewind "$queue" py "$start"
+        reset
+        out=$("$PY" scripts/pgq_bench.py consume --db "$DB" --queue "$queue" --consumer py --write insert "${remote_py[@]}")
+        log "  python  run $run: $(tail -n 1 <<<"$out")"
+        py=$(best "$(field ev_per_s <<<"$out")" "$py")
+    done
+    echo "${rs[execute]} ${rs[pipelined]} ${rs[insert]} ${rs[copy]} $py"
+}
+
 # produce MODE COUNT: both sides insert COUNT events RUNS times each,
 # alternating; prints "RS PY".
 produce_both() {
@@ -103,62 +157,110 @@ produce_both() {
 BIG=$(scaled 800000)
 BATCHES=$(scaled 1000)
 HUGE=$(scaled 1000000)
+WRITES=$(scaled 300)
+# What a part left out shows.
+BIG_RS=- BIG_PY=- SMALL_RS=- SMALL_PY=- SINGLE_RS=- SINGLE_PY=- BULK_RS=- BULK_PY=-
+W_EXEC=- W_PIPE=- W_INS=- W_COPY=- W_PY=- R_EXEC=- R_PIPE=- R_INS=- R_COPY=- R_PY=-
+P50=- P99=- RSS_MIB=- MEM_RATE=- IDLE1= IDLE2= IDLE3=
 
-log "consume: one batch of $BIG events"
-sql "select pgq.create_queue('big')" >/dev/null
-sql "select pgq.register_consumer('big', 'rs')" >/dev/null
-sql "select pgq.register_consumer('big', 'py')" >/dev/null
-"$BENCH" produce --db "$DB" --queue big --events "$BIG" --mode bulk >/dev/null
-tick big
-read -r BIG_RS BIG_PY < <(consume_both big)
+if want consume; then
+    log "consume: one batch of $BIG events"
+    sql "select pgq.create_queue('big')" >/dev/null
+    sql "select pgq.register_consumer('big', 'rs')" >/dev/null
+    sql "select pgq.register_consumer('big', 'py')" >/dev/null
+    "$BENCH" produce --db "$DB" --queue big --events "$BIG" --mode bulk >/dev/null
+    tick big
+    read -r BIG_RS BIG_PY < <(consume_both big)
 
-log "consume: $BATCHES batches of 100 events"
-sql "select pgq.create_queue('small')" >/dev/null
-sql "select pgq.register_consumer('small', 'rs')" >/dev/null
-sql "select pgq.register_consumer('small', 'py')" >/dev/null
-sql "do \$\$ begin
-       for i in 1..$BATCHES loop
-         perform pgq.insert_event('small', 'bench', repeat('x', 100)) from generate_series(1, 100);
-         commit;
-         perform pgq.force_tick('small');
-         perform pgq.ticker('small');
-         commit;
-       end loop;
-     end \$\$"
-read -r SMALL_RS SMALL_PY < <(consume_both small)
+    log "consume: $BATCHES batches of 100 events"
+    sql "select pgq.create_queue('small')" >/dev/null
+    sql "select pgq.register_consumer('small', 'rs')" >/dev/null
+    sql "select pgq.register_consumer('small', 'py')" >/dev/null
+    sql "do \$\$ begin
+           for i in 1..$BATCHES loop
+             perform pgq.insert_event('small', 'bench', repeat('x', 100)) from generate_series(1, 100);
+             commit;
+             perform pgq.force_tick('small');
+             perform pgq.ticker('small');
+             commit;
+           end loop;
+         end \$\$"
+    read -r SMALL_RS SMALL_PY < <(consume_both small)
+fi
 
-sql "select pgq.create_queue('prod')" >/dev/null
-PER_EVENT=$(scaled 100000)
-log "produce: $PER_EVENT events, one call each (pgq.Producer::send / pgq.insert_event)"
-read -r SINGLE_RS SINGLE_PY < <(produce_both single "$PER_EVENT")
-log "produce: $HUGE events in bulk (pgq.Producer::copy_in / pgq.bulk_insert_events)"
-read -r BULK_RS BULK_PY < <(produce_both bulk "$HUGE")
+if want writes; then
+    log "consume with a real handler: $WRITES batches of 100 events, a row written per event"
+    sql "select pgq.create_queue('writes')" >/dev/null
+    sql "select pgq.register_consumer('writes', 'rs')" >/dev/null
+    sql "select pgq.register_consumer('writes', 'py')" >/dev/null
+    sql "do \$\$ begin
+           for i in 1..$WRITES loop
+             perform pgq.insert_event('writes', 'bench', repeat('x', 100)) from generate_series(1, 100);
+             commit;
+             perform pgq.force_tick('writes');
+             perform pgq.ticker('writes');
+             commit;
+           end loop;
+         end \$\$"
+    sql "create table bench_rows (ev_id bigint, data text)"
+    # The remote side: the table, and the two functions of pgq_ext (not packaged
+    # in Debian) that Python's RemoteConsumer calls, over a table of the last
+    # batch applied per consumer.
+    rsql "create table bench_rows (ev_id bigint, data text);
+          create schema pgq_ext;
+          create table pgq_ext.batch_done (consumer text primary key, batch_id bigint not null);
+          create function pgq_ext.is_batch_done(c text, b bigint) returns boolean language sql as
+            \$\$ select exists (select 1 from pgq_ext.batch_done where consumer = c and batch_id = b) \$\$;
+          create function pgq_ext.set_batch_done(c text, b bigint) returns boolean language sql as
+            \$\$ insert into pgq_ext.batch_done values (c, b)
+               on conflict (consumer) do update set batch_id = excluded.batch_id; select true \$\$;"
+    start=$(last_tick_of writes rs)
+    log "  local: the queue database's transaction"
+    read -r W_EXEC W_PIPE W_INS W_COPY W_PY < <(consume_writes writes "$start" local)
+    log "  remote: a second database, committed before the batch is finished"
+    read -r R_EXEC R_PIPE R_INS R_COPY R_PY < <(consume_writes writes "$start" remote)
+fi
 
-log "latency: commit to handler, embedded ticker at its defaults, a fresh database"
-LAT=$("$BENCH" latency --db "$ADMIN" --samples 500)
-log "  $LAT"
-P50=$(field p50_ms <<<"$LAT")
-P99=$(field p99_ms <<<"$LAT")
+if want produce; then
+    sql "select pgq.create_queue('prod')" >/dev/null
+    PER_EVENT=$(scaled 100000)
+    log "produce: $PER_EVENT events, one call each (pgq.Producer::send / pgq.insert_event)"
+    read -r SINGLE_RS SINGLE_PY < <(produce_both single "$PER_EVENT")
+    log "produce: $HUGE events in bulk (pgq.Producer::copy_in / pgq.bulk_insert_events)"
+    read -r BULK_RS BULK_PY < <(produce_both bulk "$HUGE")
+fi
 
-log "memory: one batch of $HUGE events of 1 KiB"
-sql "select pgq.create_queue('mem')" >/dev/null
-sql "select pgq.register_consumer('mem', 'rs')" >/dev/null
-"$BENCH" produce --db "$DB" --queue mem --events "$HUGE" --mode bulk --size 1024 >/dev/null
-tick mem
-MEM_OUT=$("$BENCH" consume --db "$DB" --queue mem --consumer rs)
-log "  $(tail -n 1 <<<"$MEM_OUT")"
-RSS_MIB=$(grep '^peak_rss_kib=' <<<"$MEM_OUT" | sed 's/peak_rss_kib=//' | awk '{ printf "%.1f", $1 / 1024 }')
-MEM_RATE=$(field ev_per_s <<<"$MEM_OUT")
+if want latency; then
+    log "latency: commit to handler, embedded ticker at its defaults, a fresh database"
+    LAT=$("$BENCH" latency --db "$ADMIN" --samples 500)
+    log "  $LAT"
+    P50=$(field p50_ms <<<"$LAT")
+    P99=$(field p99_ms <<<"$LAT")
+fi
 
-log "idle cost: no traffic, ${IDLE_SECONDS}s counted after 70s (pg_stat_database)"
-# One at a time: each in a database of its own, but a busy server counts
-# slower statements, and autovacuum visits more often.
-IDLE1=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1)
-log "  $IDLE1"
-IDLE2=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 2)
-log "  $IDLE2"
-IDLE3=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1 --delay 10)
-log "  $IDLE3"
+if want memory; then
+    log "memory: one batch of $HUGE events of 1 KiB"
+    sql "select pgq.create_queue('mem')" >/dev/null
+    sql "select pgq.register_consumer('mem', 'rs')" >/dev/null
+    "$BENCH" produce --db "$DB" --queue mem --events "$HUGE" --mode bulk --size 1024 >/dev/null
+    tick mem
+    MEM_OUT=$("$BENCH" consume --db "$DB" --queue mem --consumer rs)
+    log "  $(tail -n 1 <<<"$MEM_OUT")"
+    RSS_MIB=$(grep '^peak_rss_kib=' <<<"$MEM_OUT" | sed 's/peak_rss_kib=//' | awk '{ printf "%.1f", $1 / 1024 }')
+    MEM_RATE=$(field ev_per_s <<<"$MEM_OUT")
+fi
+
+if want idle; then
+    log "idle cost: no traffic, ${IDLE_SECONDS}s counted after 70s (pg_stat_database)"
+    # One at a time: each in a database of its own, but a busy server counts
+    # slower statements, and autovacuum visits more often.
+    IDLE1=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1)
+    log "  $IDLE1"
+    IDLE2=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 2)
+    log "  $IDLE2"
+    IDLE3=$("$BENCH" idle --db "$ADMIN" --seconds "$IDLE_SECONDS" --daemons 1 --delay 10)
+    log "  $IDLE3"
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 > 0) printf "%.1fx", a / b; else print "-" }'; }
 row() { printf '| %-42s | %12s | %12s | %7s | %-10s |\n' "$@"; }
@@ -172,6 +274,17 @@ row "consume one batch of $BIG events" "$BIG_RS" "$BIG_PY" "$(ratio "$BIG_RS" "$
 row "consume $BATCHES batches of 100 events" "$SMALL_RS" "$SMALL_PY" "$(ratio "$SMALL_RS" "$SMALL_PY")" ">= 3x"
 row "produce, one call per event" "$SINGLE_RS" "$SINGLE_PY" "$(ratio "$SINGLE_RS" "$SINGLE_PY")" ">= 10x"
 row "produce in bulk (COPY)" "$BULK_RS" "$BULK_PY" "$(ratio "$BULK_RS" "$BULK_PY")" ">= 2x"
+echo
+row "consume $WRITES x 100, a row per event" "pgq-rs" "python3-pgq" "ratio" "target"
+row "------------------------------------------" "------------" "------------" "-------" "----------"
+row "local: execute (the README's way)" "$W_EXEC" "$W_PY" "$(ratio "$W_EXEC" "$W_PY")" ">= 1.5x"
+row "local: execute_pipelined" "$W_PIPE" "$W_PY" "$(ratio "$W_PIPE" "$W_PY")" ">= 5x"
+row "local: insert_row (batched, one INSERT)" "$W_INS" "$W_PY" "$(ratio "$W_INS" "$W_PY")" ">= 10x"
+row "local: copy_row (batched, binary COPY)" "$W_COPY" "$W_PY" "$(ratio "$W_COPY" "$W_PY")" ""
+row "remote: execute (the README's way)" "$R_EXEC" "$R_PY" "$(ratio "$R_EXEC" "$R_PY")" ">= 1.5x"
+row "remote: execute_pipelined" "$R_PIPE" "$R_PY" "$(ratio "$R_PIPE" "$R_PY")" ">= 5x"
+row "remote: insert_row (batched, one INSERT)" "$R_INS" "$R_PY" "$(ratio "$R_INS" "$R_PY")" ">= 10x"
+row "remote: copy_row (batched, binary COPY)" "$R_COPY" "$R_PY" "$(ratio "$R_COPY" "$R_PY")" ""
 echo
 row "other measurements" "pgq-rs" "" "" "target"
 row "------------------------------------------" "------------" "------------" "-------" "----------"

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The Python side of the benchmark: Skytools' own PgQ framework (python3-pgq).
 
-    pgq_bench.py consume --db DSN --queue Q --consumer C
+    pgq_bench.py consume --db DSN --queue Q --consumer C [--write insert [--table T] [--remote-db DSN]]
     pgq_bench.py produce --db DSN --queue Q --events N --mode single|bulk [--size BYTES]
 
 The same subcommands and last lines as `pgq-bench`, so scripts/bench.sh can run
@@ -11,7 +11,12 @@ both on the same queue contents and compare:
 
 `consume` drains every available batch through `pgq.Consumer` (the class Skytools
 consumers derive from) with a no-op `process_event`, calling its `work()` until it
-says there is nothing left. `produce --mode single` calls `pgq.insert_event` once
+says there is nothing left. With `--write insert`, `process_event` runs one `INSERT`
+per event (`ev_id`, the payload) into table T (`bench_rows` unless `--table`) through
+its cursor, in the batch's transaction; with `--remote-db` too, the consumer is a
+`pgq.RemoteConsumer` writing in that database (whose `pgq_ext.is_batch_done` and
+`pgq_ext.set_batch_done` the caller provides), one `INSERT` per event through its
+cursor there. `produce --mode single` calls `pgq.insert_event` once
 per event in one transaction; `--mode bulk` calls `pgq.bulk_insert_events` (COPY
 into the current event table) in chunks of 10,000 rows in one transaction.
 """
@@ -33,6 +38,27 @@ class NoopConsumer(pgq.Consumer):
         pass
 
 
+class InsertConsumer(pgq.Consumer):
+    """A consumer that inserts a row per event, in the batch's transaction."""
+
+    insert = None
+
+    def process_event(self, db, event):
+        curs = db.cursor()
+        curs.execute(self.insert, [event.id, event.data])
+
+
+class RemoteInsertConsumer(pgq.RemoteConsumer):
+    """A remote consumer that inserts a row per event in the remote database."""
+
+    insert = None
+
+    def process_remote_batch(self, db, batch_id, event_list, dst_db):
+        curs = dst_db.cursor()
+        for event in event_list:
+            curs.execute(self.insert, [event.id, event.data])
+
+
 def consume(args):
     tmp = tempfile.mkdtemp(prefix="pgq-bench-py-")
     conf = os.path.join(tmp, "consumer.ini")
@@ -45,15 +71,24 @@ def consume(args):
             "consumer_name = %s\n"
             "logfile = %s\n"
             "pidfile = %s\n"
+            "remote_db = %s\n"
             % (
                 args.db.replace("%", "%%"),
                 args.queue,
                 args.consumer,
                 os.path.join(tmp, "consumer.log"),
                 os.path.join(tmp, "consumer.pid"),
+                (args.remote_db or "").replace("%", "%%"),
             )
         )
-    consumer = NoopConsumer("pgq_bench", "db", [conf, "-q"])
+    if args.write == "none":
+        consumer = NoopConsumer("pgq_bench", "db", [conf, "-q"])
+    elif args.remote_db:
+        consumer = RemoteInsertConsumer("pgq_bench", "db", "remote_db", [conf, "-q"])
+    else:
+        consumer = InsertConsumer("pgq_bench", "db", [conf, "-q"])
+    # The table name is the script's own, never a user's.
+    consumer.insert = "insert into %s (ev_id, data) values (%%s, %%s)" % args.table
     consumer.reload()
     # Count events by wrapping the batch walk.
     counted = [0]
@@ -109,6 +144,9 @@ def main():
     c.add_argument("--db", required=True)
     c.add_argument("--queue", required=True)
     c.add_argument("--consumer", required=True)
+    c.add_argument("--write", choices=["none", "insert"], default="none")
+    c.add_argument("--table", default="bench_rows")
+    c.add_argument("--remote-db", dest="remote_db")
     c.set_defaults(func=consume)
     pr = sub.add_parser("produce")
     pr.add_argument("--db", required=True)

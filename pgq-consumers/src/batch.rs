@@ -118,7 +118,7 @@ impl<'a> Batch<'a> {
         }
         loop {
             let batch_id = self.cx.ticks.batch_id;
-            let next = match self.events.next(self.cx.db, batch_id).await {
+            let next = match self.events.next(self.cx.db.tx, batch_id).await {
                 Ok(next) => next,
                 // Bytes that are not UTF-8 (an SQL_ASCII database): the
                 // event is stored as failed as it is, in the database, and
@@ -129,7 +129,7 @@ impl<'a> Batch<'a> {
                         "undecodable: {field} is not valid UTF-8 (the database's encoding is SQL_ASCII); \
                          the event is kept here as it was"
                     );
-                    failed::add_from_batch(self.cx.db, batch_id, ev_id, &reason).await?;
+                    failed::add_from_batch(self.cx.db.tx, batch_id, ev_id, &reason).await?;
                     log::warn!("event {ev_id} of batch {batch_id} stored as failed: {reason}");
                     self.note_failed(ev_id, reason);
                     continue;
@@ -151,6 +151,12 @@ impl<'a> Batch<'a> {
             }
             if self.mode == CommitMode::RemoteEvent {
                 self.remote_exec(&format!("savepoint {SAVEPOINT}")).await?;
+            }
+            // Writes made from now on are blamed on this event (and, under
+            // its savepoint, rolled back with it).
+            self.cx.tx.handed_out(event.ev_id);
+            if !std::ptr::eq(self.cx.db, self.cx.tx) {
+                self.cx.db.handed_out(event.ev_id);
             }
             self.in_flight = Some(event.ev_id);
             self.handed_out.insert(event.ev_id);
@@ -186,6 +192,9 @@ impl<'a> Batch<'a> {
             other => other,
         };
         if self.mode == CommitMode::RemoteEvent {
+            // The event's pipelined writes are answered before its savepoint
+            // goes: one that failed is this event's, and aborts the batch.
+            self.cx.tx.event_done(outcome == Outcome::Ok).await?;
             let sql = match outcome {
                 Outcome::Ok => format!("release savepoint {SAVEPOINT}"),
                 _ => format!("rollback to savepoint {SAVEPOINT}"),
@@ -197,30 +206,29 @@ impl<'a> Batch<'a> {
             self.in_flight = self.handed_out.iter().next().copied();
         }
         match outcome {
-            Outcome::Ok => {
-                self.report.ok += 1;
-                Ok(BatchEnd::Finish)
-            }
-            Outcome::Failed(reason) => {
-                self.record_failed(event, &reason).await?;
-                Ok(BatchEnd::Finish)
-            }
+            Outcome::Ok => self.report.ok += 1,
+            Outcome::Failed(reason) => self.record_failed(event, &reason).await?,
             Outcome::Retry(delay) => {
                 let seconds = whole_seconds(delay);
-                pgq::event_retry(self.cx.db, self.cx.ticks.batch_id, event.ev_id, seconds).await?;
+                pgq::event_retry(self.cx.db.tx, self.cx.ticks.batch_id, event.ev_id, seconds).await?;
                 self.outcomes.push(AppliedOutcome::Retry {
                     ev_id: event.ev_id,
                     seconds,
                 });
                 self.report.retried += 1;
-                Ok(BatchEnd::Finish)
             }
-            Outcome::AbortBatch => Ok(BatchEnd::Abort),
+            Outcome::AbortBatch => return Ok(BatchEnd::Abort),
         }
+        // Rows buffered for COPY are written once a buffer is full.
+        self.cx.tx.flush_if_full().await?;
+        if !std::ptr::eq(self.cx.db, self.cx.tx) {
+            self.cx.db.flush_if_full().await?;
+        }
+        Ok(BatchEnd::Finish)
     }
 
     async fn record_failed(&mut self, event: &Event, reason: &str) -> Result<()> {
-        failed::add(self.cx.db, self.cx.queue, self.cx.consumer, event, reason).await?;
+        failed::add(self.cx.db.tx, self.cx.queue, self.cx.consumer, event, reason).await?;
         self.note_failed(event.ev_id, reason.to_owned());
         Ok(())
     }
@@ -233,7 +241,7 @@ impl<'a> Batch<'a> {
     }
 
     async fn remote_exec(&self, sql: &str) -> Result<()> {
-        self.cx.tx.batch_execute(sql).await.map_err(|source| Error::Remote {
+        self.cx.tx.tx.batch_execute(sql).await.map_err(|source| Error::Remote {
             queue: self.cx.queue.to_string(),
             consumer: self.cx.consumer.to_string(),
             source,

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_postgres::{Client, Transaction};
 
 use crate::batch::{Batch, BatchEnd, BatchReport};
+use crate::bulk::Deferred;
 use crate::config::Config;
 use crate::consumer::{configure, read_settings, BoxError, CommitMode, Consumer, Context};
 use crate::coop;
@@ -23,9 +24,12 @@ use crate::error::{Error, Result};
 use crate::failpoint::crash_point;
 use crate::heartbeat::{Heartbeat, Lease, Loss};
 use crate::net::connect::{connect, Database};
+use crate::pipeline::Pipeline;
 use crate::reader::{Prefetch, Reader};
 use crate::source::{event_filter, EventSource};
+use crate::statement_cache::StatementCache;
 use crate::tracking::{self, AppliedOutcome};
+use crate::writes::{Origin, Writes};
 
 /// What one round of the loop did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +83,10 @@ pub struct BatchLoop<C> {
     heartbeat: Heartbeat,
     /// `next_batch_custom` and `finish_batch`, prepared on `queue_db`.
     statements: Option<BatchStatements>,
+    /// The handler's statements prepared on `queue_db`.
+    queue_cache: StatementCache,
+    /// The handler's statements prepared on `remote_db`.
+    remote_cache: StatementCache,
     /// The second connection to the queue database: streams batches and
     /// listens for ticks.
     reader: Option<Reader>,
@@ -167,6 +175,8 @@ impl<C: Consumer> BatchLoop<C> {
             poisoned: HashMap::new(),
             heartbeat: Heartbeat::default(),
             statements: None,
+            queue_cache: StatementCache::default(),
+            remote_cache: StatementCache::default(),
             reader,
             pending: None,
             pruned: None,
@@ -205,12 +215,14 @@ impl<C: Consumer> BatchLoop<C> {
         if self.queue_db.is_closed() {
             self.queue_db = connect(&self.config.db, &app, Database::Queue).await?;
             self.statements = None;
+            self.queue_cache.clear();
         }
         self.reopen_reader().await;
         if let (Some(remote), Some(dsn)) = (&self.remote_db, &self.config.remote_db) {
             if remote.is_closed() {
                 let fresh = connect(dsn, &app, Database::Remote).await?;
                 self.remote_db = Some(fresh);
+                self.remote_cache.clear();
             }
         }
         Ok(())
@@ -336,6 +348,8 @@ impl<C: Consumer> BatchLoop<C> {
             reader,
             pending,
             pruned,
+            queue_cache,
+            remote_cache,
             ..
         } = self;
 
@@ -357,23 +371,77 @@ impl<C: Consumer> BatchLoop<C> {
             return skip_applied(queue_tx, remote_tx, config, &ticks).await;
         }
 
+        // The writes the handler makes without waiting for them: pipelined
+        // on each connection, or buffered for COPY.
+        let origin = Origin {
+            queue: &config.queue,
+            consumer: &config.consumer,
+            batch_id,
+        };
+        let queue_pipe = Pipeline::new(&queue_tx);
+        let remote_pipe = remote_tx.as_ref().map(Pipeline::new);
+        let queue_writes = Writes::new(&queue_tx, queue_cache, &queue_pipe, origin, false);
+        let remote_writes = match (&remote_tx, &remote_pipe) {
+            (Some(tx), Some(pipe)) => Some(Writes::new(
+                tx,
+                remote_cache,
+                pipe,
+                origin,
+                *mode == CommitMode::RemoteEvent,
+            )),
+            _ => None,
+        };
+        let writes: Vec<&Writes<'_>> = [Some(&queue_writes), remote_writes.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
         let cx = Context {
-            db: &queue_tx,
-            tx: remote_tx.as_ref().unwrap_or(&queue_tx),
+            db: &queue_writes,
+            tx: remote_writes.as_ref().unwrap_or(&queue_writes),
             ticks: &ticks,
             queue: &config.queue,
             consumer: &config.consumer,
         };
         let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned);
-        match run(consumer, batch, lease.as_ref()).await {
+        // The last buffered rows go with the statements that commit the
+        // batch: the remote record, or (a local consumer's) the finish.
+        let mut deferred = Deferrals::default();
+        let ran = match run(consumer, batch, lease.as_ref(), &writes).await {
+            // Before anything commits (the remote record included): every
+            // pipelined write answered, every buffered row written or taken
+            // along.
+            Ran::Finished { report, outcomes } => match finish_writes(&queue_writes, remote_writes.as_ref()).await {
+                Ok(rows) => {
+                    deferred = rows;
+                    Ran::Finished { report, outcomes }
+                }
+                Err(e) => Ran::Failed(Box::new(e)),
+            },
+            // A pipelined write that failed aborted the transaction: it is
+            // the cause of what failed after it.
+            Ran::Failed(source) => Ran::Failed(match first_failure(&writes).await {
+                Some(e) => Box::new(e),
+                None => source,
+            }),
+            other => other,
+        };
+        // The writes' futures borrow the transactions, which end now.
+        drop(writes);
+        drop(queue_writes);
+        drop(remote_writes);
+        drop(queue_pipe);
+        drop(remote_pipe);
+        match ran {
             Ran::Finished { report, outcomes } => {
                 let committed = Commit {
                     statements: &statements,
                     config,
                     ticks: &ticks,
                     lease: lease.as_ref(),
+                    queue_cache,
+                    remote_cache,
                 }
-                .commit(queue_tx, remote_tx, &outcomes)
+                .commit(queue_tx, remote_tx, &outcomes, deferred)
                 .await?;
                 let next = match committed {
                     Committed::Done(next) => next,
@@ -470,9 +538,8 @@ impl<C: Consumer> BatchLoop<C> {
 /// Opens the round's transactions (the queue database's, and the remote
 /// one's in the remote modes) and its event source, built here and nowhere
 /// else: the batch query the last round started (`prefetch`), or the one
-/// started now on the reader connection while the queue transaction begins
-/// (one round trip for both), or PgQ's cursor when the reader cannot be
-/// used.
+/// started now on the reader connection while the transactions begin (one
+/// round trip for all), or PgQ's cursor when the reader cannot be used.
 async fn open<'q, 'r>(
     queue_db: &'q mut Client,
     remote_db: Option<&'r mut Client>,
@@ -493,16 +560,20 @@ async fn open<'q, 'r>(
             (None, None) => None,
         }
     };
-    let (queue_tx, stream) = futures_util::future::join(queue_db.transaction(), stream).await;
-    let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
-    let remote_tx = match remote_db {
-        Some(db) => Some(db.transaction().await.map_err(|source| Error::Remote {
-            queue: config.queue.clone(),
-            consumer: config.consumer.clone(),
-            source,
-        })?),
-        None => None,
+    // The remote transaction begins in the same round trip.
+    let remote_tx = async {
+        match remote_db {
+            Some(db) => db.transaction().await.map(Some),
+            None => Ok(None),
+        }
     };
+    let (queue_tx, remote_tx, stream) = futures_util::future::join3(queue_db.transaction(), remote_tx, stream).await;
+    let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
+    let remote_tx = remote_tx.map_err(|source| Error::Remote {
+        queue: config.queue.clone(),
+        consumer: config.consumer.clone(),
+        source,
+    })?;
     Ok((queue_tx, remote_tx, EventSource::new(stream, config)?))
 }
 
@@ -547,11 +618,32 @@ async fn skip_applied(
 /// Runs the handler over the batch. A panic is caught and survived:
 /// `catching` makes the daemon's panic hook log it at ERROR, not FATAL. A
 /// sub-consumer that can no longer prove it holds its batch stops working on
-/// it at once.
-async fn run<C: Consumer>(consumer: &mut C, mut batch: Batch<'_>, lease: Option<&Lease>) -> Ran {
+/// it at once. Meanwhile, the answers of the handler's pipelined `writes`
+/// are read as they come.
+async fn run<C: Consumer>(
+    consumer: &mut C,
+    mut batch: Batch<'_>,
+    lease: Option<&Lease>,
+    writes: &[&Writes<'_>],
+) -> Ran {
     let outcome = {
         let handler =
             std::panic::AssertUnwindSafe(pgq_daemon::catching(consumer.process_batch(&mut batch))).catch_unwind();
+        // Polled first, so the pipelines know the task's waker before the
+        // handler sends anything.
+        let answers = futures_util::future::poll_fn(|cx| {
+            for w in writes {
+                let _ = w.pipe.poll_answers(cx);
+            }
+            std::task::Poll::<std::convert::Infallible>::Pending
+        });
+        let handler = async {
+            tokio::select! {
+                biased;
+                never = answers => match never {},
+                outcome = handler => outcome,
+            }
+        };
         match lease {
             None => handler.await,
             Some(lease) => tokio::select! {
@@ -574,6 +666,78 @@ async fn run<C: Consumer>(consumer: &mut C, mut batch: Batch<'_>, lease: Option<
     }
 }
 
+/// The last buffered rows of a batch, each side's, for the statements that
+/// commit the batch to take along.
+#[derive(Default)]
+struct Deferrals {
+    /// A local consumer's: sent with the finish.
+    queue: Vec<Deferred>,
+    /// A remote consumer's: sent with the remote record.
+    remote: Vec<Deferred>,
+}
+
+/// Writes what the handler left buffered and waits for the answers of its
+/// pipelined writes, on every connection (the remote one first); the first
+/// failure is the batch's. The last buffered rows of the connection whose
+/// commit comes first (the remote one, or a local consumer's queue one) are
+/// returned unsent: a remote consumer's queue side must be written before
+/// the remote side commits.
+async fn finish_writes(queue: &Writes<'_>, remote: Option<&Writes<'_>>) -> Result<Deferrals> {
+    let mut deferred = Deferrals::default();
+    if let Some(remote) = remote {
+        deferred.remote = remote.finish(true).await?;
+    }
+    deferred.queue = queue.finish(remote.is_none()).await?;
+    Ok(deferred)
+}
+
+/// Sends the rows left to write (`deferred`) on `tx`, all at once; the
+/// answers in their order.
+async fn send_deferred(
+    tx: &Transaction<'_>,
+    deferred: &[Deferred],
+) -> Vec<std::result::Result<u64, tokio_postgres::Error>> {
+    futures_util::future::join_all(deferred.iter().map(|d| tx.execute_raw(&d.statement, d.params.iter()))).await
+}
+
+/// The first of the rows left to write that failed, as the batch's error.
+fn deferred_failure(
+    config: &Config,
+    batch_id: i64,
+    cache: &StatementCache,
+    deferred: Vec<Deferred>,
+    sent: Vec<std::result::Result<u64, tokio_postgres::Error>>,
+) -> Result<()> {
+    let Some((d, source)) = deferred
+        .into_iter()
+        .zip(sent)
+        .find_map(|(d, sent)| sent.err().map(|e| (d, e)))
+    else {
+        return Ok(());
+    };
+    cache.forget_all_if_stale(&source);
+    let write = Error::Write {
+        queue: config.queue.clone(),
+        consumer: config.consumer.clone(),
+        batch_id,
+        ev_id: None,
+        what: d.what,
+        source: Box::new(source),
+    };
+    Err(handler_error(config, batch_id, Box::new(write)))
+}
+
+/// The first pipelined write that failed, on any connection, once all
+/// have been answered.
+async fn first_failure(writes: &[&Writes<'_>]) -> Option<Error> {
+    for w in writes.iter().rev() {
+        if let Some(e) = w.settled_failure().await {
+            return Some(e);
+        }
+    }
+    None
+}
+
 /// The error of a round whose `process_batch` returned `source`. The
 /// framework's own work failing under it (storing a failed event, reading
 /// the batch, a lost connection) is that error, not the handler's; the
@@ -587,7 +751,17 @@ fn handler_error(config: &Config, batch_id: i64, source: BoxError) -> Error {
         source,
     };
     match source.downcast::<Error>() {
-        Ok(e) if matches!(*e, Error::EventNotApplied { .. } | Error::EventNotHandedOut { .. }) => handler(e),
+        Ok(e)
+            if matches!(
+                *e,
+                Error::EventNotApplied { .. }
+                    | Error::EventNotHandedOut { .. }
+                    | Error::Write { .. }
+                    | Error::CopyRefused { .. }
+            ) =>
+        {
+            handler(e)
+        }
         Ok(e) => *e,
         Err(source) => handler(source),
     }
@@ -599,6 +773,9 @@ struct Commit<'a> {
     config: &'a Config,
     ticks: &'a BatchTicks,
     lease: Option<&'a Lease>,
+    /// The handler's statements on each connection.
+    queue_cache: &'a StatementCache,
+    remote_cache: &'a StatementCache,
 }
 
 /// How committing a batch ended.
@@ -614,18 +791,22 @@ impl Commit<'_> {
     /// Commits the work the way the consumer's work commits: the remote
     /// transaction first (recording the batch there, with `outcomes`, the
     /// events stored as failed or retried), then the queue transaction that
-    /// finishes the batch.
+    /// finishes the batch, with the rows left to write (`deferred`, a local
+    /// consumer's) sent right before it finishes the batch.
     async fn commit(
         self,
         queue_tx: Transaction<'_>,
         remote_tx: Option<Transaction<'_>>,
         outcomes: &[AppliedOutcome],
+        deferred: Deferrals,
     ) -> Result<Committed> {
         let Commit {
             statements,
             config,
             ticks,
             lease,
+            queue_cache,
+            remote_cache,
         } = self;
         let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
         let batch_id = ticks.batch_id;
@@ -638,18 +819,44 @@ impl Commit<'_> {
             return Ok(Committed::Lost);
         }
         if let Some(remote) = remote_tx {
-            match tracking::record(&remote, queue, consumer, sub, ticks).await {
+            // The last buffered rows, the record of the batch (and of the
+            // outcomes stored in the queue database) and the COMMIT go in
+            // one round trip: each is sent when first polled (all are
+            // parsed, bound and run at once), and `join4` polls them in this
+            // order. Should one fail, the transaction is aborted and the
+            // COMMIT rolls it back: nothing commits, and its error is the
+            // round's.
+            let outcomes_kept = async {
+                if outcomes.is_empty() {
+                    Ok(())
+                } else {
+                    tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await
+                }
+            };
+            let (sent, recorded, kept, committed) = futures_util::future::join4(
+                send_deferred(&remote, &deferred.remote),
+                tracking::record(&remote, queue, consumer, sub, ticks),
+                outcomes_kept,
+                remote.client().batch_execute("commit"),
+            )
+            .await;
+            // The transaction has ended on the server, committed or rolled
+            // back: its guard must not send a ROLLBACK.
+            std::mem::forget(remote);
+            if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
+                rollback(queue_tx, None).await;
+                return Err(e);
+            }
+            match recorded {
                 Err(e @ Error::BatchAppliedByOther { .. }) => {
-                    rollback(queue_tx, Some(remote)).await;
+                    rollback(queue_tx, None).await;
                     log::warn!("{}", pgq_daemon::error_chain(&e));
                     return Ok(Committed::Lost);
                 }
                 other => other?,
             }
-            if !outcomes.is_empty() {
-                tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await?;
-            }
-            remote.commit().await.map_err(|source| Error::Remote {
+            kept?;
+            committed.map_err(|source| Error::Remote {
                 queue: queue.clone(),
                 consumer: consumer.clone(),
                 source,
@@ -657,7 +864,13 @@ impl Commit<'_> {
         }
         crash_point("after-remote-commit");
         if sub.is_some() {
-            match coop::finish_batch(&queue_tx, batch_id).await {
+            let (sent, finished) = futures_util::future::join(
+                send_deferred(&queue_tx, &deferred.queue),
+                coop::finish_batch(&queue_tx, batch_id),
+            )
+            .await;
+            deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
+            match finished {
                 Err(e @ Error::BatchNotActive { .. }) => {
                     drop(queue_tx);
                     log::warn!(
@@ -680,7 +893,10 @@ impl Commit<'_> {
         // polled (a prepared statement needs no round trip first), and `join`
         // polls the finish before the COMMIT, so the finish is inside the
         // transaction it commits with.
-        let (next, committed) = futures_util::future::join(
+        // The rows left to write go first, in the same round trip: should
+        // one fail, the finish fails and the COMMIT rolls back.
+        let (sent, next, committed) = futures_util::future::join3(
+            send_deferred(&queue_tx, &deferred.queue),
             statements.finish_and_next(&queue_tx, batch_id, queue, consumer, &limits(config)),
             queue_tx.client().batch_execute("commit"),
         )
@@ -688,6 +904,7 @@ impl Commit<'_> {
         // The transaction has ended on the server, committed or rolled back:
         // its guard must not send a ROLLBACK.
         std::mem::forget(queue_tx);
+        deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
         let next = next.map_err(|e| match e {
             pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
             e => Error::Pgq(e),

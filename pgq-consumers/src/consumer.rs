@@ -4,10 +4,12 @@ use async_trait::async_trait;
 use pgq::{BatchTicks, Event};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
 use crate::batch::{Batch, BatchEnd};
+use crate::batch_tx::BatchTx;
 use crate::outcome::Outcome;
+use crate::writes::Writes;
 
 /// Any error a handler returns. It aborts the batch, is logged, and the batch
 /// is retried after a growing back-off.
@@ -170,10 +172,11 @@ pub(crate) async fn configure<C: Consumer>(
 
 /// What a handler can reach while processing a batch.
 pub struct Context<'a> {
-    pub(crate) db: &'a Transaction<'a>,
+    /// The queue database's transaction.
+    pub(crate) db: &'a Writes<'a>,
     /// The transaction the work commits with: the remote one in the remote
     /// modes, `db` otherwise.
-    pub(crate) tx: &'a Transaction<'a>,
+    pub(crate) tx: &'a Writes<'a>,
     pub(crate) ticks: &'a BatchTicks,
     pub(crate) queue: &'a str,
     pub(crate) consumer: &'a str,
@@ -184,15 +187,20 @@ impl<'a> Context<'a> {
     /// the batch: the remote database's in the remote modes (committed
     /// first, with the record that the batch was applied there), the queue
     /// database's otherwise (committed with `finish_batch`).
-    pub fn tx(&self) -> &'a Transaction<'a> {
-        self.tx
+    ///
+    /// Its `execute` and `query` prepare SQL text once per connection; it
+    /// also sends writes without waiting ([`BatchTx::execute_pipelined`])
+    /// and buffers rows for COPY ([`BatchTx::copy_row`]). It dereferences to
+    /// the [`Transaction`](tokio_postgres::Transaction).
+    pub fn tx(&self) -> BatchTx<'a> {
+        BatchTx::new(self.tx)
     }
 
     /// The queue database's transaction, the one that finishes the batch
     /// (the same as [`Context::tx`] for a local consumer). Writes made here
     /// commit exactly once, with the batch.
-    pub fn db(&self) -> &'a Transaction<'a> {
-        self.db
+    pub fn db(&self) -> BatchTx<'a> {
+        BatchTx::new(self.db)
     }
 
     /// The batch being processed.

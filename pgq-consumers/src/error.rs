@@ -378,6 +378,44 @@ pub enum Error {
         #[source]
         source: crate::consumer::BoxError,
     },
+    /// A write the handler made through the batch's transaction without
+    /// waiting for it failed, or could not be made: a pipelined write
+    /// ([`BatchTx::execute_pipelined`](crate::BatchTx::execute_pipelined)),
+    /// or rows for COPY ([`BatchTx::copy_row`](crate::BatchTx::copy_row)).
+    /// The batch is rolled back and comes again.
+    #[error("{what} failed in batch {batch_id} of consumer {consumer:?} on queue {queue:?}{}", match ev_id { Some(id) => format!(" (made for event {id})"), None => String::new() })]
+    Write {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The batch.
+        batch_id: i64,
+        /// The event handed out last when the write was made, if any.
+        ev_id: Option<i64>,
+        /// Which write: `pipelined write 3` (the third of the batch on its
+        /// connection), `COPY of 100 row(s) into "items"` ...
+        what: String,
+        /// What the server said (a [`tokio_postgres::Error`]), or why the
+        /// write could not be made.
+        #[source]
+        source: crate::consumer::BoxError,
+    },
+    /// Rows for COPY were not written: the server would refuse the COPY at
+    /// its start. Nothing was sent; the batch is rolled back and comes again.
+    #[error("rows cannot be copied into {table:?} in batch {batch_id} of consumer {consumer:?} on queue {queue:?}: {problem}")]
+    CopyRefused {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// The batch.
+        batch_id: i64,
+        /// The table, as the handler named it.
+        table: String,
+        /// Why.
+        problem: String,
+    },
     /// The batch being finished was not open any more: something else
     /// finished it (another process consuming under the same name). The
     /// batch's work was rolled back.
@@ -459,6 +497,7 @@ impl Error {
             | Error::Connect { source, .. }
             | Error::Db { source, .. }
             | Error::Remote { source, .. } => Some(source),
+            Error::Write { source, .. } => source.downcast_ref(),
             _ => None,
         }
     }

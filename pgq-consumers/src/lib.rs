@@ -90,6 +90,8 @@
 
 mod batch;
 mod batch_loop;
+mod batch_tx;
+mod bulk;
 mod cli;
 pub mod config;
 mod consumer;
@@ -104,15 +106,19 @@ mod heartbeat;
 mod installed;
 mod net;
 mod outcome;
+mod pipeline;
 mod reader;
 pub mod schema;
 pub mod seconds;
 mod source;
+mod statement_cache;
 pub mod ticker;
 pub mod tracking;
+mod writes;
 
 pub use batch::{Batch, BatchEnd, BatchReport};
 pub use batch_loop::{BatchLoop, Round};
+pub use batch_tx::{BatchTx, Sql};
 pub use cli::{main, main_with};
 pub use config::{Config, ConnString};
 pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};

@@ -13,6 +13,7 @@
 
 use chrono::{DateTime, Utc};
 use pgq::BatchTicks;
+use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
 use crate::error::{Error, Result};
@@ -122,16 +123,18 @@ pub async fn state(
     batch: &BatchTicks,
 ) -> Result<BatchState> {
     const F: &str = "pgq_consumer.applied_batch_state";
+    // Typed: parsed, bound and run in one round trip (it runs for every
+    // batch of a remote consumer).
     let row = client
-        .query_one(
+        .query_typed_one(
             "select pgq_consumer.applied_batch_state($1, $2, $3, $4, $5, $6) as state",
             &[
-                &queue,
-                &consumer,
-                &subconsumer,
-                &batch.prev_tick_id,
-                &batch.cur_tick_id,
-                &batch.cur_tick_time,
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&subconsumer, Type::TEXT),
+                (&batch.prev_tick_id, Type::INT8),
+                (&batch.cur_tick_id, Type::INT8),
+                (&batch.cur_tick_time, Type::TIMESTAMPTZ),
             ],
         )
         .await
@@ -196,17 +199,20 @@ pub async fn record(
     batch: &BatchTicks,
 ) -> Result<()> {
     const F: &str = "pgq_consumer.record_applied_batch";
+    // Typed: parsed, bound and run in one round trip (it runs for every
+    // batch of a remote consumer), sent when first polled (the batch loop
+    // sends the remote COMMIT right behind it).
     client
-        .execute(
+        .execute_typed(
             "select pgq_consumer.record_applied_batch($1, $2, $3, $4, $5, $6, $7)",
             &[
-                &queue,
-                &consumer,
-                &subconsumer,
-                &batch.batch_id,
-                &batch.prev_tick_id,
-                &batch.cur_tick_id,
-                &batch.cur_tick_time,
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&subconsumer, Type::TEXT),
+                (&batch.batch_id, Type::INT8),
+                (&batch.prev_tick_id, Type::INT8),
+                (&batch.cur_tick_id, Type::INT8),
+                (&batch.cur_tick_time, Type::TIMESTAMPTZ),
             ],
         )
         .await
@@ -334,10 +340,18 @@ pub async fn record_outcomes(
 ) -> Result<()> {
     const F: &str = "pgq_consumer.set_applied_outcomes";
     let events = serde_json::Value::Array(outcomes.iter().map(AppliedOutcome::to_json).collect());
+    // Typed: parsed, bound and run in one round trip, sent when first
+    // polled (the batch loop sends the remote COMMIT right behind it).
     client
-        .execute(
+        .execute_typed(
             "select pgq_consumer.set_applied_outcomes($1, $2, $3, $4, $5)",
-            &[&queue, &consumer, &subconsumer, &batch_id, &events],
+            &[
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&subconsumer, Type::TEXT),
+                (&batch_id, Type::INT8),
+                (&events, Type::JSONB),
+            ],
         )
         .await
         .map_err(sql_error(F, queue, consumer, subconsumer))?;

@@ -1,6 +1,6 @@
 //! `pgq-bench`: the framework's speed, measured through its real paths.
 //!
-//!     pgq-bench consume --db DSN --queue Q --consumer C
+//!     pgq-bench consume --db DSN --queue Q --consumer C [--write WAY [--table T] [--remote-db DSN]]
 //!     pgq-bench produce --db DSN --queue Q --events N --mode single|bulk [--size BYTES]
 //!     pgq-bench latency --db DSN --samples N
 //!     pgq-bench idle --db DSN [--seconds S] [--daemons N]
@@ -8,7 +8,12 @@
 //! `consume` drains every available batch through [`BatchLoop`] (the loop the
 //! consumer daemons run) with a handler that does nothing, then prints
 //! `events=N secs=S ev_per_s=R` (and, before it, `batches=N` and
-//! `peak_rss_kib=N`). `produce` inserts N events through [`pgq::Producer`]
+//! `peak_rss_kib=N`). With `--write`, the handler writes one row per event
+//! (`ev_id`, the payload) into table `T` (`bench_rows` unless `--table`) in
+//! the batch's transaction: `execute` is the README's way
+//! (`cx.tx().execute(sql, params)`), `pipelined` is `execute_pipelined`,
+//! `insert` is `insert_row`, `copy` is `copy_row`. With `--remote-db`, the consumer is a remote one and
+//! the table is in that database. `produce` inserts N events through [`pgq::Producer`]
 //! in one transaction: one `send` per event (`single`), or binary COPY of
 //! chunks of 10,000 (`bulk`); last line `events=N secs=S ev_per_s=R`.
 //! `latency` creates a fresh database on the server of DSN, runs the
@@ -29,7 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use pgq_consumers::{
-    async_trait, connect, ticker, BatchLoop, BoxError, ConnString, Consumer, Context, Database, Event, Outcome, Round,
+    async_trait, connect, ticker, BatchLoop, BoxError, CommitMode, ConnString, Consumer, Context, Database, Event,
+    Outcome, Round,
 };
 use tokio::sync::mpsc;
 
@@ -47,7 +53,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Drain every available batch with a no-op handler.
+    /// Drain every available batch with a no-op handler, or one that writes
+    /// a row per event.
     Consume {
         /// Connection string of the queue database.
         #[arg(long)]
@@ -58,6 +65,15 @@ enum Command {
         /// The consumer (registered already).
         #[arg(long)]
         consumer: String,
+        /// How the handler writes its row per event.
+        #[arg(long, value_enum, default_value_t = Write::None)]
+        write: Write,
+        /// The table written (`ev_id bigint, data text`).
+        #[arg(long, default_value = "bench_rows")]
+        table: String,
+        /// A remote consumer, writing in this database.
+        #[arg(long)]
+        remote_db: Option<String>,
     },
     /// Insert events in one transaction.
     Produce {
@@ -117,21 +133,97 @@ enum Mode {
     Bulk,
 }
 
-/// The handler that does nothing (but note when the first event came).
-#[derive(Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Write {
+    /// Nothing.
+    None,
+    /// `cx.tx().execute(sql, params)` per event, waited for.
+    Execute,
+    /// `cx.tx().execute_pipelined(sql, params)` per event.
+    Pipelined,
+    /// `cx.tx().insert_row(table, columns, values)` per event.
+    Insert,
+    /// `cx.tx().copy_row(table, columns, values)` per event.
+    Copy,
+}
+
+/// The handler that does nothing (but note when the first event came), or
+/// writes a row per event.
 struct Noop {
     first: Option<Instant>,
+    write: Write,
+    /// The table, and the insert into it.
+    table: String,
+    insert: String,
+}
+
+impl Default for Noop {
+    fn default() -> Noop {
+        Noop {
+            first: None,
+            write: Write::None,
+            table: String::new(),
+            insert: String::new(),
+        }
+    }
+}
+
+impl Noop {
+    fn writing(write: Write, table: &str) -> Result<Noop> {
+        Ok(Noop {
+            first: None,
+            write,
+            table: table.to_string(),
+            insert: format!(
+                "insert into {} (ev_id, data) values ($1, $2)",
+                pgq::quote_qualified(table)?
+            ),
+        })
+    }
+}
+
+/// The benchmark consumer's settings: its commit mode.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BenchSettings {
+    #[serde(default)]
+    mode: CommitMode,
 }
 
 #[async_trait]
 impl Consumer for Noop {
-    type Settings = pgq_consumers::NoSettings;
+    type Settings = BenchSettings;
 
-    async fn process_event(&mut self, _ev: &Event, _cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
+    async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         if self.first.is_none() {
             self.first = Some(Instant::now());
         }
+        match self.write {
+            Write::None => {}
+            Write::Execute => {
+                cx.tx().execute(&self.insert, &[&ev.ev_id, &ev.data()]).await?;
+            }
+            Write::Pipelined => {
+                cx.tx()
+                    .execute_pipelined(&self.insert, &[&ev.ev_id, &ev.data()])
+                    .await?
+            }
+            Write::Insert => {
+                cx.tx()
+                    .insert_row(&self.table, &["ev_id", "data"], &[&ev.ev_id, &ev.data()])
+                    .await?
+            }
+            Write::Copy => {
+                cx.tx()
+                    .copy_row(&self.table, &["ev_id", "data"], &[&ev.ev_id, &ev.data()])
+                    .await?
+            }
+        }
         Ok(Outcome::Ok)
+    }
+
+    fn commit_mode(settings: &BenchSettings) -> CommitMode {
+        settings.mode
     }
 }
 
@@ -139,12 +231,32 @@ fn config(db: &str, queue: &str, consumer: &str) -> pgq_consumers::Config {
     pgq_consumers::Config::new(db, queue, consumer)
 }
 
-async fn consume(db: &str, queue: &str, consumer: &str) -> Result<()> {
+/// The config of `consumer`, a remote one when `remote_db` is given.
+fn remote_config(db: &str, remote_db: Option<&str>, queue: &str, consumer: &str) -> Result<pgq_consumers::Config> {
+    let config = config(db, queue, consumer);
+    Ok(match remote_db {
+        Some(remote) => config
+            .with_remote_db(remote)
+            .with_settings(pgq_consumers::serde_json::json!({ "mode": "remote" }))?,
+        None => config,
+    })
+}
+
+async fn consume(
+    db: &str,
+    queue: &str,
+    consumer: &str,
+    write: Write,
+    table: &str,
+    remote_db: Option<&str>,
+) -> Result<()> {
     // The framework's SQL, as `install` puts it (the loop checks for it).
-    let client = connect(&ConnString::new(db), "pgq-bench", Database::Queue).await?;
-    pgq_consumers::schema::install(&client).await?;
-    drop(client);
-    let mut batches = BatchLoop::connect(Noop::default(), config(db, queue, consumer)).await?;
+    for dsn in std::iter::once(db).chain(remote_db) {
+        let client = connect(&ConnString::new(dsn), "pgq-bench", Database::Queue).await?;
+        pgq_consumers::schema::install(&client).await?;
+    }
+    let config = remote_config(db, remote_db, queue, consumer)?;
+    let mut batches = BatchLoop::connect(Noop::writing(write, table)?, config).await?;
     let (mut events, mut count) = (0u64, 0u64);
     let start = Instant::now();
     loop {
@@ -424,7 +536,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Consume { db, queue, consumer } => consume(&db, &queue, &consumer).await,
+            Command::Consume {
+                db,
+                queue,
+                consumer,
+                write,
+                table,
+                remote_db,
+            } => consume(&db, &queue, &consumer, write, &table, remote_db.as_deref()).await,
             Command::Produce {
                 db,
                 queue,

@@ -13,13 +13,21 @@
 //! the batch is finished) or `remote_event` (the same, with a savepoint per
 //! event).
 //!
+//! `[settings] write` picks how the row is written: `execute` (the default:
+//! `cx.tx().execute(sql, params)`, the README's way, one round trip waited
+//! for), `pipelined` (`cx.tx().execute_pipelined`, sent without waiting and
+//! checked before the batch commits), `insert` (`cx.tx().insert_row`,
+//! written with the batch's other rows by one INSERT) or `copy`
+//! (`cx.tx().copy_row`, the same by one binary COPY).
+//!
 //! `[settings] sleep_ms` (default 0) makes testq sleep that many milliseconds
 //! before each event, so a batch takes a while: long enough to `stop` (the
 //! batch is finished first) or `kill` (it is rolled back and comes again)
 //! while it is in flight.
 //!
 //! When its settings change (at start, and on a `reload` that changes them)
-//! testq logs them at NOTICE: `settings: mode local, sleep_ms 0`. The mode
+//! testq logs them at NOTICE: `settings: mode local, sleep_ms 0` (and
+//! `, write pipelined` when `write` is not `execute`). The mode
 //! is read at start only: a reload that changes it is refused.
 
 use std::collections::HashSet;
@@ -27,6 +35,7 @@ use std::time::Duration;
 
 use pgq_consumers::{async_trait, notice, BoxError, CommitMode, Consumer, Context, Event, ExitCode, Outcome};
 use serde::Deserialize;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 /// testq's `[settings]`.
@@ -39,12 +48,31 @@ struct Settings {
     /// Milliseconds slept before each event.
     #[serde(default)]
     sleep_ms: u64,
+    /// How the row of a done event is written.
+    #[serde(default)]
+    write: Write,
+}
+
+/// How testq writes the row of a done event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Write {
+    /// `execute`, waited for.
+    #[default]
+    Execute,
+    /// `execute_pipelined`: checked before the batch commits.
+    Pipelined,
+    /// `insert_row`: one INSERT for the batch.
+    Insert,
+    /// `copy_row`: one binary COPY for the batch.
+    Copy,
 }
 
 #[derive(Default)]
 struct Testq {
     aborted_once: HashSet<i64>,
     sleep: Duration,
+    write: Write,
     /// The settings last logged.
     logged: Option<Settings>,
 }
@@ -55,12 +83,24 @@ const CREATE_DONE: &str =
 impl Testq {
     async fn done(&self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
         // The batch's transaction: the remote database's in the remote modes.
-        cx.tx()
-            .execute(
-                "insert into testq_done (ev_id, ev_type, ev_data, done_at) values ($1, $2, $3, now())",
-                &[&ev.ev_id, &ev.ev_type, &ev.ev_data],
-            )
-            .await?;
+        let insert = "insert into testq_done (ev_id, ev_type, ev_data, done_at) values ($1, $2, $3, now())";
+        let row: [&(dyn ToSql + Sync); 3] = [&ev.ev_id, &ev.ev_type, &ev.ev_data];
+        match self.write {
+            Write::Execute => {
+                cx.tx().execute(insert, &row).await?;
+            }
+            Write::Pipelined => cx.tx().execute_pipelined(insert, &row).await?,
+            Write::Insert | Write::Copy => {
+                let now = std::time::SystemTime::now();
+                let columns = ["ev_id", "ev_type", "ev_data", "done_at"];
+                let values: [&(dyn ToSql + Sync); 4] = [&ev.ev_id, &ev.ev_type, &ev.ev_data, &now];
+                if self.write == Write::Insert {
+                    cx.tx().insert_row("testq_done", &columns, &values).await?;
+                } else {
+                    cx.tx().copy_row("testq_done", &columns, &values).await?;
+                }
+            }
+        }
         notice!(
             "done: event {} type {} data {}",
             ev.ev_id,
@@ -112,9 +152,20 @@ impl Consumer for Testq {
 
     async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
         self.sleep = Duration::from_millis(settings.sleep_ms);
+        self.write = settings.write;
         if self.logged != Some(settings) {
             self.logged = Some(settings);
-            notice!("settings: mode {}, sleep_ms {}", settings.mode, settings.sleep_ms);
+            let write = match settings.write {
+                Write::Execute => "",
+                Write::Pipelined => ", write pipelined",
+                Write::Insert => ", write insert",
+                Write::Copy => ", write copy",
+            };
+            notice!(
+                "settings: mode {}, sleep_ms {}{write}",
+                settings.mode,
+                settings.sleep_ms
+            );
         }
         Ok(())
     }

@@ -65,7 +65,7 @@ async fn every_record_is_stored_exactly_once_through_subscriber_crashes() {
         "subscriber",
         &format!(
             "db = {dsn:?}\nremote_db = {remote:?}\nqueue = \"stream\"\nconsumer = \"subscriber\"\n\
-             delay = 0.05\nfetch_size = 500\n\n[settings]\nchunk = 300\n",
+             delay = 0.05\nfetch_size = 500\n",
             dsn = db.dsn(),
             remote = remote.dsn(),
         ),

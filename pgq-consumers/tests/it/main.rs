@@ -16,3 +16,4 @@ mod schema;
 mod scripted;
 mod ticker;
 mod tracking;
+mod writes;

@@ -93,6 +93,26 @@ impl Act {
     }
 }
 
+/// How the scripted consumer writes its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Way {
+    /// `cx.tx().execute(sql, params)`, waited for.
+    #[default]
+    Execute,
+    /// `cx.tx().execute_pipelined(sql, params)`: checked before the commit.
+    Pipelined,
+    /// `cx.tx().insert_row("done", columns, values)`: written by one INSERT
+    /// later.
+    Insert,
+    /// `cx.tx().copy_row("done", columns, values)`: written by COPY later.
+    Copy,
+}
+
+impl Way {
+    /// Every way.
+    pub const ALL: [Way; 4] = [Way::Execute, Way::Pipelined, Way::Insert, Way::Copy];
+}
+
 /// One call of `process_event`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -115,6 +135,7 @@ pub struct Scripted {
     script: Script,
     calls: Calls,
     tag: String,
+    way: Way,
 }
 
 /// [`Scripted`]'s settings: its commit mode (`[settings] mode = "remote"`).
@@ -132,6 +153,7 @@ impl Scripted {
             script: Box::new(script),
             calls: Calls::default(),
             tag: String::new(),
+            way: Way::Execute,
         }
     }
 
@@ -155,16 +177,38 @@ impl Scripted {
         self
     }
 
+    /// Sets how the rows are written.
+    pub fn writing(mut self, way: Way) -> Scripted {
+        self.way = way;
+        self
+    }
+
     /// The calls, shared: clone it before handing the consumer to a loop.
     pub fn calls(&self) -> Calls {
         Arc::clone(&self.calls)
     }
 
     /// Writes the row of `ev` in the database the consumer's work goes to.
-    async fn write(tag: &str, ev: &Event, act: &Act, cx: &Context<'_>) -> Result<(), BoxError> {
+    async fn write(way: Way, tag: &str, ev: &Event, act: &Act, cx: &Context<'_>) -> Result<(), BoxError> {
         let sql = "insert into done (ev_id, ev_type, outcome, tag) values ($1, $2, $3, $4)";
         let outcome = act.name();
-        cx.tx().execute(sql, &[&ev.ev_id, &ev.ev_type, &outcome, &tag]).await?;
+        let values: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&ev.ev_id, &ev.ev_type, &outcome, &tag];
+        match way {
+            Way::Execute => {
+                cx.tx().execute(sql, &values).await?;
+            }
+            Way::Pipelined => cx.tx().execute_pipelined(sql, &values).await?,
+            Way::Insert => {
+                cx.tx()
+                    .insert_row("done", &["ev_id", "ev_type", "outcome", "tag"], &values)
+                    .await?
+            }
+            Way::Copy => {
+                cx.tx()
+                    .copy_row("done", &["ev_id", "ev_type", "outcome", "tag"], &values)
+                    .await?
+            }
+        }
         Ok(())
     }
 }
@@ -188,7 +232,7 @@ impl Consumer for Scripted {
         if let Act::Panic(message) = &act {
             panic!("{message}");
         }
-        Self::write(&self.tag, ev, &act, cx).await?;
+        Self::write(self.way, &self.tag, ev, &act, cx).await?;
         match act {
             Act::Ok => Ok(Outcome::Ok),
             Act::Fail(reason) => Ok(Outcome::Failed(reason)),

@@ -110,15 +110,16 @@ async fn tick_promptly(client: &Client) {
 }
 
 /// Kills the daemon with SIGKILL four times while events flow, restarting
-/// it each time; then lets it finish.
-async fn sigkill_while_events_flow(mode: &str) {
+/// it each time; then lets it finish. testq writes its rows the way
+/// `write` says (`execute`, `pipelined` or `copy`).
+async fn sigkill_while_events_flow(mode: &str, write: &str) {
     let db = TestDb::create().await;
     let client = db.connect().await;
     let remote = TestDb::create_empty().await;
     let rclient = remote.connect().await;
     let remote_dsn = (mode != "local").then(|| remote.dsn());
-    let mut testq = installed(&format!("sigkill_{mode}"), db.dsn(), mode, remote_dsn).await;
-    testq.setting("sleep_ms", 5);
+    let mut testq = installed(&format!("sigkill_{mode}_{write}"), db.dsn(), mode, remote_dsn).await;
+    testq.setting("sleep_ms", 5).setting("write", write);
     let target = if mode == "local" { &client } else { &rclient };
     tick_promptly(&client).await;
     let _pgqd = Pgqd::start(&db, 0.05);
@@ -153,7 +154,7 @@ async fn sigkill_while_events_flow(mode: &str) {
         .wait_until("every event is done", async || done_count(target).await >= ids.len())
         .await;
     testq.ok(&["stop"]).await;
-    assert_eq!(done(target).await, ids, "{mode}: every event exactly once");
+    assert_eq!(done(target).await, ids, "{mode} {write}: every event exactly once");
     if mode != "local" {
         assert_eq!(done_count(&client).await, 0, "nothing written in the queue database");
     }
@@ -161,12 +162,32 @@ async fn sigkill_while_events_flow(mode: &str) {
 
 #[tokio::test]
 async fn repeated_sigkill_of_a_local_daemon_while_events_flow_loses_and_repeats_nothing() {
-    sigkill_while_events_flow("local").await;
+    sigkill_while_events_flow("local", "execute").await;
 }
 
 #[tokio::test]
 async fn repeated_sigkill_of_a_remote_daemon_while_events_flow_loses_and_repeats_nothing() {
-    sigkill_while_events_flow("remote").await;
+    sigkill_while_events_flow("remote", "execute").await;
+}
+
+#[tokio::test]
+async fn repeated_sigkill_mid_pipeline_of_a_local_daemon_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("local", "pipelined").await;
+}
+
+#[tokio::test]
+async fn repeated_sigkill_mid_pipeline_of_a_remote_event_daemon_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("remote_event", "pipelined").await;
+}
+
+#[tokio::test]
+async fn repeated_sigkill_of_a_remote_daemon_buffering_rows_for_copy_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("remote", "copy").await;
+}
+
+#[tokio::test]
+async fn repeated_sigkill_of_a_local_daemon_buffering_rows_for_one_insert_loses_and_repeats_nothing() {
+    sigkill_while_events_flow("local", "insert").await;
 }
 
 /// The failed attempts the (first) end-of-outage line counts.
