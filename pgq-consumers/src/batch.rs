@@ -1,13 +1,14 @@
 //! One batch being processed: reading its events, applying outcomes.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgq::Event;
 
 use crate::consumer::{CommitMode, Context};
 use crate::error::{Error, Result};
 use crate::failed;
+use crate::metrics::ConsumerMetrics;
 use crate::outcome::Outcome;
 use crate::source::EventSource;
 use crate::tracking::AppliedOutcome;
@@ -62,6 +63,10 @@ pub struct Batch<'a> {
     /// The events stored as failed or retried, for a remote consumer to keep
     /// in the remote database with the batch.
     pub(crate) outcomes: Vec<AppliedOutcome>,
+    /// Where the handler's time per event goes, when the daemon serves metrics.
+    metrics: Option<&'a ConsumerMetrics>,
+    /// When the last event was handed out (with `metrics` only).
+    handed_out_at: Option<Instant>,
 }
 
 impl<'a> Batch<'a> {
@@ -82,11 +87,19 @@ impl<'a> Batch<'a> {
             poisoned,
             in_flight: None,
             outcomes: Vec::new(),
+            metrics: None,
+            handed_out_at: None,
             report: BatchReport {
                 batch_id,
                 ..BatchReport::default()
             },
         }
+    }
+
+    /// Times the handler per event in `metrics`, when there are.
+    pub(crate) fn timed(mut self, metrics: Option<&'a ConsumerMetrics>) -> Batch<'a> {
+        self.metrics = metrics;
+        self
     }
 
     /// What the handler can reach: the transactions and the batch's ids.
@@ -160,6 +173,9 @@ impl<'a> Batch<'a> {
             }
             self.in_flight = Some(event.ev_id);
             self.handed_out.insert(event.ev_id);
+            if self.metrics.is_some() {
+                self.handed_out_at = Some(Instant::now());
+            }
             return Ok(Some(event));
         }
     }
@@ -181,6 +197,9 @@ impl<'a> Batch<'a> {
                 batch_id: self.cx.ticks.batch_id,
                 ev_id: event.ev_id,
             });
+        }
+        if let (Some(metrics), Some(at)) = (self.metrics, self.handed_out_at.take()) {
+            metrics.event_done(at.elapsed());
         }
         let outcome = match outcome {
             Outcome::Retry(delay) => match self.max_retries {

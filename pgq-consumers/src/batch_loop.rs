@@ -96,6 +96,8 @@ pub struct BatchLoop<C> {
     /// When a cooperative remote consumer last dropped the remote records
     /// of its group's finished batches.
     pruned: Option<Instant>,
+    /// The daemon's metrics, when it serves them (see `metrics.rs`).
+    metrics: Option<crate::metrics::ConsumerMetrics>,
 }
 
 /// A batch opened by the transaction that finished the previous one.
@@ -180,7 +182,13 @@ impl<C: Consumer> BatchLoop<C> {
             reader,
             pending: None,
             pruned: None,
+            metrics: None,
         })
+    }
+
+    /// Counts batches and times events in `metrics`.
+    pub(crate) fn set_metrics(&mut self, metrics: crate::metrics::ConsumerMetrics) {
+        self.metrics = Some(metrics);
     }
 
     /// The consumer.
@@ -333,6 +341,9 @@ impl<C: Consumer> BatchLoop<C> {
             return Ok(Round::Idle);
         };
         let batch_id = taken.ticks.batch_id;
+        if let Some(m) = &self.metrics {
+            m.batch_opened(batch_id);
+        }
         crash_point("batch-read");
         // A sub-consumer's hold on its batch: its heartbeat beats until this
         // round ends, however it ends.
@@ -350,6 +361,7 @@ impl<C: Consumer> BatchLoop<C> {
             pruned,
             queue_cache,
             remote_cache,
+            metrics,
             ..
         } = self;
 
@@ -402,7 +414,7 @@ impl<C: Consumer> BatchLoop<C> {
             queue: &config.queue,
             consumer: &config.consumer,
         };
-        let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned);
+        let batch = Batch::new(cx, *mode, events, config.max_retries, poisoned).timed(metrics.as_ref());
         // The last buffered rows go with the statements that commit the
         // batch: the remote record, or (a local consumer's) the finish.
         let mut deferred = Deferrals::default();

@@ -106,12 +106,96 @@ pub struct Config {
     /// The embedded ticker (`[ticker]`): off unless `enabled = true`.
     #[serde(default)]
     pub ticker: crate::ticker::TickerConfig,
+    /// Seconds a stop (SIGTERM) gives the batch in flight before it is rolled
+    /// back and the daemon exits ([`Config::stop_timeout`]).
+    #[serde(default = "default_stop_timeout")]
+    stop_timeout: f64,
+    /// Seconds a round may run before the loop counts as stuck: `/health/live`
+    /// answers 503 and the systemd watchdog is no longer notified
+    /// ([`Config::stuck_after`]).
+    #[serde(default = "default_stuck_after")]
+    stuck_after: f64,
+    /// The runtime the daemon's loop runs on.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// The HTTP endpoint (`[http]`): metrics and probes, off unless `listen` is set.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The user's own settings, read into `Consumer::Settings`.
     #[serde(default)]
     pub settings: toml::Table,
     /// The file the config was read from, for messages.
     #[serde(skip)]
     origin: PathBuf,
+}
+
+/// The runtime the daemon's loop runs on (`runtime` in the config).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Runtime {
+    /// One thread for everything: the fastest for the loop's round trips. The default.
+    #[default]
+    CurrentThread,
+    /// A worker thread per core: for handlers that do CPU work of their own,
+    /// or block, while the endpoint, the heartbeat and the ticker must go on.
+    MultiThread,
+}
+
+/// The `[http]` table: the endpoint serving `/metrics`, `/health/live` and
+/// `/health/ready`.
+///
+/// ```toml
+/// [http]
+/// listen = "127.0.0.1:9187"   # off when unset
+/// refresh_period = 5.0        # seconds between two reads of the lag, pending and failed events
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// The address to listen on (`IP:PORT`); none: no endpoint.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Seconds between two reads of the gauges that come from PgQ.
+    #[serde(default = "default_refresh_period")]
+    pub refresh_period: f64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            listen: None,
+            refresh_period: default_refresh_period(),
+        }
+    }
+}
+
+fn default_refresh_period() -> f64 {
+    5.0
+}
+
+impl HttpConfig {
+    /// The address to listen on, when the endpoint is on.
+    pub fn address(&self) -> Option<std::result::Result<std::net::SocketAddr, String>> {
+        self.listen.as_ref().map(|l| {
+            l.parse().map_err(|_| {
+                format!("`http.listen` is {l:?}; give an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::]:9187\"")
+            })
+        })
+    }
+
+    /// The period of the gauges read from PgQ.
+    pub fn refresh_period(&self) -> Duration {
+        crate::seconds::duration(self.refresh_period)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(Err(problem)) = self.address() {
+            return Err(problem);
+        }
+        crate::seconds::check("http.refresh_period", self.refresh_period, false).map(|_| ())
+    }
 }
 
 /// Which events reach the handler. An empty list lets everything through.
@@ -136,6 +220,14 @@ fn default_delay() -> f64 {
 
 fn default_fetch_size() -> u32 {
     1000
+}
+
+fn default_stop_timeout() -> f64 {
+    30.0
+}
+
+fn default_stuck_after() -> f64 {
+    300.0
 }
 
 fn default_net_timeout() -> f64 {
@@ -173,6 +265,10 @@ impl Config {
             filter: Filter::default(),
             net_timeout: default_net_timeout(),
             ticker: crate::ticker::TickerConfig::default(),
+            stop_timeout: default_stop_timeout(),
+            stuck_after: default_stuck_after(),
+            runtime: Runtime::default(),
+            http: HttpConfig::default(),
             settings: toml::Table::new(),
             origin: PathBuf::from("(config built in code)"),
         };
@@ -255,6 +351,18 @@ impl Config {
     pub fn with_files(mut self, pidfile: impl Into<PathBuf>, logfile: impl Into<PathBuf>) -> Config {
         self.pidfile = Some(pidfile.into());
         self.logfile = Some(logfile.into());
+        self
+    }
+
+    /// Sets `[http]`: the endpoint of metrics and probes.
+    pub fn with_http(mut self, http: HttpConfig) -> Config {
+        self.http = http;
+        self
+    }
+
+    /// Sets `stop_timeout`.
+    pub fn with_stop_timeout(mut self, timeout: Duration) -> Config {
+        self.stop_timeout = timeout.as_secs_f64();
         self
     }
 
@@ -372,6 +480,8 @@ impl Config {
             ("dead_interval", self.dead_interval),
             ("min_interval", self.min_interval),
             ("min_lag", self.min_lag),
+            ("stop_timeout", Some(self.stop_timeout)),
+            ("stuck_after", Some(self.stuck_after)),
         ] {
             if let Some(v) = value {
                 crate::seconds::check(key, v, true).map_err(invalid)?;
@@ -392,6 +502,7 @@ impl Config {
             return Err(invalid("`min_count` must be 1 or more".into()));
         }
         self.ticker.check().map_err(invalid)?;
+        self.http.check().map_err(invalid)?;
         Ok(())
     }
 
@@ -418,6 +529,18 @@ impl Config {
     /// `min_lag`, if set.
     pub fn min_lag(&self) -> Option<Duration> {
         self.min_lag.map(crate::seconds::duration)
+    }
+
+    /// How long a stop (SIGTERM, `stop`) gives the batch in flight before it
+    /// is rolled back and the daemon exits (`stop_timeout`, 30 s by default).
+    pub fn stop_timeout(&self) -> Duration {
+        crate::seconds::duration(self.stop_timeout)
+    }
+
+    /// How long a round may run before the loop counts as stuck
+    /// (`stuck_after`, 300 s by default).
+    pub fn stuck_after(&self) -> Duration {
+        crate::seconds::duration(self.stuck_after)
     }
 
     /// How long a database may stay silent before its connection is given

@@ -446,6 +446,31 @@ pub enum Error {
     /// The command line asked for something that cannot be done as asked.
     #[error("{0}")]
     Usage(String),
+    /// The async runtime of a command could not be built.
+    #[error("cannot start the async runtime")]
+    Runtime {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP endpoint (`[http] listen`, `--http-listen`) cannot listen on its address.
+    #[error("the HTTP endpoint cannot listen on {address} (`[http] listen`, or `--http-listen` for a sub-consumer: each process needs an address of its own)")]
+    HttpListen {
+        /// The address.
+        address: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A metric could not be registered (a name given twice).
+    #[error("cannot register the metric {name}")]
+    Metrics {
+        /// The metric.
+        name: String,
+        /// Why.
+        #[source]
+        source: prometheus::Error,
+    },
     /// A framework SQL function returned a row this crate cannot read (the
     /// installed schema is not the one this program expects).
     #[error("{function} returned an unexpected row")]

@@ -160,6 +160,7 @@ pub struct Ticker {
     config: TickerConfig,
     application_name: String,
     label: String,
+    metrics: Option<crate::metrics::TickerMetrics>,
 }
 
 /// Why leading ended.
@@ -186,6 +187,19 @@ impl Ticker {
             config,
             application_name: "pgq ticker".into(),
             label,
+            metrics: None,
+        }
+    }
+
+    /// Counts its ticks and shows whether it leads in these metrics.
+    pub fn metrics(mut self, metrics: crate::metrics::TickerMetrics) -> Ticker {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn ticked(&self, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.ticked(n);
         }
     }
 
@@ -269,7 +283,13 @@ impl Ticker {
             let wait = match attempt {
                 Ok(Some(true)) => {
                     log::info!("ticker for {}: leading (this process ticks the database)", self.label);
+                    if let Some(m) = &self.metrics {
+                        m.leading(true);
+                    }
                     let ended = self.lead(client, notifications, stop).await;
+                    if let Some(m) = &self.metrics {
+                        m.leading(false);
+                    }
                     if let Ended::Stopped = ended {
                         log::info!("ticker for {}: stopped", self.label);
                     }
@@ -456,6 +476,7 @@ impl Ticker {
             let r = client.query(&statements.prompt, &[&names, &channels]).await;
             match r {
                 Ok(rows) => {
+                    self.ticked(rows.len());
                     log::debug!("ticker for {}: ticked {} queue(s) at once", self.label, rows.len());
                     return Ok(());
                 }
@@ -485,6 +506,7 @@ impl Ticker {
                     context: format!("queue {queue:?}"),
                     source,
                 })?;
+            self.ticked(1);
         }
         Ok(())
     }
@@ -513,6 +535,7 @@ impl Ticker {
                 source,
             })?;
         if !ticked.is_empty() {
+            self.ticked(ticked.len());
             log::debug!("ticker for {}: ticked {}", self.label, ticked.join(", "));
             let channels: Vec<String> = ticked.iter().map(|q| pgq::tick_channel(q)).collect();
             client

@@ -46,6 +46,33 @@ pub fn status(opts: &Options) -> ExitCode {
     }
 }
 
+/// `status --json`: `{"name": NAME, "running": true, "pid": N}` (exit 0) or
+/// `{"name": NAME, "running": false, "pid": null}` (exit 4) on one line; problems
+/// finding out go to stderr, with exit 1.
+pub(crate) fn status_json(opts: &Options) -> ExitCode {
+    let (code, pid) = match running(opts) {
+        Ok(pid) => (if pid.is_some() { ExitCode::Ok } else { ExitCode::WrongState }, pid),
+        Err(code) => return code,
+    };
+    let object = serde_json::json!({ "name": opts.name, "running": pid.is_some(), "pid": pid });
+    crate::outln!("{object}");
+    code
+}
+
+/// The pid of the running daemon, `None` when it does not run; prints why it
+/// cannot tell on stderr (exit 1).
+pub fn running(opts: &Options) -> Result<Option<u32>, ExitCode> {
+    let name = &opts.name;
+    let Some(path) = &opts.pidfile else {
+        crate::errln!("{name}: no pidfile is configured: cannot tell whether it runs");
+        return Err(ExitCode::Failed);
+    };
+    running_pid(path).map_err(|e| {
+        crate::errln!("{name}: {}", error_chain(&e));
+        ExitCode::Failed
+    })
+}
+
 pub(crate) fn reload(opts: &Options) -> ExitCode {
     notify(opts, Signal::SIGHUP, "reload")
 }
@@ -70,29 +97,53 @@ fn notify(opts: &Options, signal: Signal, what: &str) -> ExitCode {
     }
 }
 
-/// SIGTERM, then waits for the daemon to release the pidfile.
-pub(crate) fn stop(opts: &Options) -> ExitCode {
-    match terminate(opts) {
-        Ok(None) => ExitCode::Ok,
-        Ok(Some((_, pid))) => {
-            crate::errln!(
-                "{} is still running, pid {pid}, {:?} after SIGTERM: its round in flight may be long; use `kill` to stop it at once",
-                opts.name, opts.stop_timeout
-            );
-            ExitCode::Failed
-        }
-        Err(code) => code,
+/// SIGTERM, then waits for the daemon to be gone: `stop_timeout` (the daemon's
+/// own deadline for its round) plus [`Options::STOP_GRACE`]. With `timeout`,
+/// sends SIGQUIT (the round in flight is abandoned) when the daemon is still
+/// there after that long, and waits [`Options::KILL_WAIT`] more.
+pub(crate) fn stop(opts: &Options, timeout: Option<Duration>) -> ExitCode {
+    let name = &opts.name;
+    let (path, pid) = match find(opts) {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    if let Err(code) = send(name, pid, Signal::SIGTERM) {
+        return code;
+    }
+    let wait = timeout.unwrap_or(opts.stop_timeout.saturating_add(Options::STOP_GRACE));
+    if wait_gone(&path, pid, wait) {
+        crate::outln!("{name} stopped, pid {pid}");
+        return ExitCode::Ok;
+    }
+    let Some(timeout) = timeout else {
+        crate::errln!(
+            "{name} is still running, pid {pid}, {wait:?} after SIGTERM, past its stop deadline: use `kill` to stop it at once"
+        );
+        return ExitCode::Failed;
+    };
+    crate::errln!("{name}, pid {pid}, did not stop within {timeout:?}: abandoning its round in flight (SIGQUIT)");
+    match send(name, pid, Signal::SIGQUIT) {
+        Ok(()) | Err(ExitCode::WrongState) => {}
+        Err(code) => return code,
+    }
+    if wait_gone(&path, pid, Options::KILL_WAIT) {
+        crate::outln!("{name} stopped, pid {pid}, its round in flight abandoned");
+        ExitCode::Ok
+    } else {
+        crate::errln!("{name} is still running, pid {pid}, after SIGQUIT: use `kill` to stop it at once");
+        ExitCode::Failed
     }
 }
 
-/// Finds the daemon, sends SIGTERM and waits up to `stop_timeout` for it to be
-/// gone. `Ok(None)` when it stopped (and said so), `Ok(Some((pidfile, pid)))`
-/// when it still runs, `Err` when there was none to stop.
+/// Finds the daemon, sends SIGTERM and waits up to `stop_timeout` (plus
+/// [`Options::STOP_GRACE`]) for it to be gone. `Ok(None)` when it stopped (and
+/// said so), `Ok(Some((pidfile, pid)))` when it still runs, `Err` when there was
+/// none to stop.
 fn terminate(opts: &Options) -> Result<Option<(PathBuf, u32)>, ExitCode> {
     let name = &opts.name;
     let (path, pid) = find(opts)?;
     send(name, pid, Signal::SIGTERM)?;
-    if wait_gone(&path, pid, opts.stop_timeout) {
+    if wait_gone(&path, pid, opts.stop_timeout.saturating_add(Options::STOP_GRACE)) {
         crate::outln!("{name} stopped, pid {pid}");
         Ok(None)
     } else {

@@ -188,7 +188,7 @@ where
         }
     };
     let ready = || reporter.ready();
-    match serve(&opts.name, &log, false, make, ready) {
+    match serve(opts, Some(pidfile.path().to_path_buf()), &log, false, make, ready) {
         Ok(code) => code,
         Err(failure) => {
             crate::fatal!("cannot start: {failure}");

@@ -20,7 +20,7 @@ where
     Fut: Future<Output = Result<D, Failure>>,
 {
     let name = &opts.name;
-    let _pidfile = match opts.pidfile.as_deref().map(Pidfile::acquire) {
+    let pidfile_held = match opts.pidfile.as_deref().map(Pidfile::acquire) {
         None => None,
         Some(Ok(held)) => Some(held),
         Some(Err(Error::PidfileLocked { pid: Some(pid), .. })) => {
@@ -39,7 +39,8 @@ where
             return ExitCode::Failed;
         }
     };
-    match serve(name, &log, once, make, || {}) {
+    let pidfile = pidfile_held.as_ref().map(|p| p.path().to_path_buf());
+    match serve(opts, pidfile, &log, once, make, || {}) {
         Ok(code) => code,
         Err(failure) => {
             crate::fatal!("cannot start: {failure}");

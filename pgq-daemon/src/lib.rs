@@ -135,8 +135,10 @@ mod logger;
 mod macros;
 pub mod output;
 mod pidfile;
+mod progress;
 mod runner;
 mod signals;
+mod systemd;
 
 pub use async_trait::async_trait;
 /// The command-line parser [`DaemonCommand`] is built with: a program's own
@@ -149,13 +151,14 @@ pub use log;
 pub use backoff::backoff;
 pub use catching::catching;
 pub use chain::error_chain;
-pub use command::{execute, DaemonCommand, Options};
-pub use control::status;
+pub use command::{execute, DaemonCommand, Options, RuntimeFlavor};
+pub use control::{running, status};
 pub use error::{BoxError, Error, Result};
 pub use exit::{ExitCode, Failure};
 pub use level::Level;
 pub use logger::{init_logger, LogHandle};
 pub use pidfile::{running_pid, Pidfile};
+pub use progress::{loop_is_live, round_in_flight};
 pub use runner::{Activity, Daemon, Settings};
 
 /// The examples of the crate's README, compiled as doctests so they stay true.

@@ -1,12 +1,14 @@
 //! The daemon trait and the loop that drives it.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
 use crate::chain::error_chain;
+use crate::command::{Options, RuntimeFlavor};
 use crate::error::{BoxError, Error};
 use crate::exit::{ExitCode, Failure};
 use crate::level::Level;
@@ -66,13 +68,26 @@ pub trait Daemon: Send {
     /// Called once when the loop has stopped, gracefully or not, before the process
     /// exits. The default does nothing.
     async fn shutdown(&mut self) {}
+
+    /// Called when a round in flight was abandoned (its [`process`](Daemon::process)
+    /// future dropped) by an immediate stop: SIGQUIT, a second SIGTERM, or the stop
+    /// deadline passing. Before [`shutdown`](Daemon::shutdown). A daemon says here what
+    /// it abandoned. The default does nothing.
+    async fn abandoned(&mut self) {}
 }
+
+/// How long after an immediate stop the process may still be running before the
+/// control thread ends it: a round whose thread is blocked (a handler in a
+/// blocking call) never gives the runtime a chance to drop it.
+const BACKSTOP: Duration = Duration::from_millis(800);
 
 /// Builds a runtime, runs `make` and the first `config`, calls `ready`, then runs the
 /// loop. `Err` is a startup failure (nothing was reported ready); `Ok` is the exit
-/// code of the run.
+/// code of the run. The signals, the stop deadline and the systemd watchdog are served
+/// by a control thread of their own, so they act whatever the loop's thread does.
 pub(crate) fn serve<D, F, Fut>(
-    name: &str,
+    opts: &Options,
+    pidfile: Option<PathBuf>,
     log: &LogHandle,
     once: bool,
     make: F,
@@ -83,13 +98,19 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<D, Failure>>,
 {
+    let name = &opts.name;
     let pid = std::process::id();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = match opts.runtime {
+        RuntimeFlavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        RuntimeFlavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|source| Failure::failed(Error::Runtime { pid, source }))?;
+    crate::progress::set_limit(opts.stuck_after);
+    let (control, control_thread) = ControlThread::start(log, opts.stop_timeout, pidfile)?;
     let result = runtime.block_on(async {
-        let control = signals::install(log).map_err(Failure::failed)?;
         let startup = async {
             let mut daemon = make().await?;
             let settings = daemon.config().await.map_err(Failure::failed)?;
@@ -109,10 +130,16 @@ where
             settings.delay
         );
         ready();
+        crate::systemd::ready("running");
+        let immediate = control.immediate.clone();
         let code = run_loop(&mut daemon, log, control, settings.delay, once).await;
+        if immediate.is_cancelled() {
+            daemon.abandoned().await;
+        }
         daemon.shutdown().await;
         Ok(code)
     });
+    control_thread.finish();
     // Tasks the daemon left behind (connections...) get a moment, not forever.
     runtime.shutdown_timeout(Duration::from_secs(1));
     if result.is_ok() {
@@ -122,6 +149,96 @@ where
     }
     log.flush();
     result
+}
+
+/// The thread that receives the signals, keeps the stop deadline and feeds the
+/// systemd watchdog, on a runtime of its own.
+struct ControlThread {
+    /// Cancelled when the daemon has stopped: the thread ends.
+    done: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlThread {
+    /// Starts the thread; returns the state the signals set once its handlers are
+    /// installed.
+    fn start(log: &LogHandle, stop_timeout: Duration, pidfile: Option<PathBuf>) -> Result<(Control, Self), Failure> {
+        let pid = std::process::id();
+        let done = CancellationToken::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (log, finished) = (log.clone(), done.clone());
+        let thread = std::thread::Builder::new()
+            .name("pgq-daemon control".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(source) => {
+                        let _ = tx.send(Err(Failure::failed(Error::Runtime { pid, source })));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let control = match signals::install(&log, stop_timeout) {
+                        Ok(control) => control,
+                        Err(e) => {
+                            let _ = tx.send(Err(Failure::failed(e)));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(control.clone()));
+                    crate::systemd::spawn_watchdog();
+                    tokio::select! {
+                        () = finished.cancelled() => {}
+                        () = backstop(&control.immediate, &finished, &log, pidfile) => {}
+                    }
+                });
+            })
+            .map_err(|source| Failure::failed(Error::Runtime { pid, source }))?;
+        let control = rx
+            .recv()
+            .map_err(|_| Failure::failed("the control thread ended before it installed the signal handlers"))??;
+        Ok((
+            control,
+            ControlThread {
+                done,
+                thread: Some(thread),
+            },
+        ))
+    }
+
+    /// The daemon has stopped: ends the thread.
+    fn finish(mut self) {
+        self.done.cancel();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ControlThread {
+    fn drop(&mut self) {
+        self.done.cancel();
+    }
+}
+
+/// Ends the process [`BACKSTOP`] after an immediate stop if the daemon has not
+/// stopped by then (its thread blocked): logs it, removes the pidfile, exits 1.
+async fn backstop(immediate: &CancellationToken, finished: &CancellationToken, log: &LogHandle, pidfile: Option<PathBuf>) {
+    immediate.cancelled().await;
+    tokio::select! {
+        () = finished.cancelled() => {}
+        () = tokio::time::sleep(BACKSTOP) => {
+            crate::fatal!(
+                "the round in flight did not let go within {BACKSTOP:?} of the immediate stop (its thread is blocked): \
+                 exiting now; its transactions end with the connections"
+            );
+            log.flush();
+            if let Some(path) = pidfile {
+                let _ = std::fs::remove_file(path);
+            }
+            std::process::exit(ExitCode::Failed.code());
+        }
+    }
 }
 
 /// Rounds, rests, reloads, until a stop. Returns the exit code of the run.
@@ -148,13 +265,17 @@ async fn run_loop<D: Daemon>(
             apply_reload(daemon, log, &mut delay, &immediate).await;
             continue;
         }
+        crate::progress::round_begins();
         let outcome = tokio::select! {
             biased;
             () = immediate.cancelled() => return ExitCode::Ok,
             outcome = daemon.process() => outcome,
         };
         let rest = match outcome {
-            Ok(Activity::Busy) => continue,
+            Ok(Activity::Busy) => {
+                crate::progress::rest_begins(Duration::ZERO);
+                continue;
+            }
             Ok(Activity::Idle) if once => {
                 crate::verbose!("no more work: stopping (run --once)");
                 return ExitCode::Ok;
@@ -174,6 +295,7 @@ async fn run_loop<D: Daemon>(
                 delay
             }
         };
+        crate::progress::rest_begins(rest);
         crate::debug!("resting for {rest:?}");
         tokio::select! {
             biased;
@@ -214,10 +336,11 @@ async fn apply_reload<D: Daemon>(daemon: &mut D, log: &LogHandle, delay: &mut Du
             log.set_level(settings.level);
             *delay = settings.delay;
             crate::notice!("reloaded: log level {}, delay {:?}", settings.level, settings.delay);
+            crate::systemd::ready("running");
         }
-        Err(e) => crate::error!(
-            "reload failed, keeping the previous settings: {}",
-            error_chain(e.as_ref())
-        ),
+        Err(e) => {
+            crate::error!("reload failed, keeping the previous settings: {}", error_chain(e.as_ref()));
+            crate::systemd::ready("running (the last reload failed)");
+        }
     }
 }

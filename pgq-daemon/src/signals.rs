@@ -3,6 +3,10 @@
 //! One task receives the signals (through tokio, no hand-written handler) and only
 //! sets state: a cancellation token for a graceful stop, another for an immediate
 //! stop, and a reload counter; USR1 and USR2 change the log level there and then.
+//! A graceful stop has a deadline: `stop_timeout` after it, the immediate stop
+//! follows by itself.
+
+use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -52,7 +56,8 @@ struct Streams {
 
 /// Installs the handlers and spawns the task that serves them. Must run inside the
 /// tokio runtime. From here on, the signals no longer have their default effect.
-pub(crate) fn install(log: &LogHandle) -> Result<Control> {
+/// `stop_timeout` after a graceful stop begins, the immediate stop follows.
+pub(crate) fn install(log: &LogHandle, stop_timeout: Duration) -> Result<Control> {
     let fail = |source| Error::SignalHandlers {
         pid: std::process::id(),
         source,
@@ -72,7 +77,24 @@ pub(crate) fn install(log: &LogHandle) -> Result<Control> {
         reload: reload_rx,
     };
     tokio::spawn(serve(streams, control.clone(), reload_tx, log.clone()));
+    tokio::spawn(deadline(control.clone(), stop_timeout));
     Ok(control)
+}
+
+/// The stop deadline: `stop_timeout` after a graceful stop begins, the round in
+/// flight is abandoned (the immediate stop).
+async fn deadline(control: Control, stop_timeout: Duration) {
+    control.graceful.cancelled().await;
+    tokio::select! {
+        () = control.immediate.cancelled() => {}
+        () = tokio::time::sleep(stop_timeout) => {
+            crate::warning!(
+                "the stop deadline ({:.1}s after the stop was asked for) has passed: abandoning the round in flight",
+                stop_timeout.as_secs_f64()
+            );
+            control.immediate.cancel();
+        }
+    }
 }
 
 async fn serve(mut s: Streams, control: Control, reload: watch::Sender<u64>, log: LogHandle) {
@@ -82,11 +104,13 @@ async fn serve(mut s: Streams, control: Control, reload: watch::Sender<u64>, log
             Some(()) = s.int.recv() => stop(&control, "SIGINT"),
             Some(()) = s.quit.recv() => {
                 crate::notice!("received SIGQUIT: stopping now, abandoning the round in flight");
+                crate::systemd::stopping();
                 control.graceful.cancel();
                 control.immediate.cancel();
             }
             Some(()) = s.hup.recv() => {
                 crate::notice!("received SIGHUP: reloading");
+                crate::systemd::reloading();
                 reload.send_modify(|n| *n = n.wrapping_add(1));
             }
             Some(()) = s.usr1.recv() => { log.more(); }
@@ -102,6 +126,7 @@ fn stop(control: &Control, name: &str) {
         control.immediate.cancel();
     } else {
         crate::notice!("received {name}: stopping after the round in flight");
+        crate::systemd::stopping();
         control.graceful.cancel();
     }
 }

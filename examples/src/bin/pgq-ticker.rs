@@ -24,7 +24,14 @@
 //! ticker_period = 1.0
 //! retry_period = 30.0
 //! maint_period = 120.0
+//!
+//! [http]                                    # metrics and probes, as a consumer's (read at start)
+//! listen = "127.0.0.1:9188"
 //! ```
+//!
+//! With `[http] listen`, `/metrics` has `pgq_ticker_leader{database}` and
+//! `pgq_ticker_ticks_total{database}` for each database, and `pgq_build_info`;
+//! `/health/live` and `/health/ready` answer as a consumer's (ready while it runs).
 //!
 //! or pgqd's own ini file, unchanged (a file whose first section is
 //! `[pgqd]`): `base_connstr`, `initial_database`, `database_list`,
@@ -36,7 +43,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
-use pgq_consumers::{connect, ticker, ConnString, Database};
+use pgq_consumers::http::Endpoint;
+use pgq_consumers::metrics::{TickerMetrics, TickerMetricsByDatabase};
+use pgq_consumers::{connect, ticker, ConnString, Database, Health, HttpConfig};
 use pgq_daemon::{async_trait, Activity, BoxError, Daemon, DaemonCommand, ExitCode, Failure, Level, Settings};
 use serde::Deserialize;
 
@@ -75,6 +84,8 @@ struct TickerFile {
     loglevel: String,
     #[serde(default)]
     ticker: ticker::TickerConfig,
+    #[serde(default)]
+    http: HttpConfig,
 }
 
 fn default_initial_database() -> String {
@@ -102,6 +113,9 @@ impl TickerFile {
 
     fn check(&self) -> Result<(), String> {
         self.ticker.check()?;
+        if let Some(Err(problem)) = self.http.address() {
+            return Err(problem);
+        }
         pgq_consumers::seconds::check("check_period", self.check_period, false)?;
         if self.loglevel.parse::<Level>().is_err() {
             return Err(format!(
@@ -144,6 +158,7 @@ fn parse_pgqd_ini(text: &str) -> Result<TickerFile, String> {
         logfile: None,
         loglevel: default_loglevel(),
         ticker: ticker::TickerConfig::enabled(),
+        http: HttpConfig::default(),
     };
     let seconds = |key: &str, v: &str| -> Result<f64, String> {
         v.parse::<f64>()
@@ -187,6 +202,8 @@ struct TickerDaemon {
     file: TickerFile,
     fresh: bool,
     tickers: BTreeMap<String, ticker::TickerTask>,
+    /// With `[http] listen`: the endpoint, and the metrics of each database's ticker.
+    serving: Option<(Endpoint, TickerMetricsByDatabase)>,
 }
 
 impl TickerDaemon {
@@ -269,9 +286,12 @@ impl Daemon for TickerDaemon {
                 continue;
             }
             pgq_daemon::notice!("database {name}: ticker started");
-            let ticker = ticker::Ticker::new(self.file.dsn(&name), self.file.ticker.clone())
+            let mut ticker = ticker::Ticker::new(self.file.dsn(&name), self.file.ticker.clone())
                 .application_name("pgq-ticker")
                 .label(format!("database {name}"));
+            if let Some((_, metrics)) = &self.serving {
+                ticker = ticker.metrics(metrics.database(&name));
+            }
             self.tickers.insert(name, ticker::TickerTask::spawn(ticker));
         }
         Ok(Activity::Idle)
@@ -279,7 +299,22 @@ impl Daemon for TickerDaemon {
 
     async fn shutdown(&mut self) {
         self.stop_all().await;
+        if let Some((endpoint, _)) = self.serving.take() {
+            endpoint.stop().await;
+        }
     }
+}
+
+/// The endpoint of `[http] listen`, if set.
+async fn serve(http: &HttpConfig) -> Result<Option<(Endpoint, TickerMetricsByDatabase)>, pgq_consumers::Error> {
+    let Some(Ok(address)) = http.address() else {
+        return Ok(None);
+    };
+    let registry = pgq_consumers::metrics::registry(&[]);
+    pgq_consumers::metrics::register_build_info(&registry, "pgq-ticker")?;
+    let metrics = TickerMetrics::register_by_database(&registry)?;
+    let endpoint = Endpoint::start(address, registry, Health::new()).await?;
+    Ok(Some((endpoint, metrics)))
 }
 
 /// `status`: which session leads each database, after the daemon's own
@@ -339,11 +374,15 @@ fn main() -> ExitCode {
             if file.base_db.is_empty() && file.databases.is_empty() {
                 log::debug!("no base_db: connecting with libpq's defaults");
             }
+            let serving = serve(&file.http)
+                .await
+                .map_err(|e| Failure::failed(pgq_consumers::error_chain(&e)))?;
             Ok::<_, Failure>(TickerDaemon {
                 config_path,
                 file,
                 fresh: true,
                 tickers: BTreeMap::new(),
+                serving,
             })
         },
         move || describe(&status_file),

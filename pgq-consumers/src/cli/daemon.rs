@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use pgq_daemon::{backoff, error_chain, Activity, Daemon, DaemonCommand, ExitCode, Failure, Settings};
 
 use crate::batch_loop::{BatchLoop, Round};
+use crate::cli::serving::Serving;
 use crate::cli::status;
 use crate::config::Config;
 use crate::consumer::Consumer;
@@ -19,7 +20,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 struct ConsumerDaemon<C> {
     config_path: PathBuf,
-    subconsumer: Option<String>,
+    /// The command line's overrides of the config file.
+    overrides: Overrides,
     batches: BatchLoop<C>,
     /// True until the runner's first `config`: connecting configured the
     /// consumer already, and its `config` hook is called once at start.
@@ -32,6 +34,29 @@ struct ConsumerDaemon<C> {
     outage: Option<Outage>,
     /// The embedded ticker, when `[ticker] enabled = true`.
     ticker: Option<TickerTask>,
+    /// The HTTP endpoint, its metrics and probes, with `[http] listen`.
+    serving: Option<Serving>,
+}
+
+/// What the command line gives in place of the config file's values.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    /// `--subconsumer NAME`.
+    pub subconsumer: Option<String>,
+    /// `--http-listen ADDR`.
+    pub http_listen: Option<String>,
+}
+
+impl Overrides {
+    /// Applies them to a config read from the file.
+    pub(crate) fn apply(&self, config: &mut Config) {
+        if let Some(sub) = &self.subconsumer {
+            config.subconsumer = Some(sub.clone());
+        }
+        if let Some(listen) = &self.http_listen {
+            config.http.listen = Some(listen.clone());
+        }
+    }
 }
 
 impl<C: Consumer> ConsumerDaemon<C> {
@@ -46,18 +71,20 @@ impl<C: Consumer> ConsumerDaemon<C> {
         }
         if wanted.enabled && !self.once {
             let config = self.batches.config();
-            let ticker = Ticker::new(config.db.clone(), wanted.clone())
+            let mut ticker = Ticker::new(config.db.clone(), wanted.clone())
                 .application_name(format!("{} ticker", crate::batch_loop::application_name(config)))
                 .label(format!("queue database of {:?}", config.consumer));
+            if let Some(serving) = &self.serving {
+                ticker = ticker.metrics(serving.ticker.clone());
+            }
             self.ticker = Some(TickerTask::spawn(ticker));
         }
     }
 
     fn reload_config(&self) -> Result<Config> {
-        let mut config = Config::load(&self.config_path)?;
-        if let Some(sub) = &self.subconsumer {
-            config.subconsumer = Some(sub.clone());
-        }
+        let mut config = Config::read(&self.config_path)?;
+        self.overrides.apply(&mut config);
+        config.check(&self.config_path)?;
         Ok(config)
     }
 
@@ -83,6 +110,10 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
         for (key, changed) in [
             ("`pidfile`", config.pidfile != old.pidfile),
             ("`logfile`", config.logfile != old.logfile),
+            ("`[http]`", config.http != old.http),
+            ("`stop_timeout`", config.stop_timeout() != old.stop_timeout()),
+            ("`stuck_after`", config.stuck_after() != old.stuck_after()),
+            ("`runtime`", config.runtime != old.runtime),
         ] {
             if changed {
                 return Err(Box::new(Error::ReloadRefused {
@@ -109,6 +140,25 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
         if let Some(ticker) = self.ticker.take() {
             ticker.stop().await;
         }
+        if let Some(serving) = self.serving.take() {
+            serving.stop().await;
+        }
+    }
+
+    /// Says which batch the stop abandoned: PgQ knows it (the connection is
+    /// still there; the batch's transaction was rolled back with the round).
+    async fn abandoned(&mut self) {
+        let config = self.batches.config();
+        let name = crate::batch_loop::application_name(config);
+        let ask = pgq::get_consumer_info(self.batches.queue_db(), &config.queue, &name);
+        let batch = match tokio::time::timeout(Duration::from_millis(300), ask).await {
+            Ok(Ok(Some(info))) => info.current_batch.map(|b| format!("batch {b}")),
+            _ => None,
+        };
+        log::warn!(
+            "stopped before the round in flight was done: {} rolled back, and will be delivered again",
+            batch.as_deref().unwrap_or("its work (if it had taken a batch) is")
+        );
     }
 
     async fn process(&mut self) -> std::result::Result<Activity, pgq_daemon::BoxError> {
@@ -129,7 +179,12 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
                 }
             }
         }
-        match self.batches.round().await {
+        let started = std::time::Instant::now();
+        let round = self.batches.round().await;
+        if let Some(serving) = &self.serving {
+            serving.metrics.round_ended(started.elapsed(), &round);
+        }
+        match round {
             Ok(round) => {
                 if self.outage.is_some() {
                     self.recovered();
@@ -182,6 +237,13 @@ impl<C: Consumer> ConsumerDaemon<C> {
         };
         let cause = cause.map(|e| format!(" ({})", error_chain(e))).unwrap_or_default();
         log::error!("lost the connection to the {which}{cause}; reconnecting with back-off");
+        if let Some(serving) = &self.serving {
+            let remote = which == "remote database";
+            serving.health.lost(remote);
+            serving
+                .metrics
+                .outage(if remote { crate::metrics::Db::Remote } else { crate::metrics::Db::Queue });
+        }
         self.outage = Some(Outage {
             since: std::time::Instant::now(),
             attempts: 0,
@@ -190,6 +252,12 @@ impl<C: Consumer> ConsumerDaemon<C> {
 
     /// Ends an outage.
     fn recovered(&mut self) {
+        if let Some(serving) = &self.serving {
+            serving.health.connected();
+            if self.outage.is_some() {
+                serving.metrics.reconnected();
+            }
+        }
         if let Some(outage) = self.outage.take() {
             log::warn!(
                 "reconnected after {:.1}s and {} failed attempt(s); carrying on",
@@ -209,7 +277,7 @@ fn failure(e: Error) -> Failure {
 pub(crate) fn execute<C, F>(
     cmd: &DaemonCommand,
     config_path: PathBuf,
-    subconsumer: Option<String>,
+    overrides: Overrides,
     config: Config,
     make: F,
 ) -> ExitCode
@@ -223,7 +291,7 @@ where
     };
     // Sub-consumers started from one config file with `--subconsumer NAME`
     // each get a pidfile and a log of their own.
-    let own_file = |path: &Option<PathBuf>| match (path, &subconsumer) {
+    let own_file = |path: &Option<PathBuf>| match (path, &overrides.subconsumer) {
         (Some(path), Some(sub)) => Some(per_subconsumer(path, sub)),
         (path, _) => path.clone(),
     };
@@ -231,16 +299,33 @@ where
     options.pidfile = own_file(&config.pidfile);
     options.logfile = own_file(&config.logfile);
     options.level = config.level();
-    options.stop_timeout = stop_timeout(&config);
-    if let DaemonCommand::Status = cmd {
-        return status(&options, &config);
+    options.stop_timeout = config.stop_timeout();
+    options.stuck_after = config.stuck_after();
+    options.runtime = match config.runtime {
+        crate::config::Runtime::MultiThread => pgq_daemon::RuntimeFlavor::MultiThread,
+        _ => pgq_daemon::RuntimeFlavor::CurrentThread,
+    };
+    if let DaemonCommand::Status { json } = cmd {
+        return status(&options, &config, *json);
     }
     let once = matches!(cmd, DaemonCommand::Run { once: true });
     pgq_daemon::execute(
         cmd,
         &options,
         move || async move {
-            let batches = BatchLoop::connect(make(), config).await.map_err(failure)?;
+            let mut batches = BatchLoop::connect(make(), config).await.map_err(failure)?;
+            let serving = match batches.config().http.address() {
+                Some(Ok(address)) => {
+                    let remote = batches.commit_mode() != crate::consumer::CommitMode::Local;
+                    let serving = Serving::start(address, batches.config(), remote)
+                        .await
+                        .map_err(failure)?;
+                    batches.set_metrics(serving.metrics.clone());
+                    Some(serving)
+                }
+                // Checked with the config.
+                Some(Err(_)) | None => None,
+            };
             // A sub-consumer joins its group by starting.
             let c = batches.config();
             if let Some(sub) = &c.subconsumer {
@@ -254,13 +339,14 @@ where
             }
             let mut daemon = ConsumerDaemon {
                 config_path,
-                subconsumer,
+                overrides,
                 batches,
                 fresh: true,
                 once,
                 failures: 0,
                 outage: None,
                 ticker: None,
+                serving,
             };
             daemon.sync_ticker().await;
             Ok(daemon)
@@ -269,37 +355,50 @@ where
     )
 }
 
-/// How long `stop` waits for the round in flight to end: a minute, and
-/// longer than `net_timeout` (plus time to roll back and log), so that a
-/// round blocked on a silent database has ended, its connection given up,
-/// before `stop` gives up.
-fn stop_timeout(config: &Config) -> Duration {
-    STOP_TIMEOUT.max(config.net_timeout() + STOP_SLACK)
-}
-
-/// The least time `stop` waits.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-/// What `stop` waits beyond `net_timeout`.
-const STOP_SLACK: Duration = Duration::from_secs(30);
-
 /// `status`: whether the daemon runs (exit 0, or 4 when it does not), then
 /// the queue state, within a few seconds whatever the database does; a
 /// running daemon whose queue database cannot be reached or does not answer
-/// in time makes it exit 3.
-fn status(options: &pgq_daemon::Options, config: &Config) -> ExitCode {
+/// in time makes it exit 3. With `json`, one JSON object with all of it
+/// (its field names are documented in the README and stay).
+fn status(options: &pgq_daemon::Options, config: &Config, json: bool) -> ExitCode {
     use std::io::Write;
-    let code = pgq_daemon::status(options);
-    if code == ExitCode::Failed {
-        return code;
-    }
-    let (lines, error) = status::describe(config);
-    let mut out = std::io::stdout().lock();
-    for line in lines {
-        // A closed stdout (`status | head -1`) is no failure.
-        if writeln!(out, "{line}").is_err() {
-            break;
+    let (code, error) = if json {
+        let pid = match pgq_daemon::running(options) {
+            Ok(pid) => pid,
+            Err(code) => return code,
+        };
+        let code = if pid.is_some() { ExitCode::Ok } else { ExitCode::WrongState };
+        let mut object = serde_json::json!({ "name": options.name, "running": pid.is_some(), "pid": pid });
+        let read = status::read(config);
+        match (&read, object.as_object_mut()) {
+            (Ok(state), Some(fields)) => {
+                if let Ok(serde_json::Value::Object(state)) = serde_json::to_value(state) {
+                    fields.extend(state);
+                }
+                fields.insert("error".into(), serde_json::Value::Null);
+            }
+            (Err(e), Some(fields)) => {
+                fields.insert("error".into(), pgq_daemon::error_chain(e).into());
+            }
+            _ => {}
         }
-    }
+        pgq_daemon::outln!("{object}");
+        (code, read.err())
+    } else {
+        let code = pgq_daemon::status(options);
+        if code == ExitCode::Failed {
+            return code;
+        }
+        let (lines, error) = status::describe(config);
+        let mut out = std::io::stdout().lock();
+        for line in lines {
+            // A closed stdout (`status | head -1`) is no failure.
+            if writeln!(out, "{line}").is_err() {
+                break;
+            }
+        }
+        (code, error)
+    };
     match error {
         Some(e) if e.exit_code() == ExitCode::CannotConnect && code == ExitCode::Ok => ExitCode::CannotConnect,
         _ => code,

@@ -6,6 +6,7 @@
 
 mod commands;
 pub(crate) mod daemon;
+mod serving;
 mod status;
 
 use std::future::Future;
@@ -38,6 +39,10 @@ pub(crate) struct Globals {
     /// Sub-consumer name, for cooperative consumers (overrides `subconsumer` in the config).
     #[arg(long, global = true, value_name = "NAME")]
     pub subconsumer: Option<String>,
+    /// Address of the HTTP endpoint (metrics, probes), overriding `[http] listen`: each
+    /// sub-consumer started from one config file needs one of its own.
+    #[arg(long, global = true, value_name = "IP:PORT")]
+    pub http_listen: Option<String>,
 }
 
 /// What to do.
@@ -292,8 +297,12 @@ where
         if let Err(problem) = crate::config::check_subconsumer_name(sub) {
             return report(&Error::Usage(format!("--subconsumer: {problem}")));
         }
-        config.subconsumer = Some(sub.clone());
     }
+    let overrides = daemon::Overrides {
+        subconsumer: globals.subconsumer.clone(),
+        http_listen: globals.http_listen.clone(),
+    };
+    overrides.apply(&mut config);
     let invalid = config.check(&globals.config).err();
     if let Some(e) = &invalid {
         match &parsed {
@@ -307,7 +316,7 @@ where
     }
     let command = match parsed {
         Parsed::Standard(Command::Daemon(cmd)) => {
-            let code = daemon::execute(&cmd, globals.config.clone(), globals.subconsumer.clone(), config, make);
+            let code = daemon::execute(&cmd, globals.config.clone(), overrides, config, make);
             return match invalid {
                 // The daemon was asked, reopened its log and kept its settings.
                 Some(e) if code == ExitCode::Ok && cmd == DaemonCommand::Reload => {
@@ -352,10 +361,10 @@ where
 fn finds_only(cmd: &DaemonCommand) -> bool {
     matches!(
         cmd,
-        DaemonCommand::Stop
+        DaemonCommand::Stop { .. }
             | DaemonCommand::Kill
             | DaemonCommand::Reload
-            | DaemonCommand::Status
+            | DaemonCommand::Status { .. }
             | DaemonCommand::Logmore
             | DaemonCommand::Logless
     )
