@@ -3,7 +3,8 @@
 //! scratch directory of its own. For `testq`: every command and exit code
 //! (`commands`), crashes injected between the commits (`crash`), cooperative
 //! sub-consumers (`coop`), the daemon (`daemon`), and a mixed stream with the
-//! stock pgqd as ticker (`mixed_stream`). And pgq-daemon's own tests, through
+//! stock pgqd as ticker (`mixed_stream`), running it as a production service: metrics, probes,
+//! the stop deadline, systemd's notify protocol, `status --json` (`ops`). And pgq-daemon's own tests, through
 //! its demo daemon (`pgq_daemon`), which need no database.
 
 mod commands;
@@ -13,6 +14,7 @@ mod daemon;
 mod loopback;
 mod mapreduce;
 mod mixed_stream;
+mod ops;
 mod pgq_daemon;
 mod reliability;
 mod stream;

@@ -8,7 +8,7 @@
 //! Each test has a database (or a PostgreSQL cluster of its own, when it
 //! restarts the server) and a scratch directory of its own.
 
-mod cluster;
+pub mod cluster;
 mod encoding;
 mod faults;
 mod fencing;
