@@ -53,11 +53,22 @@ fn kill_escalates_to_sigkill_when_the_daemon_does_not_quit() {
     assert_eq!(demo.run(&["status"]).code, Some(4));
 }
 
+/// Freezes a process (SIGSTOP): it handles no signal until SIGCONT or SIGKILL.
+fn freeze(pid: u32) {
+    let sent = std::process::Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .expect("kill -STOP");
+    assert!(sent.success());
+}
+
 #[test]
 fn stop_gives_up_after_stop_timeout_and_suggests_kill() {
     let mut demo = Demo::new("stop_timeout");
-    demo.set("shutdown_hangs", "true").set("stop_timeout", "0.3");
+    demo.set("stop_timeout", "0.3");
     let pid = demo.start();
+    // A frozen process does not even hear SIGTERM.
+    freeze(pid);
     let ran = demo.run(&["stop"]);
     assert_eq!(ran.code, Some(1), "{ran:?}");
     assert!(ran.stderr.contains("use `kill`"), "{ran:?}");
@@ -66,10 +77,26 @@ fn stop_gives_up_after_stop_timeout_and_suggests_kill() {
 }
 
 #[test]
+fn a_daemon_hanging_in_shutdown_past_its_stop_deadline_is_ended_and_its_pidfile_removed() {
+    let mut demo = Demo::new("stop_backstop");
+    demo.set("shutdown_hangs", "true").set("stop_timeout", "0.3");
+    let pid = demo.start();
+    let asked = std::time::Instant::now();
+    let ran = demo.ok(&["stop"]);
+    assert_eq!(ran.stdout.trim(), format!("demo stopped, pid {pid}"));
+    assert!(asked.elapsed() < std::time::Duration::from_millis(1300), "{:?}", asked.elapsed());
+    assert!(!demo.pidfile().exists());
+    let log = demo.log();
+    assert!(log.contains("the stop deadline (0.3s after the stop was asked for) has passed"), "{log}");
+    assert!(log.contains("exiting now"), "{log}");
+}
+
+#[test]
 fn restart_escalates_to_kill_when_the_daemon_does_not_stop() {
     let mut demo = Demo::new("restart_escalates");
-    demo.set("shutdown_hangs", "true").set("stop_timeout", "0.3");
+    demo.set("stop_timeout", "0.3");
     let old = demo.start();
+    freeze(old);
     let ran = demo.ok(&["restart"]);
     assert!(ran.stderr.contains("killing it"), "{ran:?}");
     let new = demo.pid().expect("a daemon runs after restart");
