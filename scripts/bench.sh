@@ -13,8 +13,8 @@
 #   BENCH_SSLMODE=disable   sslmode of every connection, the same for both sides
 #   BENCH_IDLE_SECONDS=60   how long the idle cost is counted (after 70 s of settling)
 #   BENCH_SCALE=1           event counts are multiplied by it (0.1 for a quick look)
-#   BENCH_ONLY=             a comma-separated list of the parts to run (consume, writes,
-#                           produce, latency, memory, idle); all when empty
+#   BENCH_ONLY=             a comma-separated list of the parts to run (consume, daemon,
+#                           writes, produce, latency, memory, idle); all when empty
 #
 # Not a test: nothing here runs under `cargo test`.
 set -euo pipefail
@@ -44,9 +44,10 @@ if ! "$PY" -c 'import pgq, psycopg2' 2>/dev/null; then
 fi
 PSQL=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -n 1)
 
-log "building pgq-bench (release)"
-cargo build --release -q -p pgq-examples --bin pgq-bench
+log "building pgq-bench and testq (release)"
+cargo build --release -q -p pgq-examples --bin pgq-bench --bin testq
 BENCH=target/release/pgq-bench
+TESTQ=target/release/testq
 
 # libpq key=value strings: the later of two equal keys wins.
 ADMIN="$PGQ_TEST_DSN sslmode=$SSL"
@@ -162,6 +163,7 @@ WRITES=$(scaled 300)
 BIG_RS=- BIG_PY=- SMALL_RS=- SMALL_PY=- SINGLE_RS=- SINGLE_PY=- BULK_RS=- BULK_PY=-
 W_EXEC=- W_PIPE=- W_INS=- W_COPY=- W_PY=- R_EXEC=- R_PIPE=- R_INS=- R_COPY=- R_PY=-
 P50=- P99=- RSS_MIB=- MEM_RATE=- IDLE1= IDLE2= IDLE3=
+D_BENCH=- D_CUR=- D_MULTI=- D_METRICS=-
 
 if want consume; then
     log "consume: one batch of $BIG events"
@@ -186,6 +188,69 @@ if want consume; then
            end loop;
          end \$\$"
     read -r SMALL_RS SMALL_PY < <(consume_both small)
+fi
+
+# The seconds between the daemon's `started` and `stopped` lines in its log
+# (after it connected, until its last round and its shutdown).
+daemon_secs() {
+    awk '/ started, pid / { a = $2 } / stopped, pid / { b = $2 }
+         function s(t,  p) { split(t, p, ":"); return p[1] * 3600 + p[2] * 60 + p[3] }
+         END { d = s(b) - s(a); if (d < 0) d += 86400; printf "%.3f", d }' "$1"
+}
+
+# daemon_run CONFIG EVENTS: `testq run --once` with that config; prints its events per second.
+daemon_run() {
+    local conf=$1 events=$2 log secs
+    log=$(sed -n 's/^logfile = "\(.*\)"$/\1/p' "$conf")
+    : >"$log"
+    "$TESTQ" -c "$conf" run --once
+    secs=$(daemon_secs "$log")
+    awk -v n="$events" -v s="$secs" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }'
+}
+
+if want daemon; then
+    log "daemon: the real testq daemon against pgq-bench, $BATCHES batches of 100 events"
+    sql "select pgq.create_queue('dsmall')" >/dev/null
+    sql "select pgq.register_consumer('dsmall', 'rs')" >/dev/null
+    DIR=$(mktemp -d "${TMPDIR:-/tmp}/pgq-bench-daemon.XXXXXX")
+    # testq with `write = "none"`: the handler does nothing, as pgq-bench's.
+    for kind in current multi metrics; do
+        {
+            printf 'db = "%s"\nqueue = "dsmall"\nconsumer = "dq"\n' "$DB"
+            printf 'logfile = "%s/%s.log"\nloglevel = "notice"\n' "$DIR" "$kind"
+            [ "$kind" = multi ] && printf 'runtime = "multi_thread"\n'
+            [ "$kind" = metrics ] && printf '[http]\nlisten = "127.0.0.1:0"\n'
+            printf '[settings]\nwrite = "none"\n'
+        } >"$DIR/$kind.toml"
+    done
+    "$TESTQ" -c "$DIR/current.toml" install >/dev/null
+    sql "do \$\$ begin
+           for i in 1..$BATCHES loop
+             perform pgq.insert_event('dsmall', 'bench', repeat('x', 100)) from generate_series(1, 100);
+             commit;
+             perform pgq.force_tick('dsmall');
+             perform pgq.ticker('dsmall');
+             commit;
+           end loop;
+         end \$\$"
+    DSTART=$(last_tick_of dsmall dq)
+    for run in $(seq "$RUNS"); do
+        rewind dsmall rs "$DSTART"
+        out=$("$BENCH" consume --db "$DB" --queue dsmall --consumer rs)
+        log "  pgq-bench run $run: $(tail -n 1 <<<"$out")"
+        D_BENCH=$(best "$(field ev_per_s <<<"$out")" "${D_BENCH#-}")
+        for kind in current multi metrics; do
+            rewind dsmall dq "$DSTART"
+            rate=$(daemon_run "$DIR/$kind.toml" $((BATCHES * 100)))
+            log "  testq ($kind) run $run: ev_per_s=$rate"
+            case $kind in
+                current) D_CUR=$(best "$rate" "${D_CUR#-}") ;;
+                multi) D_MULTI=$(best "$rate" "${D_MULTI#-}") ;;
+                metrics) D_METRICS=$(best "$rate" "${D_METRICS#-}") ;;
+            esac
+        done
+    done
+    rm -rf "$DIR"
 fi
 
 if want writes; then
@@ -274,6 +339,14 @@ row "consume one batch of $BIG events" "$BIG_RS" "$BIG_PY" "$(ratio "$BIG_RS" "$
 row "consume $BATCHES batches of 100 events" "$SMALL_RS" "$SMALL_PY" "$(ratio "$SMALL_RS" "$SMALL_PY")" ">= 3x"
 row "produce, one call per event" "$SINGLE_RS" "$SINGLE_PY" "$(ratio "$SINGLE_RS" "$SINGLE_PY")" ">= 10x"
 row "produce in bulk (COPY)" "$BULK_RS" "$BULK_PY" "$(ratio "$BULK_RS" "$BULK_PY")" ">= 2x"
+echo
+cost() { awk -v on="$1" -v off="$2" 'BEGIN { if (off + 0 > 0 && on + 0 > 0) printf "%+.1f%%", (on - off) * 100 / off; else print "-" }'; }
+row "the daemon, $BATCHES x 100 (events per second)" "rate" "against" "" "target"
+row "------------------------------------------" "------------" "------------" "-------" "----------"
+row "pgq-bench consume (BatchLoop alone)" "$D_BENCH" "" "" ""
+row "testq run --once (current-thread runtime)" "$D_CUR" "pgq-bench" "$(cost "$D_CUR" "$D_BENCH")" ">= -5%"
+row "testq run --once, runtime = multi_thread" "$D_MULTI" "pgq-bench" "$(cost "$D_MULTI" "$D_BENCH")" ""
+row "testq run --once, metrics on ([http])" "$D_METRICS" "metrics off" "$(cost "$D_METRICS" "$D_CUR")" ">= -3%"
 echo
 row "consume $WRITES x 100, a row per event" "pgq-rs" "python3-pgq" "ratio" "target"
 row "------------------------------------------" "------------" "------------" "-------" "----------"

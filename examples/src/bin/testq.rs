@@ -18,7 +18,8 @@
 //! for), `pipelined` (`cx.tx().execute_pipelined`, sent without waiting and
 //! checked before the batch commits), `insert` (`cx.tx().insert_row`,
 //! written with the batch's other rows by one INSERT) or `copy`
-//! (`cx.tx().copy_row`, the same by one binary COPY).
+//! (`cx.tx().copy_row`, the same by one binary COPY); `none` writes no row
+//! and logs no line (the daemon alone, for `scripts/bench.sh`).
 //!
 //! `[settings] sleep_ms` (default 0) makes testq sleep that many milliseconds
 //! before each event, so a batch takes a while: long enough to `stop` (the
@@ -66,6 +67,8 @@ enum Write {
     Insert,
     /// `copy_row`: one binary COPY for the batch.
     Copy,
+    /// Nothing: no row, no log line (for the benchmark of the daemon).
+    None,
 }
 
 #[derive(Default)]
@@ -86,6 +89,7 @@ impl Testq {
         let insert = "insert into testq_done (ev_id, ev_type, ev_data, done_at) values ($1, $2, $3, now())";
         let row: [&(dyn ToSql + Sync); 3] = [&ev.ev_id, &ev.ev_type, &ev.ev_data];
         match self.write {
+            Write::None => return Ok(Outcome::Ok),
             Write::Execute => {
                 cx.tx().execute(insert, &row).await?;
             }
@@ -160,6 +164,7 @@ impl Consumer for Testq {
                 Write::Pipelined => ", write pipelined",
                 Write::Insert => ", write insert",
                 Write::Copy => ", write copy",
+                Write::None => ", write none",
             };
             notice!(
                 "settings: mode {}, sleep_ms {}{write}",

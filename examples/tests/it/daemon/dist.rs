@@ -1,6 +1,9 @@
-//! The systemd unit and the logrotate file shipped in `examples/dist/`, tested
-//! with the real tools: logrotate rotates testq's log for real, the unit passes
-//! `systemd-analyze verify`, and its command lines drive testq as systemd would.
+//! The systemd unit, the logrotate file and the Kubernetes manifest shipped in
+//! `examples/dist/`, tested with the real tools: logrotate rotates testq's log for
+//! real, the unit passes `systemd-analyze verify` (where installed), its command
+//! lines drive testq as systemd would (its notify protocol is tested in
+//! `ops::systemd`), and the manifest's config is one testq accepts, with probes on
+//! the endpoint's paths and a grace period longer than the stop timeout.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -119,7 +122,11 @@ async fn the_shipped_logrotate_file_rotates_the_log_and_the_daemon_writes_a_new_
 async fn the_shipped_systemd_unit_verifies_and_runs_the_command_line_the_readme_documents() {
     let unit = repo_file("dist/testq.service");
     let keys = unit_keys(&unit);
-    assert_eq!(service_key(&keys, "Type"), "simple");
+    assert_eq!(service_key(&keys, "Type"), "notify");
+    assert_eq!(service_key(&keys, "NotifyAccess"), "main");
+    assert_eq!(service_key(&keys, "WatchdogSec"), "60s");
+    // Above the default stop_timeout (30 s): testq exits before systemd's SIGKILL.
+    assert_eq!(service_key(&keys, "TimeoutStopSec"), "45s");
     assert_eq!(service_key(&keys, "ExecReload"), "/bin/kill -HUP $MAINPID");
     assert_eq!(service_key(&keys, "Restart"), "on-failure");
     let exec_start = service_key(&keys, "ExecStart");
@@ -186,4 +193,56 @@ async fn the_units_command_lines_run_testq_in_the_foreground_reload_it_and_stop_
     assert_eq!(exited.code(), Some(0), "{}", testq.log());
     assert!(!alive(pid));
     assert!(testq.log().contains(&format!("{CONSUMER} stopped, pid {pid}")));
+}
+
+/// The lines of the block scalar `key: |` in a YAML text, unindented.
+fn yaml_block(text: &str, key: &str) -> String {
+    let mut lines = text.lines().skip_while(|l| l.trim() != format!("{key}: |"));
+    let head = lines.next().unwrap_or_else(|| panic!("no `{key}: |` block"));
+    let indent = head.len() - head.trim_start().len() + 2;
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The value of the first `key: value` line of a YAML text.
+fn yaml_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("no `{key}:` in the manifest"))
+        .trim_matches('"')
+}
+
+#[tokio::test]
+async fn the_kubernetes_manifests_config_runs_testq_with_probes_on_its_endpoint_and_a_grace_period_past_stop_timeout() {
+    let manifest = repo_file("dist/testq.k8s.yaml");
+    let testq = TestqDb::installed("k8s_manifest").await;
+    // The ConfigMap's config, as the pod has it; the database from PGQ_DB, as the Secret gives it.
+    let config = yaml_block(&manifest, "testq.toml");
+    let parsed: toml::Table = toml::from_str(&config).expect("the ConfigMap's testq.toml is TOML");
+    testq.write_config(&config);
+    let checked = testq.run_with(&["check"], &[("PGQ_DB", testq.db.dsn())]).await;
+    assert_eq!(checked.code, Some(0), "testq check with the manifest's config: {checked:?}");
+
+    let stop_timeout = parsed["stop_timeout"].as_integer().expect("stop_timeout is set");
+    let grace: i64 = yaml_value(&manifest, "terminationGracePeriodSeconds").parse().expect("a number");
+    assert!(grace >= stop_timeout + 10, "grace {grace} s, stop_timeout {stop_timeout} s");
+    let listen = parsed["http"]["listen"].as_str().expect("[http] listen");
+    let port = listen.rsplit(':').next().expect("a port");
+    assert_eq!(yaml_value(&manifest, "containerPort"), port);
+    let probes: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path: "))
+        .collect();
+    assert_eq!(probes, ["/health/live", "/health/ready"], "liveness, then readiness");
+    assert!(manifest.contains("livenessProbe:") && manifest.contains("readinessProbe:"));
+    assert!(manifest.contains("secretKeyRef:") && manifest.contains("- name: PGQ_DB"));
+    assert!(
+        !config.contains("password"),
+        "the password is in the Secret, not in the config"
+    );
+    assert_eq!(yaml_value(&manifest, "args"), r#"["-c", "/etc/testq/testq.toml", "run"]"#);
+    assert_eq!(yaml_value(&manifest, "mountPath"), "/etc/testq");
 }
