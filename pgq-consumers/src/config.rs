@@ -180,7 +180,9 @@ impl HttpConfig {
     pub fn address(&self) -> Option<std::result::Result<std::net::SocketAddr, String>> {
         self.listen.as_ref().map(|l| {
             l.parse().map_err(|_| {
-                format!("`http.listen` is {l:?}; give an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::]:9187\"")
+                format!(
+                    "`http.listen` is {l:?}; give an IP address and a port, e.g. \"127.0.0.1:9187\" or \"[::]:9187\""
+                )
             })
         })
     }

@@ -125,9 +125,9 @@ pub use batch_loop::{BatchLoop, Round};
 pub use batch_tx::{BatchTx, Sql};
 pub use cli::{main, main_with};
 pub use config::{Config, ConnString, HttpConfig, Runtime};
-pub use health::Health;
 pub use consumer::{BoxError, CommitMode, Consumer, Context, NoSettings};
 pub use error::{Error, Result};
+pub use health::Health;
 pub use net::connect::{connect, connect_listening, Database, Notifications, CONTROL_TIMEOUT};
 pub use outcome::Outcome;
 

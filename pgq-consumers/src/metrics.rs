@@ -46,10 +46,12 @@ pub fn registry(labels: &[(&str, &str)]) -> Registry {
 }
 
 fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, name: &str, metric: M) -> Result<M> {
-    registry.register(Box::new(metric.clone())).map_err(|source| Error::Metrics {
-        name: name.to_owned(),
-        source,
-    })?;
+    registry
+        .register(Box::new(metric.clone()))
+        .map_err(|source| Error::Metrics {
+            name: name.to_owned(),
+            source,
+        })?;
     Ok(metric)
 }
 
@@ -63,9 +65,12 @@ fn made<M>(name: &str, made: prometheus::Result<M>) -> Result<M> {
 /// Registers `pgq_build_info{program, version}`, always 1.
 pub fn register_build_info(registry: &Registry, program: &str) -> Result<()> {
     const NAME: &str = "pgq_build_info";
-    let opts = Opts::new(NAME, "The program and the version of pgq-consumers it was built with; always 1.")
-        .const_label("program", program)
-        .const_label("version", env!("CARGO_PKG_VERSION"));
+    let opts = Opts::new(
+        NAME,
+        "The program and the version of pgq-consumers it was built with; always 1.",
+    )
+    .const_label("program", program)
+    .const_label("version", env!("CARGO_PKG_VERSION"));
     let info = register(registry, NAME, made(NAME, IntGauge::with_opts(opts))?)?;
     info.set(1);
     Ok(())
@@ -126,7 +131,11 @@ impl ConsumerMetrics {
     /// Registers a consumer's metrics; `remote`: it has a remote database.
     pub(crate) fn register(registry: &Registry, remote: bool) -> Result<ConsumerMetrics> {
         let counter_vec = |name: &str, help: &str, label: &str| -> Result<IntCounterVec> {
-            register(registry, name, made(name, IntCounterVec::new(Opts::new(name, help), &[label]))?)
+            register(
+                registry,
+                name,
+                made(name, IntCounterVec::new(Opts::new(name, help), &[label]))?,
+            )
         };
         let events = counter_vec(
             "pgq_consumer_events_total",
@@ -143,13 +152,19 @@ impl ConsumerMetrics {
             let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
             register(registry, name, made(name, Histogram::with_opts(opts))?)
         };
-        let gauge = |name: &str, help: &str| -> Result<Gauge> { register(registry, name, made(name, Gauge::new(name, help))?) };
-        let int_gauge =
-            |name: &str, help: &str| -> Result<IntGauge> { register(registry, name, made(name, IntGauge::new(name, help))?) };
+        let gauge =
+            |name: &str, help: &str| -> Result<Gauge> { register(registry, name, made(name, Gauge::new(name, help))?) };
+        let int_gauge = |name: &str, help: &str| -> Result<IntGauge> {
+            register(registry, name, made(name, IntGauge::new(name, help))?)
+        };
         let up = {
             const NAME: &str = "pgq_consumer_connection_up";
             let help = "1 while the consumer is connected to the database, 0 during an outage.";
-            register(registry, NAME, made(NAME, IntGaugeVec::new(Opts::new(NAME, help), &["database"]))?)?
+            register(
+                registry,
+                NAME,
+                made(NAME, IntGaugeVec::new(Opts::new(NAME, help), &["database"]))?,
+            )?
         };
         let outages = counter_vec(
             "pgq_consumer_outages_total",
@@ -184,8 +199,14 @@ impl ConsumerMetrics {
                 "pgq_consumer_pending_events",
                 "Events in the queue that the consumer has not read yet.",
             )?,
-            failed_events: int_gauge("pgq_consumer_failed_events", "Events in the consumer's failed-event store.")?,
-            last_tick_age: gauge("pgq_queue_last_tick_age_seconds", "Seconds since the queue's last tick.")?,
+            failed_events: int_gauge(
+                "pgq_consumer_failed_events",
+                "Events in the consumer's failed-event store.",
+            )?,
+            last_tick_age: gauge(
+                "pgq_queue_last_tick_age_seconds",
+                "Seconds since the queue's last tick.",
+            )?,
             queue_up: up.with_label_values(&["queue"]),
             remote_up,
             queue_outages: outages.with_label_values(&["queue"]),
@@ -272,7 +293,8 @@ impl ConsumerMetrics {
         let m = &self.0;
         m.lag_seconds.set(state.lag_seconds.unwrap_or(f64::NAN));
         m.pending_events.set(state.pending_events.unwrap_or(0));
-        m.failed_events.set(i64::try_from(state.failed_events).unwrap_or(i64::MAX));
+        m.failed_events
+            .set(i64::try_from(state.failed_events).unwrap_or(i64::MAX));
         m.last_tick_age.set(state.last_tick_seconds.unwrap_or(f64::NAN));
     }
 }

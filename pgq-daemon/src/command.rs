@@ -60,11 +60,12 @@ pub enum DaemonCommand {
 
 /// `stop --timeout SECS`: a number of seconds from 0 to a year.
 fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let secs: f64 = s.parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
     if !(0.0..=MAX_STOP_TIMEOUT.as_secs_f64()).contains(&secs) {
-        return Err(format!("{s} is out of range: give 0 to {} seconds", MAX_STOP_TIMEOUT.as_secs()));
+        return Err(format!(
+            "{s} is out of range: give 0 to {} seconds",
+            MAX_STOP_TIMEOUT.as_secs()
+        ));
     }
     Ok(Duration::from_secs_f64(secs))
 }

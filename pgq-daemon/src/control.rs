@@ -51,7 +51,14 @@ pub fn status(opts: &Options) -> ExitCode {
 /// finding out go to stderr, with exit 1.
 pub(crate) fn status_json(opts: &Options) -> ExitCode {
     let (code, pid) = match running(opts) {
-        Ok(pid) => (if pid.is_some() { ExitCode::Ok } else { ExitCode::WrongState }, pid),
+        Ok(pid) => (
+            if pid.is_some() {
+                ExitCode::Ok
+            } else {
+                ExitCode::WrongState
+            },
+            pid,
+        ),
         Err(code) => return code,
     };
     let object = serde_json::json!({ "name": opts.name, "running": pid.is_some(), "pid": pid });

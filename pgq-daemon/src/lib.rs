@@ -65,14 +65,31 @@
 //!
 //! | signal      | effect |
 //! |-------------|--------|
-//! | TERM, INT   | graceful stop: the round in flight completes, then exit 0. A second one stops at once, like QUIT. |
+//! | TERM, INT   | graceful stop: the round in flight completes, then exit 0; one still running [`Options::stop_timeout`] later is abandoned as on QUIT. A second one stops at once, like QUIT. |
 //! | QUIT        | immediate stop: the round in flight (its `process()` future) is dropped, then exit 0. |
 //! | HUP         | reload at the next loop boundary (at once when resting): reopen the log file, call `config()`, apply its level and delay. A failing `config()` is logged and the previous settings stay. |
 //! | USR1 / USR2 | log one level more / less, at once. |
 //!
 //! The signals are received by one tokio task that only sets state the loop reads:
 //! two [`CancellationToken`](tokio_util::sync::CancellationToken)s (graceful and
-//! immediate stop) and a reload counter.
+//! immediate stop) and a reload counter. That task, the stop deadline and the systemd
+//! watchdog run on a control thread of their own (a runtime of their own), so they act
+//! whatever the loop's thread does: a round that does not let go within 0.8 s of an
+//! immediate stop (its thread blocked) ends the process there (logged at FATAL, the
+//! pidfile removed, exit 1).
+//!
+//! # Runtime
+//!
+//! The loop runs on a current-thread tokio runtime unless [`Options::runtime`] says
+//! [`RuntimeFlavor::MultiThread`]: a loop of database round trips is fastest with
+//! nothing crossing threads.
+//!
+//! # systemd
+//!
+//! Under systemd (`NOTIFY_SOCKET` set) the daemon says `READY=1` once running,
+//! `STOPPING=1` when asked to stop, `RELOADING=1` then `READY=1` around a reload, and
+//! `WATCHDOG=1` every half of `WatchdogSec` while [`loop_is_live`]: a round running
+//! longer than [`Options::stuck_after`] starves the watchdog.
 //!
 //! # Commands and exit codes
 //!

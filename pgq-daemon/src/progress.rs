@@ -49,7 +49,8 @@ pub(crate) fn rest_begins(rest: Duration) {
     let now = now_ms();
     ROUND_SINCE.store(0, Ordering::Relaxed);
     DUE.store(
-        now.saturating_add(ms(rest)).saturating_add(LIMIT.load(Ordering::Relaxed)),
+        now.saturating_add(ms(rest))
+            .saturating_add(LIMIT.load(Ordering::Relaxed)),
         Ordering::Relaxed,
     );
 }

@@ -223,7 +223,12 @@ impl Drop for ControlThread {
 
 /// Ends the process [`BACKSTOP`] after an immediate stop if the daemon has not
 /// stopped by then (its thread blocked): logs it, removes the pidfile, exits 1.
-async fn backstop(immediate: &CancellationToken, finished: &CancellationToken, log: &LogHandle, pidfile: Option<PathBuf>) {
+async fn backstop(
+    immediate: &CancellationToken,
+    finished: &CancellationToken,
+    log: &LogHandle,
+    pidfile: Option<PathBuf>,
+) {
     immediate.cancelled().await;
     tokio::select! {
         () = finished.cancelled() => {}
@@ -339,7 +344,10 @@ async fn apply_reload<D: Daemon>(daemon: &mut D, log: &LogHandle, delay: &mut Du
             crate::systemd::ready("running");
         }
         Err(e) => {
-            crate::error!("reload failed, keeping the previous settings: {}", error_chain(e.as_ref()));
+            crate::error!(
+                "reload failed, keeping the previous settings: {}",
+                error_chain(e.as_ref())
+            );
             crate::systemd::ready("running (the last reload failed)");
         }
     }

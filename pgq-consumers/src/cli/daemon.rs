@@ -240,9 +240,11 @@ impl<C: Consumer> ConsumerDaemon<C> {
         if let Some(serving) = &self.serving {
             let remote = which == "remote database";
             serving.health.lost(remote);
-            serving
-                .metrics
-                .outage(if remote { crate::metrics::Db::Remote } else { crate::metrics::Db::Queue });
+            serving.metrics.outage(if remote {
+                crate::metrics::Db::Remote
+            } else {
+                crate::metrics::Db::Queue
+            });
         }
         self.outage = Some(Outage {
             since: std::time::Instant::now(),
@@ -367,7 +369,11 @@ fn status(options: &pgq_daemon::Options, config: &Config, json: bool) -> ExitCod
             Ok(pid) => pid,
             Err(code) => return code,
         };
-        let code = if pid.is_some() { ExitCode::Ok } else { ExitCode::WrongState };
+        let code = if pid.is_some() {
+            ExitCode::Ok
+        } else {
+            ExitCode::WrongState
+        };
         let mut object = serde_json::json!({ "name": options.name, "running": pid.is_some(), "pid": pid });
         let read = status::read(config);
         match (&read, object.as_object_mut()) {

@@ -105,7 +105,10 @@ async fn refresh(config: Config, metrics: ConsumerMetrics, health: Health, stop:
                     metrics.queue_state(&state);
                     health.registered(state.registered);
                 }
-                Err(e) => log::debug!("metrics: cannot read the queue's state: {}", pgq_daemon::error_chain(&e)),
+                Err(e) => log::debug!(
+                    "metrics: cannot read the queue's state: {}",
+                    pgq_daemon::error_chain(&e)
+                ),
             }
         }
         tokio::select! {

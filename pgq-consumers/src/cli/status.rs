@@ -105,7 +105,11 @@ fn last_tick(state: &QueueState) -> String {
             ", overdue: a tick was due after {:.0}s{}; no ticker ticks this database (is it running? a stopped \
              leader keeps the lead, see `ticker:`)",
             state.tick_due_seconds.unwrap_or_default(),
-            if state.events_waiting { " with events waiting" } else { "" }
+            if state.events_waiting {
+                " with events waiting"
+            } else {
+                ""
+            }
         ));
     }
     line

@@ -224,11 +224,20 @@ async fn the_kubernetes_manifests_config_runs_testq_with_probes_on_its_endpoint_
     let parsed: toml::Table = toml::from_str(&config).expect("the ConfigMap's testq.toml is TOML");
     testq.write_config(&config);
     let checked = testq.run_with(&["check"], &[("PGQ_DB", testq.db.dsn())]).await;
-    assert_eq!(checked.code, Some(0), "testq check with the manifest's config: {checked:?}");
+    assert_eq!(
+        checked.code,
+        Some(0),
+        "testq check with the manifest's config: {checked:?}"
+    );
 
     let stop_timeout = parsed["stop_timeout"].as_integer().expect("stop_timeout is set");
-    let grace: i64 = yaml_value(&manifest, "terminationGracePeriodSeconds").parse().expect("a number");
-    assert!(grace >= stop_timeout + 10, "grace {grace} s, stop_timeout {stop_timeout} s");
+    let grace: i64 = yaml_value(&manifest, "terminationGracePeriodSeconds")
+        .parse()
+        .expect("a number");
+    assert!(
+        grace >= stop_timeout + 10,
+        "grace {grace} s, stop_timeout {stop_timeout} s"
+    );
     let listen = parsed["http"]["listen"].as_str().expect("[http] listen");
     let port = listen.rsplit(':').next().expect("a port");
     assert_eq!(yaml_value(&manifest, "containerPort"), port);
@@ -243,6 +252,9 @@ async fn the_kubernetes_manifests_config_runs_testq_with_probes_on_its_endpoint_
         !config.contains("password"),
         "the password is in the Secret, not in the config"
     );
-    assert_eq!(yaml_value(&manifest, "args"), r#"["-c", "/etc/testq/testq.toml", "run"]"#);
+    assert_eq!(
+        yaml_value(&manifest, "args"),
+        r#"["-c", "/etc/testq/testq.toml", "run"]"#
+    );
     assert_eq!(yaml_value(&manifest, "mountPath"), "/etc/testq");
 }

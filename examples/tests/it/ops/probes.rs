@@ -42,17 +42,30 @@ async fn readiness_turns_503_while_postgresql_is_down_and_200_once_it_is_back_an
     let ready = web::json(&endpoint, "/health/ready").await;
     assert_eq!(ready["status"], "not ready");
     assert_eq!(ready["reason"], "the connection to the queue database is lost");
-    assert_eq!(status(&endpoint, "/health/live").await, 200, "an outage is no reason to restart");
+    assert_eq!(
+        status(&endpoint, "/health/live").await,
+        200,
+        "an outage is no reason to restart"
+    );
     let metrics = web::get(&endpoint, "/metrics").await.expect("metrics").body;
-    assert_eq!(web::sample(&metrics, "pgq_consumer_connection_up", &[("database", "queue")]), Some(0.0));
-    assert_eq!(web::sample(&metrics, "pgq_consumer_outages_total", &[("database", "queue")]), Some(1.0));
+    assert_eq!(
+        web::sample(&metrics, "pgq_consumer_connection_up", &[("database", "queue")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        web::sample(&metrics, "pgq_consumer_outages_total", &[("database", "queue")]),
+        Some(1.0)
+    );
 
     cluster.start_again();
     testq
         .wait_until("ready again", async || status(&endpoint, "/health/ready").await == 200)
         .await;
     let metrics = web::get(&endpoint, "/metrics").await.expect("metrics").body;
-    assert_eq!(web::sample(&metrics, "pgq_consumer_connection_up", &[("database", "queue")]), Some(1.0));
+    assert_eq!(
+        web::sample(&metrics, "pgq_consumer_connection_up", &[("database", "queue")]),
+        Some(1.0)
+    );
     assert_eq!(web::sample(&metrics, "pgq_consumer_reconnects_total", &[]), Some(1.0));
 
     // And it consumes again.
@@ -77,7 +90,9 @@ async fn readiness_turns_503_when_the_consumer_is_unregistered_under_the_daemon(
     testq
         .wait_until("not ready", async || status(&endpoint, "/health/ready").await == 503)
         .await;
-    pgq::register_consumer(&testq.client, QUEUE, CONSUMER).await.expect("register");
+    pgq::register_consumer(&testq.client, QUEUE, CONSUMER)
+        .await
+        .expect("register");
     testq
         .wait_until("ready again", async || status(&endpoint, "/health/ready").await == 200)
         .await;

@@ -73,7 +73,12 @@ impl Prometheus {
 
     /// Waits until `query` gives `expected`.
     async fn wait_for(&self, query: &str, expected: f64) {
-        let log = || format!("\n--- prometheus log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+        let log = || {
+            format!(
+                "\n--- prometheus log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        };
         poll(&format!("Prometheus says {query} = {expected}"), log, async || {
             (self.value(query).await == Some(expected)).then_some(())
         })
@@ -135,18 +140,28 @@ async fn prometheus_scrapes_the_daemon_and_its_series_count_the_events_failed_an
     prometheus
         .wait_for(&format!(r#"pgq_consumer_batch_duration_seconds_count{{{on}}}"#), 2.0)
         .await;
-    prometheus.wait_for(&format!(r#"pgq_consumer_failed_events{{{on}}}"#), 1.0).await;
-    prometheus.wait_for(&format!(r#"pgq_consumer_pending_events{{{on}}}"#), 0.0).await;
+    prometheus
+        .wait_for(&format!(r#"pgq_consumer_failed_events{{{on}}}"#), 1.0)
+        .await;
+    prometheus
+        .wait_for(&format!(r#"pgq_consumer_pending_events{{{on}}}"#), 0.0)
+        .await;
     prometheus
         .wait_for(&format!(r#"pgq_consumer_connection_up{{{on},database="queue"}}"#), 1.0)
         .await;
-    prometheus.wait_for(r#"pgq_build_info{job="pgq",program="testq"}"#, 1.0).await;
+    prometheus
+        .wait_for(r#"pgq_build_info{job="pgq",program="testq"}"#, 1.0)
+        .await;
     prometheus.wait_for(r#"up{job="pgq"}"#, 1.0).await;
 
     // What the endpoint serves passes promtool, and shows no connection string.
     let metrics = web::get(&endpoint, "/metrics").await.expect("GET /metrics");
     assert_eq!(metrics.status, 200, "{metrics:?}");
-    assert!(metrics.headers.contains("text/plain; version=0.0.4"), "{}", metrics.headers);
+    assert!(
+        metrics.headers.contains("text/plain; version=0.0.4"),
+        "{}",
+        metrics.headers
+    );
     let mut promtool = std::process::Command::new(tool("promtool"))
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -154,7 +169,8 @@ async fn prometheus_scrapes_the_daemon_and_its_series_count_the_events_failed_an
         .stderr(Stdio::piped())
         .spawn()
         .expect("start promtool");
-    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), metrics.body.as_bytes()).expect("feed promtool");
+    std::io::Write::write_all(&mut promtool.stdin.take().expect("stdin"), metrics.body.as_bytes())
+        .expect("feed promtool");
     let checked = promtool.wait_with_output().expect("promtool");
     assert!(
         checked.status.success(),
@@ -164,7 +180,11 @@ async fn prometheus_scrapes_the_daemon_and_its_series_count_the_events_failed_an
         metrics.body
     );
     let dsn = testq.db.dsn().to_string();
-    assert!(!metrics.body.contains(&dsn) && !metrics.body.contains("host="), "{}", metrics.body);
+    assert!(
+        !metrics.body.contains(&dsn) && !metrics.body.contains("host="),
+        "{}",
+        metrics.body
+    );
 }
 
 #[tokio::test]
@@ -179,7 +199,14 @@ async fn the_endpoint_serves_only_its_three_paths_and_get() {
     let ready = web::get(&endpoint, "/health/ready").await.expect("ready");
     assert_eq!((ready.status, ready.body.as_str()), (200, r#"{"status":"ready"}"#));
     assert!(!format!("{live:?}{ready:?}").contains("host="));
-    for path in ["/", "/metrics/", "/health", "/health/live/x", "/config", "/../metrics?x=1"] {
+    for path in [
+        "/",
+        "/metrics/",
+        "/health",
+        "/health/live/x",
+        "/config",
+        "/../metrics?x=1",
+    ] {
         let answer = web::get(&endpoint, path).await.expect("an answer");
         assert_eq!(answer.status, 404, "{path}: {answer:?}");
     }
@@ -205,7 +232,10 @@ async fn sub_consumers_of_one_config_each_serve_their_metrics_on_the_address_giv
     for _ in 0..6 {
         ids.extend(testq.produce_batch(&["plain"; 3]).await);
     }
-    let (a, b) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let (a, b) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
     testq.ok(&["start", "--subconsumer", "a", "--http-listen", &a]).await;
     testq.ok(&["start", "--subconsumer", "b", "--http-listen", &b]).await;
     // A third on the address the other two left: it may not start on a taken one.
@@ -229,6 +259,9 @@ async fn sub_consumers_of_one_config_each_serve_their_metrics_on_the_address_giv
         let other = if sub == "a" { "b" } else { "a" };
         assert!(!metrics.contains(&format!("subconsumer=\"{other}\"")), "{metrics}");
     }
-    assert_eq!(finished, 6.0, "every batch counted once, by the sub-consumer that did it");
+    assert_eq!(
+        finished, 6.0,
+        "every batch counted once, by the sub-consumer that did it"
+    );
     assert_eq!(testq.done().await, ids, "each event once");
 }

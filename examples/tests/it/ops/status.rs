@@ -20,7 +20,12 @@ async fn status_json_gives_every_field_of_status_under_its_documented_name() {
     let ran = testq.ok(&["status", "--json"]).await;
     assert_eq!(ran.stdout.lines().count(), 1, "one line: {ran:?}");
     let json: serde_json::Value = serde_json::from_str(ran.stdout.trim()).expect("one JSON object");
-    let fields: Vec<&str> = json.as_object().expect("an object").keys().map(String::as_str).collect();
+    let fields: Vec<&str> = json
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     let mut expected = vec![
         "name",
         "running",
@@ -63,5 +68,8 @@ async fn status_json_gives_every_field_of_status_under_its_documented_name() {
 
     // The text says the same.
     let text = testq.ok(&["status"]).await.stdout;
-    assert!(text.contains("failed events: 1") && text.contains("batch in flight: none"), "{text}");
+    assert!(
+        text.contains("failed events: 1") && text.contains("batch in flight: none"),
+        "{text}"
+    );
 }

@@ -21,7 +21,10 @@ async fn stuck(testq: &mut TestqDb) -> Vec<i64> {
 
 /// Starts testq again at full speed: the abandoned batch is done, once.
 async fn done_once_by_the_next_daemon(testq: &mut TestqDb, ids: &[i64]) {
-    assert!(testq.done().await.is_empty(), "nothing of the abandoned batch committed");
+    assert!(
+        testq.done().await.is_empty(),
+        "nothing of the abandoned batch committed"
+    );
     testq.setting("sleep_ms", 0);
     testq.start().await;
     testq
@@ -31,7 +34,8 @@ async fn done_once_by_the_next_daemon(testq: &mut TestqDb, ids: &[i64]) {
 }
 
 #[tokio::test]
-async fn a_handler_stuck_past_stop_timeout_is_abandoned_the_daemon_exits_within_a_second_and_its_batch_comes_back_once() {
+async fn a_handler_stuck_past_stop_timeout_is_abandoned_the_daemon_exits_within_a_second_and_its_batch_comes_back_once()
+{
     let mut testq = TestqDb::installed("stop_deadline").await;
     testq.set("stop_timeout", 2.0);
     let ids = stuck(&mut testq).await;
@@ -40,7 +44,11 @@ async fn a_handler_stuck_past_stop_timeout_is_abandoned_the_daemon_exits_within_
     let asked = Instant::now();
     let stopped = testq.ok(&["stop"]).await;
     let took = asked.elapsed();
-    assert_eq!(stopped.stdout.trim(), format!("testq stopped, pid {pid}"), "{stopped:?}");
+    assert_eq!(
+        stopped.stdout.trim(),
+        format!("testq stopped, pid {pid}"),
+        "{stopped:?}"
+    );
     assert!(
         took >= Duration::from_secs(2) && took <= Duration::from_secs(3),
         "stopped after {took:?}, not within stop_timeout + 1 s\n{}",
@@ -48,7 +56,10 @@ async fn a_handler_stuck_past_stop_timeout_is_abandoned_the_daemon_exits_within_
     );
     assert!(!testq.pidfile().exists(), "the pidfile is removed");
     let log = testq.log();
-    assert!(log.contains("the stop deadline (2.0s after the stop was asked for) has passed"), "{log}");
+    assert!(
+        log.contains("the stop deadline (2.0s after the stop was asked for) has passed"),
+        "{log}"
+    );
     assert!(log.contains("rolled back, and will be delivered again"), "{log}");
     assert!(log.contains(&format!("testq stopped, pid {pid}")), "{log}");
 
@@ -66,11 +77,22 @@ async fn stop_with_a_timeout_abandons_the_batch_in_flight_after_that_long_and_it
     let asked = Instant::now();
     let stopped = testq.ok(&["stop", "--timeout", "1"]).await;
     let took = asked.elapsed();
-    assert!(took <= Duration::from_secs(2), "stopped after {took:?}\n{}", testq.log());
-    assert!(stopped.stdout.contains(&format!("testq stopped, pid {pid}")), "{stopped:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "stopped after {took:?}\n{}",
+        testq.log()
+    );
+    assert!(
+        stopped.stdout.contains(&format!("testq stopped, pid {pid}")),
+        "{stopped:?}"
+    );
     assert!(stopped.stderr.contains("abandoning its round in flight"), "{stopped:?}");
     assert!(!testq.pidfile().exists(), "the pidfile is removed");
-    assert!(testq.log().contains("rolled back, and will be delivered again"), "{}", testq.log());
+    assert!(
+        testq.log().contains("rolled back, and will be delivered again"),
+        "{}",
+        testq.log()
+    );
 
     done_once_by_the_next_daemon(&mut testq, &ids).await;
 }

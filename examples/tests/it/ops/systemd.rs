@@ -106,7 +106,10 @@ async fn run_notifies_ready_reloading_stopping_and_the_watchdog_on_a_real_notify
 
     signal(pid, "HUP");
     let reloading = notify.expect("RELOADING=1");
-    assert!(reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")), "{reloading:?}");
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
     notify.expect("READY=1");
 
     // A batch past stuck_after: the watchdog goes hungry, so systemd would restart it.
@@ -117,7 +120,10 @@ async fn run_notifies_ready_reloading_stopping_and_the_watchdog_on_a_real_notify
     testq.wait_for_log("no longer notifying the systemd watchdog").await;
     let _ = notify.during(Duration::from_millis(150));
     let hungry = notify.during(Duration::from_secs(1));
-    assert!(!hungry.iter().any(|m| m.trim() == "WATCHDOG=1"), "fed while stuck: {hungry:?}");
+    assert!(
+        !hungry.iter().any(|m| m.trim() == "WATCHDOG=1"),
+        "fed while stuck: {hungry:?}"
+    );
     testq
         .wait_until("the batch is done", async || testq.done().await == ids)
         .await;
@@ -125,6 +131,9 @@ async fn run_notifies_ready_reloading_stopping_and_the_watchdog_on_a_real_notify
 
     signal(pid, "TERM");
     notify.expect("STOPPING=1");
-    let exited = tokio::time::timeout(PATIENCE, run.wait()).await.expect("testq exits").expect("wait");
+    let exited = tokio::time::timeout(PATIENCE, run.wait())
+        .await
+        .expect("testq exits")
+        .expect("wait");
     assert_eq!(exited.code(), Some(0), "{}", testq.log());
 }

@@ -31,7 +31,10 @@ pub async fn request(address: &str, method: &str, path: &str) -> Option<Answer> 
             body: body.to_string(),
         })
     };
-    tokio::time::timeout(Duration::from_secs(5), exchange).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// `GET path`.
@@ -53,6 +56,8 @@ pub fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f
 
 /// `GET path`, its body read as JSON.
 pub async fn json(address: &str, path: &str) -> serde_json::Value {
-    let answer = get(address, path).await.unwrap_or_else(|| panic!("no answer to GET {path}"));
+    let answer = get(address, path)
+        .await
+        .unwrap_or_else(|| panic!("no answer to GET {path}"));
     serde_json::from_str(&answer.body).unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {answer:?}"))
 }

@@ -84,10 +84,17 @@ fn a_daemon_hanging_in_shutdown_past_its_stop_deadline_is_ended_and_its_pidfile_
     let asked = std::time::Instant::now();
     let ran = demo.ok(&["stop"]);
     assert_eq!(ran.stdout.trim(), format!("demo stopped, pid {pid}"));
-    assert!(asked.elapsed() < std::time::Duration::from_millis(1300), "{:?}", asked.elapsed());
+    assert!(
+        asked.elapsed() < std::time::Duration::from_millis(1300),
+        "{:?}",
+        asked.elapsed()
+    );
     assert!(!demo.pidfile().exists());
     let log = demo.log();
-    assert!(log.contains("the stop deadline (0.3s after the stop was asked for) has passed"), "{log}");
+    assert!(
+        log.contains("the stop deadline (0.3s after the stop was asked for) has passed"),
+        "{log}"
+    );
     assert!(log.contains("exiting now"), "{log}");
 }
 
