@@ -24,7 +24,9 @@
 //! `[settings] sleep_ms` (default 0) makes testq sleep that many milliseconds
 //! before each event, so a batch takes a while: long enough to `stop` (the
 //! batch is finished first) or `kill` (it is rolled back and comes again)
-//! while it is in flight.
+//! while it is in flight. `[settings] block_ms` (default 0) does the same by
+//! blocking its thread (`std::thread::sleep`), as a handler stuck in a
+//! blocking call does: nothing else of the daemon's runtime runs meanwhile.
 //!
 //! When its settings change (at start, and on a `reload` that changes them)
 //! testq logs them at NOTICE: `settings: mode local, sleep_ms 0` (and
@@ -49,6 +51,9 @@ struct Settings {
     /// Milliseconds slept before each event.
     #[serde(default)]
     sleep_ms: u64,
+    /// Milliseconds the thread is blocked before each event.
+    #[serde(default)]
+    block_ms: u64,
     /// How the row of a done event is written.
     #[serde(default)]
     write: Write,
@@ -75,6 +80,7 @@ enum Write {
 struct Testq {
     aborted_once: HashSet<i64>,
     sleep: Duration,
+    block: Duration,
     write: Write,
     /// The settings last logged.
     logged: Option<Settings>,
@@ -145,6 +151,9 @@ impl Consumer for Testq {
         if !self.sleep.is_zero() {
             tokio::time::sleep(self.sleep).await;
         }
+        if !self.block.is_zero() {
+            std::thread::sleep(self.block);
+        }
         match ev.kind() {
             "fail" => Ok(Outcome::Failed(format!("testq: event {} has type fail", ev.ev_id))),
             "retry" if ev.ev_retry.is_none() => Ok(Outcome::Retry(Duration::from_secs(1))),
@@ -156,6 +165,7 @@ impl Consumer for Testq {
 
     async fn configure(&mut self, settings: Settings) -> Result<(), BoxError> {
         self.sleep = Duration::from_millis(settings.sleep_ms);
+        self.block = Duration::from_millis(settings.block_ms);
         self.write = settings.write;
         if self.logged != Some(settings) {
             self.logged = Some(settings);

@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use crate::support::testq::TestqDb;
 
-/// Starts testq with a handler that sleeps 30 s per event, gives it a batch
-/// of three events and waits until it holds it; the events.
-async fn stuck(testq: &mut TestqDb) -> Vec<i64> {
-    testq.setting("sleep_ms", 30_000);
+/// Starts testq with a handler that sleeps 30 s per event (or blocks its
+/// thread that long: `how` is `sleep_ms` or `block_ms`), gives it a batch of
+/// three events and waits until it holds it; the events.
+async fn stuck(testq: &mut TestqDb, how: &str) -> Vec<i64> {
+    testq.setting(how, 30_000);
     testq.start().await;
     let ids = testq.produce_batch(&["plain", "plain", "plain"]).await;
     testq
@@ -25,7 +26,7 @@ async fn done_once_by_the_next_daemon(testq: &mut TestqDb, ids: &[i64]) {
         testq.done().await.is_empty(),
         "nothing of the abandoned batch committed"
     );
-    testq.setting("sleep_ms", 0);
+    testq.setting("sleep_ms", 0).setting("block_ms", 0);
     testq.start().await;
     testq
         .wait_until("the batch is done", async || testq.done().await.len() >= ids.len())
@@ -38,7 +39,7 @@ async fn a_handler_stuck_past_stop_timeout_is_abandoned_the_daemon_exits_within_
 {
     let mut testq = TestqDb::installed("stop_deadline").await;
     testq.set("stop_timeout", 2.0);
-    let ids = stuck(&mut testq).await;
+    let ids = stuck(&mut testq, "sleep_ms").await;
     let pid = testq.pid().expect("running");
 
     let asked = Instant::now();
@@ -71,7 +72,7 @@ async fn stop_with_a_timeout_abandons_the_batch_in_flight_after_that_long_and_it
     let mut testq = TestqDb::installed("stop_timeout_option").await;
     // The config's deadline is far; the command's is one second.
     testq.set("stop_timeout", 600.0);
-    let ids = stuck(&mut testq).await;
+    let ids = stuck(&mut testq, "sleep_ms").await;
     let pid = testq.pid().expect("running");
 
     let asked = Instant::now();
@@ -93,6 +94,30 @@ async fn stop_with_a_timeout_abandons_the_batch_in_flight_after_that_long_and_it
         "{}",
         testq.log()
     );
+
+    done_once_by_the_next_daemon(&mut testq, &ids).await;
+}
+
+#[tokio::test]
+async fn a_handler_blocking_its_thread_past_stop_timeout_is_cut_off_within_a_second_and_its_batch_comes_back_once() {
+    let mut testq = TestqDb::installed("stop_blocked").await;
+    testq.set("stop_timeout", 2.0);
+    let ids = stuck(&mut testq, "block_ms").await;
+    let pid = testq.pid().expect("running");
+
+    let asked = Instant::now();
+    let stopped = testq.ok(&["stop"]).await;
+    let took = asked.elapsed();
+    assert_eq!(stopped.stdout.trim(), format!("testq stopped, pid {pid}"), "{stopped:?}");
+    assert!(
+        took <= Duration::from_secs(3),
+        "stopped after {took:?}, not within stop_timeout + 1 s\n{}",
+        testq.log()
+    );
+    assert!(!testq.pidfile().exists(), "the pidfile is removed");
+    let log = testq.log();
+    assert!(log.contains("the stop deadline (2.0s after the stop was asked for) has passed"), "{log}");
+    assert!(log.contains("its thread is blocked"), "{log}");
 
     done_once_by_the_next_daemon(&mut testq, &ids).await;
 }
