@@ -265,3 +265,76 @@ async fn sub_consumers_of_one_config_each_serve_their_metrics_on_the_address_giv
     );
     assert_eq!(testq.done().await, ids, "each event once");
 }
+
+#[tokio::test]
+async fn the_embedded_ticker_and_pgq_ticker_show_their_lead_and_their_ticks() {
+    // A consumer with [ticker]: its endpoint shows it leads and ticks.
+    let mut testq = TestqDb::installed("http_ticker").await;
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let mut ticker = toml::Table::new();
+    ticker.insert("enabled".into(), true.into());
+    ticker.insert("ticker_period".into(), 0.2.into());
+    testq.set("http", http(&endpoint)).set("ticker", ticker);
+    pgq::set_queue_config(&testq.client, "testq", "ticker_max_lag", "0.2")
+        .await
+        .expect("set_queue_config");
+    testq.start().await;
+    let ids = testq.produce(&["plain", "plain"]).await;
+    testq
+        .wait_until("the ticker's events are done", async || testq.done().await == ids)
+        .await;
+    let metrics = web::get(&endpoint, "/metrics").await.expect("metrics").body;
+    assert_eq!(web::sample(&metrics, "pgq_ticker_leader", &[]), Some(1.0), "{metrics}");
+    assert!(
+        web::sample(&metrics, "pgq_ticker_ticks_total", &[]).is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    testq
+        .wait_until("the age of the last tick is read", async || {
+            let metrics = web::get(&endpoint, "/metrics")
+                .await
+                .map(|a| a.body)
+                .unwrap_or_default();
+            web::sample(&metrics, "pgq_queue_last_tick_age_seconds", &[]).is_some_and(|age| age < 30.0)
+        })
+        .await;
+    testq.ok(&["stop"]).await;
+
+    // pgq-ticker, for the same database: a `database` label.
+    let dir = Scratch::new("http_pgq_ticker");
+    let dsn = pgq_test_support::server_dsn();
+    let base: Vec<&str> = dsn.split_whitespace().filter(|kv| !kv.starts_with("dbname=")).collect();
+    let endpoint = format!("127.0.0.1:{}", free_port());
+    let config = format!(
+        "base_db = \"{}\"\ndatabases = [\"{}\"]\nlogfile = \"{}\"\npidfile = \"{}\"\n\
+         [ticker]\nticker_period = 0.2\n[http]\nlisten = \"{endpoint}\"\n",
+        base.join(" "),
+        testq.db.name(),
+        dir.join("pgq-ticker.log").display(),
+        dir.join("pgq-ticker.pid").display(),
+    );
+    let program =
+        crate::support::program::Program::new(env!("CARGO_BIN_EXE_pgq-ticker"), dir.path(), "pgq-ticker", &config);
+    program.ok(&["start"]).await;
+    let ids = testq.produce(&["plain"]).await;
+    let on = [("database", testq.db.name())];
+    testq
+        .wait_until("pgq-ticker leads and ticks", async || {
+            let metrics = web::get(&endpoint, "/metrics")
+                .await
+                .map(|a| a.body)
+                .unwrap_or_default();
+            web::sample(&metrics, "pgq_ticker_leader", &on) == Some(1.0)
+                && web::sample(&metrics, "pgq_ticker_ticks_total", &on).is_some_and(|n| n >= 1.0)
+        })
+        .await;
+    let ready = web::get(&endpoint, "/health/ready").await.expect("ready");
+    assert_eq!(ready.status, 200);
+    let metrics = web::get(&endpoint, "/metrics").await.expect("metrics").body;
+    assert_eq!(
+        web::sample(&metrics, "pgq_build_info", &[("program", "pgq-ticker")]),
+        Some(1.0)
+    );
+    program.ok(&["stop"]).await;
+    assert!(!ids.is_empty());
+}

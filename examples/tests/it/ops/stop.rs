@@ -108,7 +108,11 @@ async fn a_handler_blocking_its_thread_past_stop_timeout_is_cut_off_within_a_sec
     let asked = Instant::now();
     let stopped = testq.ok(&["stop"]).await;
     let took = asked.elapsed();
-    assert_eq!(stopped.stdout.trim(), format!("testq stopped, pid {pid}"), "{stopped:?}");
+    assert_eq!(
+        stopped.stdout.trim(),
+        format!("testq stopped, pid {pid}"),
+        "{stopped:?}"
+    );
     assert!(
         took <= Duration::from_secs(3),
         "stopped after {took:?}, not within stop_timeout + 1 s\n{}",
@@ -116,7 +120,10 @@ async fn a_handler_blocking_its_thread_past_stop_timeout_is_cut_off_within_a_sec
     );
     assert!(!testq.pidfile().exists(), "the pidfile is removed");
     let log = testq.log();
-    assert!(log.contains("the stop deadline (2.0s after the stop was asked for) has passed"), "{log}");
+    assert!(
+        log.contains("the stop deadline (2.0s after the stop was asked for) has passed"),
+        "{log}"
+    );
     assert!(log.contains("its thread is blocked"), "{log}");
 
     done_once_by_the_next_daemon(&mut testq, &ids).await;
