@@ -114,7 +114,7 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
     Ok(())
 }
 
-/// Ticks `queue` at once ([`pgq::tick_now`]: needs pgq_admin).
+/// Ticks `queue` at once (`pgq.ticker` needs pgq_admin).
 pub async fn tick(db: &Client, queue: &str) -> anyhow::Result<i64> {
     let Some(info) = pgq::get_queue_info(db, queue).await? else {
         return Err(Usage(format!("there is no queue {queue:?} (see `pgq-admin queues`)")).into());
@@ -130,9 +130,26 @@ pub async fn tick(db: &Client, queue: &str) -> anyhow::Result<i64> {
         ))
         .into());
     }
-    pgq::tick_now(db, queue)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("PgQ made no tick for queue {queue:?}"))
+    // pgq.ticker(queue) ticks only when a tick is due; pgq.force_tick makes
+    // one due by advancing the event sequence past ticker_max_count, so, as
+    // with PgQ's own tools, the pending-event estimates of consumers that do
+    // not read the tick's batch grow by that much.
+    db.batch_execute("begin").await?;
+    let done = async {
+        pgq::force_tick(db, queue).await?;
+        let tick = pgq::ticker_queue(db, queue).await?;
+        db.batch_execute("commit").await?;
+        anyhow::Ok(tick)
+    }
+    .await;
+    match done {
+        Ok(Some(tick)) => Ok(tick),
+        Ok(None) => Err(anyhow::anyhow!("PgQ made no tick for queue {queue:?}")),
+        Err(e) => {
+            let _ = db.batch_execute("rollback").await;
+            Err(e)
+        }
+    }
 }
 
 /// PgQ's queue settings: the key `pgq.set_queue_config` takes, and what it means.

@@ -90,7 +90,7 @@ pub use ident::{quote_ident, quote_literal, quote_qualified};
 pub use interval::Interval;
 pub use maint::{
     find_tick_helper, force_tick, maint_operations, maint_retry_events, maint_rotate_tables_step1,
-    maint_rotate_tables_step2, maint_tables_to_vacuum, run_maint_operation, tick_now, ticker, ticker_external, ticker_queue,
+    maint_rotate_tables_step2, maint_tables_to_vacuum, run_maint_operation, ticker, ticker_external, ticker_queue,
     FoundTick, MaintOperation,
 };
 pub use notify::{listen, notify_events, notify_tick, tick_channel, unlisten, EVENTS_CHANNEL};

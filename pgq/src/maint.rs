@@ -62,30 +62,6 @@ pub async fn force_tick(client: &impl GenericClient, queue: &str) -> Result<Opti
     .await
 }
 
-/// Ticks `queue` now, whatever its thresholds: inserts a tick at the
-/// queue's current event sequence, as `pgq.ticker` does, and notifies the
-/// queue's consumers on [`tick_channel`](crate::tick_channel), in one
-/// statement. Unlike [`force_tick`] followed by [`ticker_queue`], it leaves
-/// the event sequence alone, so the consumers' pending-event estimates stay
-/// true. Returns the tick's id, `None` when there is no such queue or it is
-/// not ticked here (paused, or with an external ticker). Needs `pgq_admin`
-/// (it writes `pgq.tick`).
-pub async fn tick_now(client: &impl GenericClient, queue: &str) -> Result<Option<i64>> {
-    scalar(
-        client,
-        "pgq.tick",
-        on_queue(queue),
-        "with t as (insert into pgq.tick (tick_queue, tick_id, tick_event_seq) \
-                    select q.queue_id, nextval(q.queue_tick_seq), pgq.seq_getval(q.queue_event_seq) \
-                      from pgq.queue q \
-                     where q.queue_name = $1 and not q.queue_external_ticker and not q.queue_ticker_paused \
-                    returning tick_id) \
-         select max(x.tick_id) from (select t.tick_id, pg_notify($2, '') from t) x",
-        &[&queue, &crate::tick_channel(queue)],
-    )
-    .await
-}
-
 /// Moves retried events whose time has come back into their queues
 /// (`pgq.maint_retry_events`). Returns how many were moved; call again while
 /// it returns a non-zero count.
