@@ -112,7 +112,7 @@ fn router(console: Shared) -> Router {
 }
 
 /// Headers on every response: scripts, styles and forms from the console
-/// only, no framing, no sniffing, no referrer.
+/// only, no framing, no sniffing, no referrer to other sites.
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let h = response.headers_mut();
@@ -124,7 +124,8 @@ async fn security_headers(request: Request, next: Next) -> Response {
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not "no-referrer": with it, browsers send `Origin: null` on the console's own forms.
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -347,10 +348,14 @@ fn same_origin(headers: &HeaderMap) -> Result<(), Trouble> {
             "Refused: the request comes from another site.".into(),
         )
     };
+    // A browser says where a request comes from in Sec-Fetch-Site; older
+    // ones only in Origin.
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if site != "same-origin" && site != "none" {
-            return Err(refused());
-        }
+        return if site == "same-origin" || site == "none" {
+            Ok(())
+        } else {
+            Err(refused())
+        };
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");

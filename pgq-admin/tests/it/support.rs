@@ -85,6 +85,13 @@ pub async fn ours(db: &TestDb, client: &Client, queue: &str, consumer: &str) -> 
 /// A child process killed when dropped.
 pub struct Running(Child);
 
+impl Running {
+    /// Keeps `child` until dropped.
+    pub fn new(child: Child) -> Running {
+        Running(child)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
