@@ -154,10 +154,7 @@ pub async fn tick(db: &Client, queue: &str) -> anyhow::Result<i64> {
 
 /// PgQ's queue settings: the key `pgq.set_queue_config` takes, and what it means.
 pub const SETTINGS: &[(&str, &str)] = &[
-    (
-        "ticker_max_count",
-        "a tick is due once this many events wait (integer)",
-    ),
+    ("ticker_max_count", "a tick is due once this many events wait (integer)"),
     (
         "ticker_max_lag",
         "a tick is due once events have waited this long (interval)",
@@ -167,17 +164,20 @@ pub const SETTINGS: &[(&str, &str)] = &[
         "a tick is due after this long even without events (interval)",
     ),
     ("ticker_paused", "no ticks at all while true (boolean)"),
-    (
-        "rotation_period",
-        "how often the event tables rotate (interval)",
-    ),
+    ("rotation_period", "how often the event tables rotate (interval)"),
     (
         "external_ticker",
         "ticks come from elsewhere, e.g. a replica's provider (boolean)",
     ),
 ];
 
-async fn config(db: &Client, queue: &str, key: Option<String>, value: Option<String>, json: bool) -> anyhow::Result<()> {
+async fn config(
+    db: &Client,
+    queue: &str,
+    key: Option<String>,
+    value: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
     snapshot::require_pgq(db).await?;
     let Some(before) = pgq::get_queue_info(db, queue).await? else {
         return Err(Usage(format!("there is no queue {queue:?} (see `pgq-admin queues`)")).into());
@@ -200,7 +200,10 @@ async fn config(db: &Client, queue: &str, key: Option<String>, value: Option<Str
             }
             Ok(())
         }
-        (Some(key), None) => Err(Usage(format!("give {key}'s new value: `pgq-admin config {queue} {key} VALUE`")).into()),
+        (Some(key), None) => Err(Usage(format!(
+            "give {key}'s new value: `pgq-admin config {queue} {key} VALUE`"
+        ))
+        .into()),
         (Some(key), Some(value)) => {
             let key = key.strip_prefix("queue_").unwrap_or(&key).to_string();
             if !SETTINGS.iter().any(|(k, _)| *k == key) {

@@ -157,7 +157,11 @@ pub async fn read(client: &impl GenericClient) -> anyhow::Result<Snapshot> {
     let ticking = ticking::read(client).await?;
 
     let mut extra: HashMap<String, (Option<i64>, Option<i64>)> = HashMap::new();
-    for row in client.query(QUEUE_EXTRA, &[]).await.context("reading the queues' tables")? {
+    for row in client
+        .query(QUEUE_EXTRA, &[])
+        .await
+        .context("reading the queues' tables")?
+    {
         extra.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
     }
     let mut queues: Vec<Queue> = pgq::get_queue_info_all(client)
@@ -187,7 +191,11 @@ pub async fn read(client: &impl GenericClient) -> anyhow::Result<Snapshot> {
     queues.sort_by(|a, b| a.name.cmp(&b.name));
 
     let mut read_seq: HashMap<(String, String), Option<i64>> = HashMap::new();
-    for row in client.query(CONSUMER_READ, &[]).await.context("reading the consumers' ticks")? {
+    for row in client
+        .query(CONSUMER_READ, &[])
+        .await
+        .context("reading the consumers' ticks")?
+    {
         read_seq.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
     }
     let mut sessions: HashMap<String, i64> = HashMap::new();

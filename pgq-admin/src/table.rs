@@ -84,9 +84,6 @@ mod tests {
         let mut t = Table::new(&[("QUEUE", Align::Left), ("PENDING", Align::Right)]);
         t.row(vec!["orders".into(), "5".into()]);
         t.row(vec!["q".into(), "12345678".into()]);
-        assert_eq!(
-            t.render(),
-            "QUEUE    PENDING\norders         5\nq       12345678\n"
-        );
+        assert_eq!(t.render(), "QUEUE    PENDING\norders         5\nq       12345678\n");
     }
 }

@@ -73,10 +73,7 @@ pub async fn read(client: &impl GenericClient) -> anyhow::Result<Ticking> {
     let leader = pgq_consumers::ticker::leader(client)
         .await
         .context("reading the embedded ticker's leader")?;
-    let rows = client
-        .query(PGQD, &[])
-        .await
-        .context("reading pg_stat_activity")?;
+    let rows = client.query(PGQD, &[]).await.context("reading pg_stat_activity")?;
     let mut ticking = Ticking {
         leader: leader.map(|l| Leader {
             pid: l.pid,

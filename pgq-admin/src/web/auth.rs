@@ -148,7 +148,7 @@ mod tests {
             sessions: Mutex::new(HashMap::new()),
         };
         assert!(auth.login("0123456789abcdef0124").is_none());
-        let (id, csrf) = auth.login("0123456789abcdef0123").unwrap();
+        let (id, csrf) = auth.login("0123456789abcdef0123").expect("the token opens a session");
         assert!(auth.allows(&id, &csrf));
         assert!(!auth.allows(&id, "x"));
         assert!(!auth.allows("other", &csrf));

@@ -9,11 +9,11 @@ const W: f64 = 240.0;
 const H: f64 = 48.0;
 
 /// A line chart of `points` (seconds ago, value), newest on the right,
-/// over the time its samples cover (a minute at least, an hour at most).
+/// over the time its samples cover (ten seconds at least, an hour at most).
 pub fn line(title: &str, unit: &str, points: &[(f64, f64)]) -> Markup {
     let oldest = points.iter().map(|p| p.0).fold(0.0_f64, f64::max);
-    let window = oldest.clamp(60.0, WINDOW.as_secs_f64());
-    let minutes = (window / 60.0).ceil() as u64;
+    let window = oldest.clamp(10.0, WINDOW.as_secs_f64());
+    let span = crate::format::secs(Some(window));
     let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
     let top = if max > 0.0 { max * 1.1 } else { 1.0 };
     let coords: Vec<String> = points
@@ -28,7 +28,7 @@ pub fn line(title: &str, unit: &str, points: &[(f64, f64)]) -> Markup {
     html! {
         figure.chart {
             svg viewBox=(format!("0 0 {W} {H}")) width=(W) height=(H) role="img"
-                aria-label=(format!("{title} over the last {minutes} min")) {
+                aria-label=(format!("{title} over the last {span}")) {
                 rect x="0" y="0" width=(W) height=(H) class="frame" {}
                 @if coords.len() > 1 {
                     polyline points=(coords.join(" ")) class="line" {}
@@ -43,7 +43,7 @@ pub fn line(title: &str, unit: &str, points: &[(f64, f64)]) -> Markup {
                     Some(v) => { (format!("{v:.1}")) " " (unit) }
                     None => { "no samples yet" }
                 }
-                " · max " (format!("{max:.1}")) " in " (minutes) " min"
+                " · max " (format!("{max:.1}")) " in " (span)
             }
         }
     }

@@ -215,10 +215,7 @@ impl Console {
     }
 
     /// `work` on the connection, within [`CONTROL_TIMEOUT`].
-    async fn with_db<T>(
-        &self,
-        work: impl AsyncFnOnce(&Client) -> anyhow::Result<T>,
-    ) -> Result<T, Trouble> {
+    async fn with_db<T>(&self, work: impl AsyncFnOnce(&Client) -> anyhow::Result<T>) -> Result<T, Trouble> {
         let done = tokio::time::timeout(CONTROL_TIMEOUT, async {
             let db = self.client().await.map_err(Trouble::Unavailable)?;
             work(&db).await.map_err(Trouble::from)

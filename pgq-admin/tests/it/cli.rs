@@ -54,13 +54,30 @@ async fn status_shows_ours_pythons_and_a_stopped_consumer_with_right_lag_and_pen
     let elapsed = registered.elapsed().as_secs_f64();
     let lag = |q: &str, c: &str| consumer(&list, q, c).unwrap()["lag"].as_f64().unwrap();
     // The stopped consumer's last tick is the one it registered at.
-    assert!(lag("orders", "audit") + 0.5 >= elapsed, "audit's lag {} after {elapsed}s", lag("orders", "audit"));
-    assert!(lag("orders", "mailer") < 5.0, "mailer's lag {}", lag("orders", "mailer"));
-    assert!(lag("legacy", "py_legacy") < 5.0, "the Python consumer's lag {}", lag("legacy", "py_legacy"));
+    assert!(
+        lag("orders", "audit") + 0.5 >= elapsed,
+        "audit's lag {} after {elapsed}s",
+        lag("orders", "audit")
+    );
+    assert!(
+        lag("orders", "mailer") < 5.0,
+        "mailer's lag {}",
+        lag("orders", "mailer")
+    );
+    assert!(
+        lag("legacy", "py_legacy") < 5.0,
+        "the Python consumer's lag {}",
+        lag("legacy", "py_legacy")
+    );
     // A Python consumer has no failed-event store of ours: 0, not an error.
     assert_eq!(consumer(&list, "legacy", "py_legacy").unwrap()["failed"], 0);
     // Ours names its connection after itself.
-    assert!(consumer(&list, "orders", "mailer").unwrap()["sessions"].as_i64().unwrap() >= 1);
+    assert!(
+        consumer(&list, "orders", "mailer").unwrap()["sessions"]
+            .as_i64()
+            .unwrap()
+            >= 1
+    );
 
     // pgqd runs `select pgq.ticker()` and its maintenance without an application_name.
     let status = wait_for("status to name pgqd", Duration::from_secs(15), || {
@@ -114,7 +131,10 @@ async fn failed_events_are_listed_filtered_retried_and_deleted() {
     assert_eq!(second[0]["ev_id"], b);
     assert_eq!(second[0]["reason"], "cannot handle second broken");
     assert_eq!(
-        admin_json(&dsn, &["failed", "orders", "mailer", "--type", "order"]).as_array().unwrap().len(),
+        admin_json(&dsn, &["failed", "orders", "mailer", "--type", "order"])
+            .as_array()
+            .unwrap()
+            .len(),
         0
     );
     let table = admin(&["-d", &dsn, "failed", "orders", "mailer", "--type", "bad"]);
@@ -139,7 +159,13 @@ async fn failed_events_are_listed_filtered_retried_and_deleted() {
 
     let deleted = admin_json(&dsn, &["delete", "orders", "mailer", "all"]);
     assert_eq!(deleted["deleted"], 1);
-    assert_eq!(admin_json(&dsn, &["failed", "orders", "mailer"]).as_array().unwrap().len(), 0);
+    assert_eq!(
+        admin_json(&dsn, &["failed", "orders", "mailer"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 /// With pgq_reader only, every read works; `tick` and `config KEY VALUE`
@@ -155,11 +181,22 @@ async fn a_reader_reads_and_refused_writes_name_the_role_they_need() {
         .await
         .unwrap();
     let dsn = format!("{} user={role}", db.dsn());
-    for cmd in [&["status"][..], &["queues"], &["consumers", "orders"], &["failed", "orders", "audit"], &["config", "orders"]] {
+    for cmd in [
+        &["status"][..],
+        &["queues"],
+        &["consumers", "orders"],
+        &["failed", "orders", "audit"],
+        &["config", "orders"],
+    ] {
         let mut args = vec!["-d", dsn.as_str()];
         args.extend_from_slice(cmd);
         let out = admin(&args);
-        assert_eq!(out.status.code(), Some(0), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = admin(&["-d", &dsn, "tick", "orders"]);
     assert_eq!(out.status.code(), Some(1));
@@ -169,8 +206,15 @@ async fn a_reader_reads_and_refused_writes_name_the_role_they_need() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config was refused: it needs the role pgq_admin"));
 
-    client.batch_execute(&format!("grant pgq_admin to {role}")).await.unwrap();
-    let before = pgq::get_queue_info(&client, "orders").await.unwrap().unwrap().last_tick_id;
+    client
+        .batch_execute(&format!("grant pgq_admin to {role}"))
+        .await
+        .unwrap();
+    let before = pgq::get_queue_info(&client, "orders")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_tick_id;
     let ticked = admin_json(&dsn, &["tick", "orders"]);
     assert!(ticked["tick_id"].as_i64() > before, "{ticked}");
     let set = admin_json(&dsn, &["config", "orders", "ticker_max_count", "10"]);

@@ -29,18 +29,30 @@ fn free_port() -> u16 {
 /// `pgq-admin serve` on a free port; its base URL.
 fn console(dsn: &str, writes: bool) -> (Running, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgq-admin"));
-    cmd.args(["-d", dsn, "serve", "--listen", "127.0.0.1:0", "--sample-every", "0.5", "--refresh-every", "1"])
-        .env_remove("PGQ_DB")
-        .env_remove("PGQ_ADMIN_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+    cmd.args([
+        "-d",
+        dsn,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--sample-every",
+        "0.5",
+        "--refresh-every",
+        "1",
+    ])
+    .env_remove("PGQ_DB")
+    .env_remove("PGQ_ADMIN_TOKEN")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
     if writes {
         cmd.arg("--writes").env("PGQ_ADMIN_TOKEN", TOKEN);
     }
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
@@ -123,7 +135,9 @@ async fn scene() -> (TestDb, Db, Pgqd, Ours, i64) {
     pgq::register_consumer(&client, "orders", "audit").await.unwrap();
     let mailer = ours(&db, &client, "orders", "mailer").await.unwrap();
     for i in 0..3 {
-        insert(&client, "orders", "order", &format!("{{\"order\": {i}}}")).await.unwrap();
+        insert(&client, "orders", "order", &format!("{{\"order\": {i}}}"))
+            .await
+            .unwrap();
     }
     let bad = insert(&client, "orders", "bad", PAYLOAD).await.unwrap();
     let dsn = db.dsn().to_string();
@@ -169,7 +183,10 @@ async fn the_dashboard_shows_the_right_figures_and_a_script_payload_stays_text()
     assert_eq!(queues, ["invoices", "orders"]);
     let ticking = b.find(Locator::Id("ticking")).await.unwrap().text().await.unwrap();
     assert!(ticking.contains("pgqd"), "{ticking}");
-    assert!(b.source().await.unwrap().find(db.dsn()).is_none(), "the connection string is on the page");
+    assert!(
+        b.source().await.unwrap().find(db.dsn()).is_none(),
+        "the connection string is on the page"
+    );
 
     // Live: a new event for the stopped consumer shows without reloading.
     insert(&client, "orders", "order", "late").await.unwrap();
@@ -201,7 +218,8 @@ async fn the_dashboard_shows_the_right_figures_and_a_script_payload_stays_text()
         .await
         .unwrap();
     let data = b
-        .wait().for_element(Locator::Css(&format!("#failed tr[data-ev-id='{bad}'] td.data")))
+        .wait()
+        .for_element(Locator::Css(&format!("#failed tr[data-ev-id='{bad}'] td.data")))
         .await
         .unwrap()
         .text()
@@ -217,10 +235,17 @@ async fn the_dashboard_shows_the_right_figures_and_a_script_payload_stays_text()
     // Read-only: nothing to select, and a POST is refused.
     let boxes = b.find_all(Locator::Css("#failed input[type=checkbox]")).await.unwrap();
     assert!(!boxes[0].is_enabled().await.unwrap());
-    let status = raw_post(&url, "/failed", &format!("queue=orders&consumer=mailer&action=delete&id={bad}"), None);
+    let status = raw_post(
+        &url,
+        "/failed",
+        &format!("queue=orders&consumer=mailer&action=delete&id={bad}"),
+        None,
+    );
     assert_eq!(status, 403);
     // Filtering.
-    b.goto(&format!("{url}/failed?queue=orders&consumer=mailer&type=order")).await.unwrap();
+    b.goto(&format!("{url}/failed?queue=orders&consumer=mailer&type=order"))
+        .await
+        .unwrap();
     let count = b.find(Locator::Id("count")).await.unwrap().text().await.unwrap();
     assert!(count.starts_with("0 failed"), "{count}");
     b.close().await.unwrap();
@@ -240,38 +265,98 @@ async fn a_failed_event_retried_from_the_page_reaches_the_consumer_and_writes_ne
     assert_eq!(raw_post(&url, "/failed", &form, None), 403);
     // A wrong token opens no session.
     b.goto(&format!("{url}/login")).await.unwrap();
-    b.find(Locator::Css("input[name=token]")).await.unwrap().send_keys("not-the-token-at-all").await.unwrap();
-    b.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
-    assert_eq!(
-        b.wait().for_element(Locator::Id("notice")).await.unwrap().text().await.unwrap(),
-        "That is not the token."
-    );
-    // The token does.
-    b.find(Locator::Css("input[name=token]")).await.unwrap().send_keys(TOKEN).await.unwrap();
-    b.find(Locator::Css("#login button")).await.unwrap().click().await.unwrap();
-    b.wait().for_element(Locator::Id("consumers")).await.unwrap();
-    let session = b.get_named_cookie("pgq_admin_session").await.unwrap();
-    let cookie = format!("pgq_admin_session={}", session.value());
-    // The session without the form's CSRF token: refused.
-    assert_eq!(raw_post(&url, "/failed", &form, Some(&cookie)), 403);
-    assert_eq!(raw_post(&url, "/failed", &format!("{form}&csrf=guess"), Some(&cookie)), 403);
-    assert_eq!(admin_json(db.dsn(), &["failed", "orders", "mailer"]).as_array().unwrap().len(), 1);
-
-    b.goto(&format!("{url}/failed?queue=orders&consumer=mailer")).await.unwrap();
-    b.find(Locator::Css(&format!("#failed tr[data-ev-id='{bad}'] input[type=checkbox]")))
+    b.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys("not-the-token-at-all")
+        .await
+        .unwrap();
+    b.find(Locator::Css("#login button"))
         .await
         .unwrap()
         .click()
         .await
         .unwrap();
+    assert_eq!(
+        b.wait()
+            .for_element(Locator::Id("notice"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "That is not the token."
+    );
+    // The token does.
+    b.find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap()
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    b.find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait().for_element(Locator::Id("consumers")).await.unwrap();
+    let session = b.get_named_cookie("pgq_admin_session").await.unwrap();
+    let cookie = format!("pgq_admin_session={}", session.value());
+    // The session without the form's CSRF token: refused.
+    assert_eq!(raw_post(&url, "/failed", &form, Some(&cookie)), 403);
+    assert_eq!(
+        raw_post(&url, "/failed", &format!("{form}&csrf=guess"), Some(&cookie)),
+        403
+    );
+    assert_eq!(
+        admin_json(db.dsn(), &["failed", "orders", "mailer"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    b.goto(&format!("{url}/failed?queue=orders&consumer=mailer"))
+        .await
+        .unwrap();
+    b.find(Locator::Css(&format!(
+        "#failed tr[data-ev-id='{bad}'] input[type=checkbox]"
+    )))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
     b.find(Locator::Id("retry")).await.unwrap().click().await.unwrap();
-    let notice = b.wait().for_element(Locator::Id("notice")).await.unwrap().text().await.unwrap();
+    let notice = b
+        .wait()
+        .for_element(Locator::Id("notice"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(notice.starts_with("1 failed event(s) put back"), "{notice}");
-    wait_for("the retried event to reach mailer again", Duration::from_secs(20), || {
-        let seen = mailer.seen.lock().unwrap().clone();
-        async move { seen.iter().any(|(id, retry, _)| *id == bad && *retry == 1).then_some(()) }
-    })
+    wait_for(
+        "the retried event to reach mailer again",
+        Duration::from_secs(20),
+        || {
+            let seen = mailer.seen.lock().unwrap().clone();
+            async move {
+                seen.iter()
+                    .any(|(id, retry, _)| *id == bad && *retry == 1)
+                    .then_some(())
+            }
+        },
+    )
     .await;
-    assert_eq!(admin_json(db.dsn(), &["failed", "orders", "mailer"]).as_array().unwrap().len(), 0);
+    assert_eq!(
+        admin_json(db.dsn(), &["failed", "orders", "mailer"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     b.close().await.unwrap();
 }
