@@ -4,8 +4,9 @@
 #   scripts/with-postgres.sh COMMAND [ARG...]
 #
 # When PGQ_TEST_DSN is set, that server is used as it is. Otherwise this script
-# installs PostgreSQL, the pgq extension and pgqd from Debian packages when they
-# are missing, starts a throwaway cluster in a temporary directory on a free
+# installs PostgreSQL, the pgq extension and pgqd (and, for pgq-admin's tests,
+# python3-pgq, chromium and chromium-driver) from Debian packages when they are
+# missing, starts a throwaway cluster in a temporary directory on a free
 # port, exports its connection string as PGQ_TEST_DSN, runs the command, and
 # stops and removes the cluster however the command ends.
 set -euo pipefail
@@ -53,6 +54,11 @@ missing=()
 [ -f "/usr/share/postgresql/$major/extension/pgq.control" ] || missing+=("postgresql-$major-pgq3")
 command -v pgqd >/dev/null 2>&1 || missing+=(pgqd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# pgq-admin's tests: a Skytools Python consumer (Debian's python3 with
+# python3-pgq), and headless Chromium driven through WebDriver.
+/usr/bin/python3 -c 'import pgq' >/dev/null 2>&1 || missing+=(python3-pgq)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
