@@ -39,6 +39,9 @@
 //! # }
 //! ```
 //!
+//! The functions of `pgq_node`, PgQ's cascades over several databases,
+//! are in [`node`].
+//!
 //! Overloaded PgQ functions get one Rust function per overload:
 //! `drop_queue` / [`drop_queue_forced`], `insert_event` /
 //! [`insert_event_full`], `ticker` / [`ticker_queue`] / [`ticker_external`],
@@ -65,6 +68,7 @@ mod event;
 mod ident;
 mod interval;
 mod maint;
+pub mod node;
 mod notify;
 mod produce;
 mod producer;
