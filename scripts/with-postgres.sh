@@ -53,7 +53,7 @@ missing=()
 [ -f "/usr/share/postgresql/$major/extension/pgq.control" ] || missing+=("postgresql-$major-pgq3")
 # Cascades: pgq_node, and Skytools' Python worker and consumer to mix with ours.
 [ -f "/usr/share/postgresql/$major/extension/pgq_node.control" ] || missing+=("postgresql-$major-pgq-node")
-python3 -c 'import pgq.cascade.worker' >/dev/null 2>&1 || missing+=(python3-pgq)
+/usr/bin/python3 -I -c 'import pgq.cascade.worker' >/dev/null 2>&1 || missing+=(python3-pgq)
 command -v londiste >/dev/null 2>&1 || missing+=(python3-londiste)
 command -v pgqd >/dev/null 2>&1 || missing+=(pgqd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -74,6 +74,7 @@ mod produce;
 mod producer;
 mod queue;
 mod reader;
+mod relay;
 mod stream;
 mod target;
 mod trigger;
@@ -107,6 +108,7 @@ pub use queue::{
 pub use reader::{
     batch_events_query, large_events_query, tick_events_query, BatchReader, BatchStatements, EventFilter,
 };
+pub use relay::{relay_batch, CascadeEvent, Relayed};
 pub use stream::stream_batch_events;
 pub use trigger::{create_trigger, EventField, RowOp, TriggerKind, TriggerOption, TriggerSpec};
 
