@@ -159,3 +159,123 @@ async fn a_paused_worker_copies_nothing_until_resumed() -> Result<()> {
     assert_eq!(events(&c.bc).await?.len(), 1);
     Ok(())
 }
+
+/// Root (test server), branch (second cluster), leaf (test server).
+pub async fn three_nodes() -> Result<(Cascade, TestDb, Client)> {
+    let c = root_and_branch().await?;
+    let leaf = TestDb::create_node().await;
+    Admin::connect(CQ, &leaf.dsn().into())
+        .await?
+        .create_node(NodeType::Leaf, "leaf", leaf.dsn(), "leaf_w", c.branch.dsn())
+        .await?;
+    let lc = leaf.connect().await;
+    lc.batch_execute("create table seen (ev_id bigint, data text)").await?;
+    Ok((c, leaf, lc))
+}
+
+/// Writes every event it gets into `seen` on its target node.
+pub struct Recorder;
+
+#[pgq_consumers::async_trait]
+impl pgq_consumers::Consumer for Recorder {
+    type Settings = pgq_consumers::NoSettings;
+
+    async fn process_event(
+        &mut self,
+        ev: &pgq::Event,
+        cx: &mut pgq_consumers::Context<'_>,
+    ) -> Result<pgq_consumers::Outcome, pgq_consumers::BoxError> {
+        if ev.kind().starts_with("pgq.") {
+            return Ok(pgq_consumers::Outcome::Ok);
+        }
+        cx.tx()
+            .execute("insert into seen values ($1, $2)", &[&ev.ev_id, &ev.data()])
+            .await?;
+        Ok(pgq_consumers::Outcome::Ok)
+    }
+}
+
+pub fn consumer_config(leaf: &TestDb) -> pgq_consumers::Config {
+    let mut config = pgq_consumers::Config::new(leaf.dsn(), CQ, "rec");
+    config.cascade = true;
+    config
+}
+
+/// `(ev_id, data)` the recorder saw, in order.
+pub async fn seen(lc: &Client) -> Result<Vec<(i64, String)>> {
+    let rows = lc.query("select ev_id, data from seen order by ev_id", &[]).await?;
+    rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+}
+
+#[tokio::test]
+async fn a_cascaded_consumer_on_a_leaf_gets_every_root_event_once_through_the_branch() -> Result<()> {
+    let (c, leaf, lc) = three_nodes().await?;
+    let config = consumer_config(&leaf);
+    pgq_consumers::cascade::install_consumer(&config, "test").await?;
+    let st = pgq::node::get_consumer_state(&lc, CQ, "rec").await?;
+    assert_eq!(
+        st.provider_node, "branch",
+        "a leaf's consumer reads from the leaf's provider"
+    );
+
+    let mut worker = Worker::connect(WorkerConfig::new(CQ, c.branch.dsn())).await?;
+    let mut consumer = pgq_consumers::BatchLoop::connect(Recorder, config).await?;
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        for i in 0..4 {
+            let data = format!("{round}.{i}");
+            let id = pgq::insert_event(&c.rc, CQ, "t", &data).await?;
+            expected.push((id, data));
+        }
+        tick(&c.rc).await?;
+        worker.catch_up().await?;
+        consumer.consume_available().await?;
+    }
+    assert_eq!(seen(&lc).await?, expected, "every event once, in order");
+    let st = pgq::node::get_consumer_state(&lc, CQ, "rec").await?;
+    let last = pgq::node::get_worker_state(&c.bc, CQ).await?.completed_tick;
+    assert_eq!(st.completed_tick, last, "the position is on the leaf");
+
+    // Paused on its node, it takes nothing; resumed, it goes on.
+    let admin = Admin::connect(CQ, &leaf.dsn().into()).await?;
+    admin.set_paused("leaf", Some("rec"), true, None).await?;
+    pgq::insert_event(&c.rc, CQ, "t", "after pause").await?;
+    tick(&c.rc).await?;
+    worker.catch_up().await?;
+    assert!(consumer.consume_available().await?.is_empty());
+    assert_eq!(seen(&lc).await?.len(), 12);
+    admin.set_paused("leaf", Some("rec"), false, None).await?;
+    consumer.consume_available().await?;
+    assert_eq!(seen(&lc).await?.len(), 13);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cascaded_consumer_follows_a_provider_change_losing_and_repeating_nothing() -> Result<()> {
+    let (c, leaf, lc) = three_nodes().await?;
+    let config = consumer_config(&leaf);
+    pgq_consumers::cascade::install_consumer(&config, "test").await?;
+    let mut worker = Worker::connect(WorkerConfig::new(CQ, c.branch.dsn())).await?;
+    let mut consumer = pgq_consumers::BatchLoop::connect(Recorder, config).await?;
+    for i in 0..3 {
+        pgq::insert_event(&c.rc, CQ, "t", &format!("a{i}")).await?;
+        tick(&c.rc).await?;
+    }
+    worker.catch_up().await?;
+    consumer.round().await?;
+    // Half way: the consumer now reads from the root.
+    let admin = Admin::connect(CQ, &leaf.dsn().into()).await?;
+    admin.change_provider("leaf", Some("rec"), "root", None).await?;
+    for i in 0..3 {
+        pgq::insert_event(&c.rc, CQ, "t", &format!("b{i}")).await?;
+        tick(&c.rc).await?;
+    }
+    consumer.consume_available().await?;
+    let got: Vec<String> = seen(&lc).await?.into_iter().map(|(_, d)| d).collect();
+    assert_eq!(got, ["a0", "a1", "a2", "b0", "b1", "b2"]);
+    assert_eq!(
+        pgq::node::get_consumer_state(&lc, CQ, "rec").await?.provider_node,
+        "root"
+    );
+    Ok(())
+}
