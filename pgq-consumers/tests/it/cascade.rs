@@ -279,3 +279,193 @@ async fn a_cascaded_consumer_follows_a_provider_change_losing_and_repeating_noth
     );
     Ok(())
 }
+
+/// Runs a node's worker in the background until dropped.
+struct Running(tokio::task::JoinHandle<()>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn run_worker(dsn: &str) -> Running {
+    let mut config = WorkerConfig::new(CQ, dsn);
+    config.local_wm_period = std::time::Duration::from_millis(200);
+    config.global_wm_period = std::time::Duration::from_millis(200);
+    Running(tokio::spawn(async move {
+        let mut worker = None;
+        loop {
+            if worker.as_ref().is_none_or(Worker::is_broken) {
+                worker = Worker::connect(config.clone()).await.ok();
+            }
+            if let Some(w) = &mut worker {
+                if !matches!(w.round().await, Ok(WorkerRound::Copied { .. })) {
+                    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                }
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }))
+}
+
+/// Ticks whatever queue of these nodes takes ticks, every 50 ms.
+fn run_ticker(dsns: Vec<String>) -> Running {
+    Running(tokio::spawn(async move {
+        loop {
+            for dsn in &dsns {
+                if let Ok((c, conn)) = tokio_postgres::connect(dsn, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    let _ = pgq::force_tick(&c, CQ).await;
+                    let _ = pgq::ticker(&c).await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }))
+}
+
+/// Runs the leaf's cascaded consumer in the background.
+fn run_consumer(config: pgq_consumers::Config) -> Running {
+    Running(tokio::spawn(async move {
+        let mut consumer = None;
+        loop {
+            if consumer.is_none() {
+                consumer = pgq_consumers::BatchLoop::connect(Recorder, config.clone()).await.ok();
+            }
+            if let Some(c) = &mut consumer {
+                if c.consume_available().await.is_err() && c.is_broken() {
+                    let _ = c.reconnect().await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    }))
+}
+
+async fn wait_seen(lc: &Client, expected: &[(i64, String)]) -> Vec<(i64, String)> {
+    let want = expected.len();
+    pgq_test_support::wait_for(
+        "the leaf's consumer to catch up",
+        std::time::Duration::from_secs(60),
+        || async {
+            let s = seen(lc).await.ok()?;
+            (s.len() >= want).then_some(s)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn switchover_with_events_flowing_moves_the_root_and_the_leaf_sees_every_event_once() -> Result<()> {
+    let (c, leaf, lc) = three_nodes().await?;
+    let config = consumer_config(&leaf);
+    pgq_consumers::cascade::install_consumer(&config, "test").await?;
+    let _workers = (run_worker(c.root.dsn()), run_worker(c.branch.dsn()));
+    let _ticker = run_ticker(vec![c.root.dsn().to_string(), c.branch.dsn().to_string()]);
+    let _consumer = run_consumer(config);
+
+    // A producer writing to whichever node takes events.
+    let producer = {
+        let (r, b) = (c.root.connect().await, c.branch.connect().await);
+        tokio::spawn(async move {
+            let mut done = Vec::new();
+            for i in 0..200 {
+                let data = format!("e{i}");
+                loop {
+                    if let Ok(id) = pgq::insert_event(&r, CQ, "t", &data).await {
+                        done.push((id, data));
+                        break;
+                    }
+                    if let Ok(id) = pgq::insert_event(&b, CQ, "t", &data).await {
+                        done.push((id, data));
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            done
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let admin = Admin::connect(CQ, &c.root.dsn().into()).await?;
+    admin.switchover("branch", std::time::Duration::from_secs(30)).await?;
+    assert!(pgq::node::is_root_node(&c.bc, CQ).await?);
+    assert!(!pgq::node::is_root_node(&c.rc, CQ).await?);
+    let mut produced = producer.await?;
+    produced.sort();
+    assert_eq!(produced.len(), 200);
+    let got = wait_seen(&lc, &produced).await;
+    assert_eq!(got, produced, "every event once, whichever root took it");
+    Ok(())
+}
+
+#[tokio::test]
+async fn takeover_after_the_roots_cluster_stops_keeps_what_was_copied_and_loses_the_rest() -> Result<()> {
+    let dead_cluster = Cluster::start();
+    let root = TestDb::create_node_on(dead_cluster.dsn()).await;
+    let branch = TestDb::create_node().await;
+    let leaf = TestDb::create_node().await;
+    Admin::connect(CQ, &root.dsn().into())
+        .await?
+        .create_root("root", root.dsn(), "root_w")
+        .await?;
+    Admin::connect(CQ, &branch.dsn().into())
+        .await?
+        .create_node(NodeType::Branch, "branch", branch.dsn(), "branch_w", root.dsn())
+        .await?;
+    Admin::connect(CQ, &leaf.dsn().into())
+        .await?
+        .create_node(NodeType::Leaf, "leaf", leaf.dsn(), "leaf_w", branch.dsn())
+        .await?;
+    let (rc, bc, lc) = (root.connect().await, branch.connect().await, leaf.connect().await);
+    lc.batch_execute("create table seen (ev_id bigint, data text)").await?;
+    let config = consumer_config(&leaf);
+    pgq_consumers::cascade::install_consumer(&config, "test").await?;
+
+    let mut copied = Vec::new();
+    for i in 0..5 {
+        let data = format!("copied{i}");
+        copied.push((pgq::insert_event(&rc, CQ, "t", &data).await?, data));
+    }
+    tick(&rc).await?;
+    let mut worker = Worker::connect(WorkerConfig::new(CQ, branch.dsn())).await?;
+    worker.catch_up().await?;
+    drop(worker);
+    // Committed on the root, ticked, never copied: lost with the root.
+    for i in 0..3 {
+        pgq::insert_event(&rc, CQ, "t", &format!("lost{i}")).await?;
+    }
+    tick(&rc).await?;
+    dead_cluster.stop();
+
+    let _worker = run_worker(branch.dsn());
+    let admin = Admin::connect(CQ, &branch.dsn().into()).await?;
+    admin
+        .takeover("root", "branch", std::time::Duration::from_secs(30))
+        .await?;
+    assert!(pgq::node::is_root_node(&bc, CQ).await?);
+    let dead: Vec<bool> = pgq::node::get_queue_locations(&lc, CQ)
+        .await?
+        .into_iter()
+        .filter(|l| l.node_name == "root")
+        .map(|l| l.dead)
+        .collect();
+    assert_eq!(dead, [true], "the leaf knows the root is dead");
+
+    let mut expected = copied;
+    for i in 0..3 {
+        let data = format!("new{i}");
+        expected.push((pgq::insert_event(&bc, CQ, "t", &data).await?, data));
+    }
+    let _ticker = run_ticker(vec![branch.dsn().to_string()]);
+    let _consumer = run_consumer(config);
+    let got = wait_seen(&lc, &expected).await;
+    assert_eq!(
+        got, expected,
+        "what was copied, once, then the new root's events; the rest is lost"
+    );
+    Ok(())
+}
