@@ -6,7 +6,7 @@
 //! Most `pgq_node` functions answer with a status code and a note instead of
 //! raising an error (`ret_code`, `ret_note`: below 300 is success, as
 //! Skytools reads them). Here a code of 300 or more is
-//! [`Error::NodeRefused`](crate::Error::NodeRefused), carrying the code and
+//! [`crate::Error::NodeRefused`], carrying the code and
 //! note; a success returns the [`NodeReply`] (some successes say something:
 //! 201 "already registered", 100 "ignored on a leaf").
 //!
