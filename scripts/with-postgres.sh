@@ -4,8 +4,9 @@
 #   scripts/with-postgres.sh COMMAND [ARG...]
 #
 # When PGQ_TEST_DSN is set, that server is used as it is. Otherwise this script
-# installs PostgreSQL, the pgq extension and pgqd from Debian packages when they
-# are missing, starts a throwaway cluster in a temporary directory on a free
+# installs PostgreSQL, the pgq extension and pgqd (and, for pgq-admin's tests,
+# python3-pgq, chromium and chromium-driver) from Debian packages when they are
+# missing, starts a throwaway cluster in a temporary directory on a free
 # port, exports its connection string as PGQ_TEST_DSN, runs the command, and
 # stops and removes the cluster however the command ends.
 set -euo pipefail
@@ -51,8 +52,17 @@ fi
 bindir="/usr/lib/postgresql/$major/bin"
 missing=()
 [ -f "/usr/share/postgresql/$major/extension/pgq.control" ] || missing+=("postgresql-$major-pgq3")
+# Cascades: pgq_node, and Skytools' Python worker and consumer to mix with ours.
+[ -f "/usr/share/postgresql/$major/extension/pgq_node.control" ] || missing+=("postgresql-$major-pgq-node")
+/usr/bin/python3 -I -c 'import pgq.cascade.worker' >/dev/null 2>&1 || missing+=(python3-pgq)
+command -v londiste >/dev/null 2>&1 || missing+=(python3-londiste)
 command -v pgqd >/dev/null 2>&1 || missing+=(pgqd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# pgq-admin's tests: a Skytools Python consumer (Debian's python3 with
+# python3-pgq), and headless Chromium driven through WebDriver.
+/usr/bin/python3 -c 'import pgq' >/dev/null 2>&1 || missing+=(python3-pgq)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
@@ -78,12 +88,17 @@ if [ "$(id -u)" -eq 0 ]; then
     chmod 755 "$workdir"
     as_pg() { runuser -u postgres -- "$@"; }
     dbuser=postgres
+    export PGQ_TEST_RUNAS=postgres
 else
     as_pg() { "$@"; }
     dbuser=$(id -un)
 fi
 
 cleanup() {
+    # The clusters the tests started (test-support's Cluster), then ours.
+    for data in "$workdir"/cluster-*/data; do
+        [ -d "$data" ] && as_pg "$bindir/pg_ctl" -D "$data" -m immediate stop >/dev/null 2>&1 || true
+    done
     as_pg "$bindir/pg_ctl" -D "$workdir/data" -m immediate stop >/dev/null 2>&1 || true
     rm -rf "$workdir"
 }
@@ -107,6 +122,9 @@ as_pg "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
 export PGQ_TEST_DSN="host=127.0.0.1 port=$port user=$dbuser dbname=postgres"
 export PGQ_TEST_PGDATA="$workdir/data"
 export PGQ_TEST_SSLROOTCERT="$workdir/data/server.crt"
+# For tests that need a second cluster (test-support's Cluster starts it
+# on first use, in this folder, and the cleanup above stops it).
+export PGQ_TEST_PGBIN="$bindir" PGQ_TEST_WORKDIR="$workdir" PGQ_TEST_PGUSER="$dbuser"
 log "PGQ_TEST_DSN=$PGQ_TEST_DSN"
 set +e
 "$@"

@@ -98,6 +98,16 @@ pub struct BatchLoop<C> {
     pruned: Option<Instant>,
     /// The daemon's metrics, when it serves them (see `metrics.rs`).
     metrics: Option<crate::metrics::ConsumerMetrics>,
+    /// A cascaded consumer's provider (see [`crate::cascade`]); `config.db`
+    /// is then that provider's location, `config.remote_db` its target node.
+    cascade: Option<Follow>,
+}
+
+// --- cascade: a cascaded consumer follows its provider ---
+/// Where a cascaded consumer reads from now.
+struct Follow {
+    /// The provider's location, as the target node names it.
+    provider: String,
 }
 
 /// A batch opened by the transaction that finished the previous one.
@@ -148,6 +158,22 @@ impl<C: Consumer> BatchLoop<C> {
         let mode = C::commit_mode(&settings);
         configure(&mut consumer, settings, &config).await?;
         let app = application_name(&config);
+        // --- cascade: batches from the provider, work on the target node ---
+        let (config, cascade, mode) = if config.cascade {
+            let st = crate::cascade::consumer::state(&config, &app).await?;
+            let view = crate::cascade::consumer::view(&config, &st.provider_location);
+            let mode = match mode {
+                CommitMode::RemoteEvent => CommitMode::RemoteEvent,
+                _ => CommitMode::Remote,
+            };
+            let follow = Follow {
+                provider: st.provider_location,
+            };
+            (view, Some(follow), mode)
+        } else {
+            (config, None, mode)
+        };
+        // --- end cascade ---
         let queue_db = connect(&config.db, &app, Database::Queue).await?;
         let remote_db = match mode {
             CommitMode::Local => None,
@@ -183,6 +209,7 @@ impl<C: Consumer> BatchLoop<C> {
             pending: None,
             pruned: None,
             metrics: None,
+            cascade,
         })
     }
 
@@ -288,6 +315,11 @@ impl<C: Consumer> BatchLoop<C> {
     /// Not cancellation-safe: dropped midway, the consumer may have taken
     /// the new settings while the rest of the config stays old.
     pub async fn reconfigure(&mut self, config: Config) -> Result<()> {
+        // --- cascade: the file's `db` is the target node ---
+        let config = match &self.cascade {
+            Some(f) if config.cascade => crate::cascade::consumer::view(&config, &f.provider),
+            _ => config,
+        };
         let old = &self.config;
         let fixed: [(&'static str, bool); 5] = [
             ("`db`", config.db != old.db),
@@ -336,6 +368,10 @@ impl<C: Consumer> BatchLoop<C> {
     /// Cancellation-safe: dropped midway, the transactions roll back and the
     /// batch is delivered again.
     pub async fn round(&mut self) -> Result<Round> {
+        // --- cascade: paused, or following a new provider ---
+        if self.cascade.is_some() && !self.follow_provider().await? {
+            return Ok(Round::Idle);
+        }
         let statements = self.statements().await?;
         let Some(taken) = self.take(&statements).await? else {
             return Ok(Round::Idle);
@@ -514,6 +550,42 @@ impl<C: Consumer> BatchLoop<C> {
             }
         }
     }
+
+    // --- cascade ---
+    /// A cascaded consumer's state on its target node: `false` when it is
+    /// paused. When its provider changed, the connections to the old one
+    /// are replaced (and the batch the old one opened is left to it).
+    async fn follow_provider(&mut self) -> Result<bool> {
+        let (Some(follow), Some(target)) = (&mut self.cascade, &self.remote_db) else {
+            return Ok(true);
+        };
+        let st = crate::cascade::consumer::refresh(target, &self.config.queue, &self.config.consumer).await?;
+        if st.paused {
+            log::debug!("cascaded consumer {:?} is paused", self.config.consumer);
+            return Ok(false);
+        }
+        if st.provider_location != follow.provider {
+            log::info!(
+                "cascaded consumer {:?}: provider changed to node {:?}; reading from there at tick {}",
+                self.config.consumer,
+                st.provider_node,
+                st.completed_tick
+            );
+            let timeout = self.config.db.net_timeout();
+            let db = crate::config::ConnString::new(st.provider_location.clone()).with_net_timeout(timeout);
+            let app = application_name(&self.config);
+            self.queue_db = connect(&db, &app, Database::Queue).await?;
+            self.config.db = db;
+            follow.provider = st.provider_location;
+            self.statements = None;
+            self.queue_cache.clear();
+            self.pending = None;
+            self.reader = None;
+            self.reopen_reader().await;
+        }
+        Ok(true)
+    }
+    // --- end cascade ---
 
     /// Takes the batch to work on: the one the last round opened, or the
     /// next one from where this consumer's batches come from (its own queue
@@ -845,10 +917,20 @@ impl Commit<'_> {
                     tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await
                 }
             };
-            let (sent, recorded, kept, committed) = futures_util::future::join4(
+            // A cascaded consumer's completed tick on its target node.
+            let completed = async {
+                if config.cascade {
+                    let (prev, cur) = (ticks.prev_tick_id, ticks.cur_tick_id);
+                    crate::cascade::consumer::complete(&remote, queue, consumer, prev, cur).await
+                } else {
+                    Ok(())
+                }
+            };
+            let (sent, recorded, kept, completed, committed) = futures_util::future::join5(
                 send_deferred(&remote, &deferred.remote),
                 tracking::record(&remote, queue, consumer, sub, ticks),
                 outcomes_kept,
+                completed,
                 remote.client().batch_execute("commit"),
             )
             .await;
@@ -868,6 +950,18 @@ impl Commit<'_> {
                 other => other?,
             }
             kept?;
+            match completed {
+                // Another process of this consumer committed the batch.
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
+                    rollback(queue_tx, None).await;
+                    log::warn!(
+                        "{}; this process's work on it is rolled back",
+                        pgq_daemon::error_chain(&e)
+                    );
+                    return Ok(Committed::Lost);
+                }
+                other => other?,
+            }
             committed.map_err(|source| Error::Remote {
                 queue: queue.clone(),
                 consumer: consumer.clone(),

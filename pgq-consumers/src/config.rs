@@ -71,6 +71,11 @@ pub struct Config {
     /// Connection string of the remote database, for remote consumers.
     #[serde(default)]
     pub remote_db: Option<ConnString>,
+    /// A cascaded consumer (`pgq_node`): `db` is its target node, where its
+    /// work and position commit; batches come from the provider its state
+    /// there names.
+    #[serde(default)]
+    pub cascade: bool,
     /// Sub-consumer name, for cooperative consumers (`--subconsumer` overrides it).
     #[serde(default)]
     pub subconsumer: Option<String>,
@@ -257,6 +262,7 @@ impl Config {
             loglevel: default_loglevel(),
             delay: default_delay(),
             remote_db: None,
+            cascade: false,
             subconsumer: None,
             dead_interval: None,
             min_count: None,
@@ -471,6 +477,17 @@ impl Config {
         if self.db.dsn.trim().is_empty() {
             return Err(invalid("`db` is empty".into()));
         }
+        if self.cascade && self.remote_db.is_some() {
+            return Err(invalid(
+                "a cascaded consumer (`cascade = true`) commits its work on its target node, `db`: remove `remote_db`"
+                    .into(),
+            ));
+        }
+        if self.cascade && self.subconsumer.is_some() {
+            return Err(invalid(
+                "a cascaded consumer (`cascade = true`) cannot be cooperative: remove `subconsumer`".into(),
+            ));
+        }
         if self.loglevel.parse::<pgq_daemon::Level>().is_err() {
             return Err(invalid(format!(
                 "`loglevel` is {:?}; use one of debug, verbose, notice, warning, error, fatal",
@@ -564,6 +581,7 @@ impl fmt::Debug for Config {
             .field("consumer", &self.consumer)
             .field("subconsumer", &self.subconsumer)
             .field("remote_db", &self.remote_db)
+            .field("cascade", &self.cascade)
             .finish_non_exhaustive()
     }
 }

@@ -471,6 +471,30 @@ pub enum Error {
         #[source]
         source: prometheus::Error,
     },
+    /// A cascade's node is not in a state its worker or cascaded consumer
+    /// can work from (its position contradicts the provider's batch, a
+    /// merge leaf, a node type it cannot serve); what to do is in `problem`.
+    #[error("cascaded queue {queue:?}, node {node:?}: {problem}")]
+    Cascade {
+        /// The cascaded queue.
+        queue: String,
+        /// The node (or the consumer) concerned.
+        node: String,
+        /// What is wrong and what to do.
+        problem: String,
+    },
+    /// A statement on a cascade's node failed outside any `pgq_node`
+    /// function (begin, lock, commit).
+    #[error("the {which} of cascaded queue {queue:?} failed")]
+    NodeDb {
+        /// `node database` (the node kept) or `provider node`.
+        which: &'static str,
+        /// The cascaded queue.
+        queue: String,
+        /// The PostgreSQL error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// A framework SQL function returned a row this crate cannot read (the
     /// installed schema is not the one this program expects).
     #[error("{function} returned an unexpected row")]
@@ -521,6 +545,7 @@ impl Error {
             | Error::UnexpectedRow { source, .. }
             | Error::Connect { source, .. }
             | Error::Db { source, .. }
+            | Error::NodeDb { source, .. }
             | Error::Remote { source, .. } => Some(source),
             Error::Write { source, .. } => source.downcast_ref(),
             _ => None,

@@ -140,6 +140,102 @@ pub async fn list_page(
         .collect()
 }
 
+/// Which failed events [`list_matching`] and [`count_matching`] return:
+/// all of them by default; [`Filter::with_type`] keeps those of one event
+/// type, [`Filter::with_text`] those whose data, type, extra fields or
+/// reason contain a text (case-sensitive, as written).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    ev_type: Option<String>,
+    text: Option<String>,
+}
+
+impl Filter {
+    /// Every failed event.
+    pub fn new() -> Filter {
+        Filter::default()
+    }
+
+    /// Only the events whose `ev_type` is `ev_type`.
+    pub fn with_type(mut self, ev_type: impl Into<String>) -> Filter {
+        self.ev_type = Some(ev_type.into());
+        self
+    }
+
+    /// Only the events with `text` in their data, type, extra fields or reason.
+    pub fn with_text(mut self, text: impl Into<String>) -> Filter {
+        self.text = Some(text.into());
+        self
+    }
+
+    /// The event type asked for, if any.
+    pub fn ev_type(&self) -> Option<&str> {
+        self.ev_type.as_deref()
+    }
+
+    /// The text asked for, if any.
+    pub fn text(&self) -> Option<&str> {
+        self.text.as_deref()
+    }
+}
+
+/// The failed events of a consumer that match a [`Filter`], their text as
+/// bytes (see [`LIST`]); `$3` the type or NULL, `$4` the text or NULL. Reads
+/// the table, which `pgq_reader` may read.
+const MATCHING: &str = "select f.ev_id, f.ev_time, f.ev_txid, f.ev_retry, \
+       convert_to(f.ev_type, 'SQL_ASCII'), convert_to(f.ev_data, 'SQL_ASCII'), \
+       convert_to(f.ev_extra1, 'SQL_ASCII'), convert_to(f.ev_extra2, 'SQL_ASCII'), \
+       convert_to(f.ev_extra3, 'SQL_ASCII'), convert_to(f.ev_extra4, 'SQL_ASCII'), \
+       f.failed_time, convert_to(f.failed_reason, 'SQL_ASCII') \
+     from pgq_consumer.failed_event f \
+    where f.queue_name = $1 and f.consumer_name = $2 \
+      and ($3::text is null or f.ev_type = $3) \
+      and ($4::text is null or strpos(concat_ws(chr(10), f.ev_type, f.ev_data, f.ev_extra1, f.ev_extra2, \
+                                                f.ev_extra3, f.ev_extra4, f.failed_reason), $4) > 0) \
+    order by f.ev_id limit $5 offset $6";
+
+/// The failed events of `consumer` on `queue` that match `filter`, in event
+/// id order: `limit` of them (`None`: all) after skipping `offset`.
+pub async fn list_matching(
+    client: &impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    filter: &Filter,
+    limit: Option<i64>,
+    offset: i64,
+) -> Result<Vec<FailedEvent>> {
+    const F: &str = "pgq_consumer.failed_event";
+    let rows = client
+        .query(
+            MATCHING,
+            &[&queue, &consumer, &filter.ev_type, &filter.text, &limit, &offset],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    rows.iter()
+        .map(|r| FailedEvent::from_row(r).map_err(Error::row(F)))
+        .collect()
+}
+
+/// How many failed events of `consumer` on `queue` match `filter`.
+pub async fn count_matching(client: &impl GenericClient, queue: &str, consumer: &str, filter: &Filter) -> Result<u64> {
+    const F: &str = "pgq_consumer.failed_event";
+    let row = client
+        .query_one(
+            "select count(*) as n from pgq_consumer.failed_event f \
+              where f.queue_name = $1 and f.consumer_name = $2 \
+                and ($3::text is null or f.ev_type = $3) \
+                and ($4::text is null or strpos(concat_ws(chr(10), f.ev_type, f.ev_data, f.ev_extra1, \
+                                                          f.ev_extra2, f.ev_extra3, f.ev_extra4, \
+                                                          f.failed_reason), $4) > 0)",
+            &[&queue, &consumer, &filter.ev_type, &filter.text],
+        )
+        .await
+        .map_err(Error::consumer(F, queue, consumer))?;
+    let n: i64 = row.try_get("n").map_err(Error::row(F))?;
+    Ok(non_negative(n))
+}
+
 /// How many failed events `consumer` has on `queue`.
 pub async fn count(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<u64> {
     const F: &str = "pgq_consumer.failed_event_count";

@@ -92,6 +92,7 @@ mod batch;
 mod batch_loop;
 mod batch_tx;
 mod bulk;
+pub mod cascade;
 mod cli;
 pub mod config;
 mod consumer;

@@ -44,10 +44,15 @@ pub const FILES: &[SchemaFile] = &[
         file: "sql/pgq_consumer/v5.sql",
         sql: include_str!("../sql/pgq_consumer/v5.sql"),
     },
+    SchemaFile {
+        version: 6,
+        file: "sql/pgq_consumer/v6.sql",
+        sql: include_str!("../sql/pgq_consumer/v6.sql"),
+    },
 ];
 
 /// The newest schema version this program has.
-pub const VERSION: i32 = 5;
+pub const VERSION: i32 = 6;
 
 /// The advisory lock (two-key form) that serializes installs in a database:
 /// "pgqc" and 1.

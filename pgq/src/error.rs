@@ -99,6 +99,21 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// A `pgq_node` function answered with a status code of 300 or more
+    /// (it reports failures that way, not as SQL errors): e.g. 404 "Unknown
+    /// queue" when the queue has no node in this database, 401 "Node already
+    /// initialized". The transaction goes on.
+    #[error("{function} refused{}: {code} {note}", context_suffix(.context))]
+    NodeRefused {
+        /// The `pgq_node` function, e.g. `pgq_node.create_node`.
+        function: &'static str,
+        /// The queue, node or consumer involved.
+        context: String,
+        /// Its `ret_code`.
+        code: i32,
+        /// Its `ret_note`.
+        note: String,
+    },
     /// An argument was refused before anything was sent to the database.
     #[error("invalid {what}: {problem}")]
     InvalidArgument {
@@ -121,6 +136,15 @@ impl Error {
     /// The SQLSTATE of the PostgreSQL error behind this one, if any.
     pub fn code(&self) -> Option<&SqlState> {
         self.postgres().and_then(tokio_postgres::Error::code)
+    }
+
+    /// The status code of a `pgq_node` function that refused
+    /// ([`Error::NodeRefused`]), e.g. 404.
+    pub fn node_code(&self) -> Option<i32> {
+        match self {
+            Error::NodeRefused { code, .. } => Some(*code),
+            _ => None,
+        }
     }
 
     /// The server's error report behind this one, if the server sent one.

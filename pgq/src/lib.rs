@@ -39,6 +39,9 @@
 //! # }
 //! ```
 //!
+//! The functions of `pgq_node`, PgQ's cascades over several databases,
+//! are in [`node`].
+//!
 //! Overloaded PgQ functions get one Rust function per overload:
 //! `drop_queue` / [`drop_queue_forced`], `insert_event` /
 //! [`insert_event_full`], `ticker` / [`ticker_queue`] / [`ticker_external`],
@@ -65,11 +68,13 @@ mod event;
 mod ident;
 mod interval;
 mod maint;
+pub mod node;
 mod notify;
 mod produce;
 mod producer;
 mod queue;
 mod reader;
+mod relay;
 mod stream;
 mod target;
 mod trigger;
@@ -103,6 +108,7 @@ pub use queue::{
 pub use reader::{
     batch_events_query, large_events_query, tick_events_query, BatchReader, BatchStatements, EventFilter,
 };
+pub use relay::{relay_batch, CascadeEvent, Relayed};
 pub use stream::stream_batch_events;
 pub use trigger::{create_trigger, EventField, RowOp, TriggerKind, TriggerOption, TriggerSpec};
 

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::{Client, NoTls};
 
+mod cluster;
 mod proxy;
+pub use cluster::Cluster;
 pub use proxy::Proxy;
 
 /// The environment variable naming the test server.
@@ -59,6 +61,8 @@ pub async fn connect(dsn: &str) -> Client {
 pub struct TestDb {
     name: String,
     dsn: String,
+    /// The server's connection string (its `postgres` database).
+    server: String,
 }
 
 impl TestDb {
@@ -76,6 +80,34 @@ impl TestDb {
         let db = Self::new_database("encoding 'SQL_ASCII' template template0 lc_collate 'C' lc_ctype 'C'").await;
         db.install_pgq().await;
         db
+    }
+
+    /// Creates a fresh database with the pgq and pgq_node extensions (a
+    /// node of a cascade) on the test server.
+    pub async fn create_node() -> TestDb {
+        Self::create_node_on(&server_dsn()).await
+    }
+
+    /// Creates a fresh database with the pgq and pgq_node extensions on
+    /// the server of `server_dsn` (a [`Cluster`]'s, say).
+    pub async fn create_node_on(server_dsn: &str) -> TestDb {
+        let db = Self::new_database_on(server_dsn, "").await;
+        db.install_pgq().await;
+        db.install("pgq_node").await;
+        db
+    }
+
+    async fn install(&self, extension: &str) {
+        let client = self.connect().await;
+        client
+            .batch_execute(&format!("create extension if not exists {extension}"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create the {extension} extension in {} (is postgresql-<major>-pgq-node installed?): {e:?}",
+                    self.name
+                )
+            });
     }
 
     async fn install_pgq(&self) {
@@ -102,6 +134,10 @@ impl TestDb {
 
     /// Creates a fresh database, with `options` for `create database`.
     async fn new_database(options: &str) -> TestDb {
+        Self::new_database_on(&server_dsn(), options).await
+    }
+
+    async fn new_database_on(server: &str, options: &str) -> TestDb {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -113,13 +149,17 @@ impl TestDb {
             COUNTER.fetch_add(1, Ordering::Relaxed),
             nanos
         );
-        let admin = connect(&server_dsn()).await;
+        let admin = connect(server).await;
         admin
             .batch_execute(&format!("create database {name} {options}"))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e:?}"));
-        let dsn = format!("{} dbname={name}", server_dsn());
-        TestDb { name, dsn }
+        let dsn = format!("{server} dbname={name}");
+        TestDb {
+            name,
+            dsn,
+            server: server.to_string(),
+        }
     }
 
     /// The database's name.
@@ -141,6 +181,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let server = self.server.clone();
         // A blocking client on a thread of its own: Drop cannot await, and the
         // test's runtime may be shutting down.
         let _ = std::thread::spawn(move || {
@@ -148,7 +189,7 @@ impl Drop for TestDb {
                 return;
             };
             rt.block_on(async move {
-                if let Ok((client, conn)) = tokio_postgres::connect(&server_dsn(), NoTls).await {
+                if let Ok((client, conn)) = tokio_postgres::connect(&server, NoTls).await {
                     tokio::spawn(conn);
                     let _ = client
                         .batch_execute(&format!("drop database if exists {name} with (force)"))

@@ -19,6 +19,36 @@ use crate::{coop, failed, schema};
 /// daemon's connection does, since its schema changes and the consumer's
 /// own install step may wait for locks or take a while.
 pub(crate) async fn run<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
+    // A cascaded consumer: `install` registers it on its target node and
+    // provider; every other command works on the provider its state names
+    // (where its batches and failed events are), as on a queue database.
+    if config.cascade {
+        let app = application_name(config);
+        if let Command::Install = command {
+            refuse_while_running(config)?;
+            let mut consumer = make();
+            let settings = read_settings::<C>(config)?;
+            configure(&mut consumer, settings, config).await?;
+            crate::cascade::consumer::install(config, &app).await?;
+            let target = connect(&config.db, &app, Database::Node).await?;
+            return consumer.install(&target, None).await.map_err(|source| Error::Settings {
+                consumer: config.consumer.clone(),
+                source,
+            });
+        }
+        let st = within_control_timeout(
+            &config.db,
+            Database::Node,
+            crate::cascade::consumer::state(config, &app),
+        )
+        .await?;
+        let view = crate::cascade::consumer::view(config, &st.provider_location);
+        return run_plain(command, &view, make).await;
+    }
+    run_plain(command, config, make).await
+}
+
+async fn run_plain<C: Consumer, F: FnOnce() -> C>(command: Command, config: &Config, make: F) -> Result<()> {
     if let Command::Check = command {
         // The consumer's settings are checked before the database is asked.
         read_settings::<C>(config)?;

@@ -25,6 +25,11 @@ pub enum Database {
     Queue,
     /// The remote database of a remote consumer.
     Remote,
+    /// A node of a cascade that a worker keeps, or a cascaded consumer's
+    /// target node.
+    Node,
+    /// The provider node a cascade's worker or consumer reads batches from.
+    Provider,
 }
 
 impl std::fmt::Display for Database {
@@ -32,6 +37,8 @@ impl std::fmt::Display for Database {
         f.write_str(match self {
             Database::Queue => "queue database",
             Database::Remote => "remote database",
+            Database::Node => "node database",
+            Database::Provider => "provider node",
         })
     }
 }

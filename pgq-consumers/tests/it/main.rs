@@ -2,6 +2,7 @@
 //! (`PGQ_TEST_DSN`); every test gets a database of its own.
 
 mod batch_query;
+mod cascade;
 mod common;
 mod connections;
 mod coop;

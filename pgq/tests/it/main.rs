@@ -12,6 +12,7 @@ mod consumer;
 mod cycle;
 mod limits;
 mod maint;
+mod node;
 mod produce;
 mod produce_errors;
 mod queue;
