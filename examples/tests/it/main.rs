@@ -8,6 +8,7 @@
 
 mod commands;
 mod coop;
+mod cascade;
 mod crash;
 mod daemon;
 mod loopback;
