@@ -9,9 +9,7 @@ use anyhow::{ensure, Context, Result};
 use pgq_test_support::{Cluster, TestDb};
 use tokio_postgres::Client;
 
-use crate::cascade::{
-    consumer_config, events, run_consumer, run_ticker, run_worker, seen, three_nodes, CQ,
-};
+use crate::cascade::{consumer_config, events, run_consumer, run_ticker, run_worker, seen, three_nodes, CQ};
 
 /// Debian's Python, which has python3-pgq; `-I` keeps the repository's
 /// `pgq/` folder from shadowing Debian's module.
@@ -127,7 +125,11 @@ async fn wait_all(c: &Client, want: usize, log: impl Fn() -> String) -> Result<V
 
 /// The queue's tick ids on a node.
 async fn tick_ids(c: &Client) -> Result<Vec<i64>> {
-    Ok(crate::cascade::ticks(c, 0).await?.into_iter().map(|(id, _)| id).collect())
+    Ok(crate::cascade::ticks(c, 0)
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
 }
 
 /// The root's tick ids over the span of a branch's ticks equal the branch's.
@@ -152,13 +154,24 @@ async fn a_cascade_made_by_skytools_admin_carries_events_through_a_python_branch
     let py = Py::new("skytools_made")?;
     // Skytools' CascadeAdmin makes every node: root, its Python branch on
     // the second cluster, and our branch below that.
-    py.run("admin", "admin_root", &root, &["create-root", "root", root.dsn(), "--worker=root_w"])?;
+    py.run(
+        "admin",
+        "admin_root",
+        &root,
+        &["create-root", "root", root.dsn(), "--worker=root_w"],
+    )?;
     let provider = format!("--provider={}", root.dsn());
     py.run(
         "admin",
         "admin_pybranch",
         &pybranch,
-        &["create-branch", "pybranch", pybranch.dsn(), "--worker=pybranch_w", &provider],
+        &[
+            "create-branch",
+            "pybranch",
+            pybranch.dsn(),
+            "--worker=pybranch_w",
+            &provider,
+        ],
     )?;
     let provider = format!("--provider={}", pybranch.dsn());
     py.run(
