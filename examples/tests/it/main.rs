@@ -1,11 +1,12 @@
 //! Integration tests of the example consumers: the real binaries against a real
 //! PostgreSQL with PgQ (`PGQ_TEST_DSN`); every test gets a database and a
-//! scratch directory of its own. `pgq-cascade`: its admin commands and its
-//! worker aborted at each step of a batch (`cascade`). For `testq`: every command and exit code
+//! scratch directory of its own. For `testq`: every command and exit code
 //! (`commands`), crashes injected between the commits (`crash`), cooperative
 //! sub-consumers (`coop`), the daemon (`daemon`), and a mixed stream with the
-//! stock pgqd as ticker (`mixed_stream`). And pgq-daemon's own tests, through
-//! its demo daemon (`pgq_daemon`), which need no database.
+//! stock pgqd as ticker (`mixed_stream`). For `pgq-cascade`: its admin
+//! commands, and its worker aborted at each step of a batch (`cascade`). And
+//! pgq-daemon's own tests, through its demo daemon (`pgq_daemon`), which need
+//! no database.
 
 mod cascade;
 mod commands;
