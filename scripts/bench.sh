@@ -14,7 +14,7 @@
 #   BENCH_IDLE_SECONDS=60   how long the idle cost is counted (after 70 s of settling)
 #   BENCH_SCALE=1           event counts are multiplied by it (0.1 for a quick look)
 #   BENCH_ONLY=             a comma-separated list of the parts to run (consume, daemon,
-#                           writes, produce, latency, memory, idle); all when empty
+#                           writes, produce, cascade, latency, memory, idle); all when empty
 #
 # Not a test: nothing here runs under `cargo test`.
 set -euo pipefail
@@ -44,10 +44,11 @@ if ! "$PY" -c 'import pgq, psycopg2' 2>/dev/null; then
 fi
 PSQL=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | sort -V | tail -n 1)
 
-log "building pgq-bench and testq (release)"
-cargo build --release -q -p pgq-examples --bin pgq-bench --bin testq
+log "building pgq-bench, testq and pgq-cascade (release)"
+cargo build --release -q -p pgq-examples --bin pgq-bench --bin testq --bin pgq-cascade
 BENCH=target/release/pgq-bench
 TESTQ=target/release/testq
+CASCADE=target/release/pgq-cascade
 
 # libpq key=value strings: the later of two equal keys wins.
 ADMIN="$PGQ_TEST_DSN sslmode=$SSL"
@@ -59,8 +60,12 @@ RDB="$ADMIN dbname=${NAME}_remote"
 rsql() { "$PSQL" "$RDB" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
 "$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database $NAME"
 "$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database ${NAME}_remote"
+# The cascade part's node databases, dropped at the end too.
+CASCADE_DBS=()
+CASCADE_DIR=$(mktemp -d)
 cleanup() {
-    for db in "$NAME" "${NAME}_remote"; do
+    rm -rf "$CASCADE_DIR"
+    for db in "$NAME" "${NAME}_remote" "${CASCADE_DBS[@]}"; do
         "$PSQL" "$ADMIN" -qAtX -c "drop database if exists $db with (force)" >/dev/null 2>&1 || true
     done
 }
@@ -155,6 +160,32 @@ produce_both() {
     echo "$rs $py"
 }
 
+# cascade_both: the branches rs1.. (our worker, `pgq-bench cascade`) and
+# py1.. (Skytools' CascadedWorker, `pgq_bench.py cascade`) of one root each
+# copy what the root has ticked since they last did, once per run (a branch
+# per side and run, all made before the data); prints "RS PY" (best events
+# per second of each).
+cascade_both() {
+    local rs="" py="" out
+    for run in $(seq "$RUNS"); do
+        out=$("$BENCH" cascade --db "$(node_db "rs$run")" --queue cq)
+        log "  pgq-rs  run $run: $(tail -n 1 <<<"$out")"
+        rs=$(best "$(field ev_per_s <<<"$out")" "$rs")
+        out=$("$PY" scripts/pgq_bench.py cascade --db "$(node_db "py$run")" --queue cq --worker "py${run}_w")
+        log "  python  run $run: $(tail -n 1 <<<"$out")"
+        py=$(best "$(field ev_per_s <<<"$out")" "$py")
+    done
+    echo "$rs $py"
+}
+node_db() { printf '%s dbname=%s_c%s' "$ADMIN" "$NAME" "$1"; }
+# new_node NAME: a database with pgq and pgq_node, and its pgq-cascade config.
+new_node() {
+    "$PSQL" "$ADMIN" -qAtX -v ON_ERROR_STOP=1 -c "create database ${NAME}_c$1"
+    CASCADE_DBS+=("${NAME}_c$1")
+    "$PSQL" "$(node_db "$1")" -qAtX -v ON_ERROR_STOP=1 -c "create extension pgq; create extension pgq_node" >/dev/null
+    printf 'queue = "cq"\ndb = "%s"\nworker = "%s_w"\n' "$(node_db "$1")" "$1" >"$CASCADE_DIR/$1.toml"
+}
+
 BIG=$(scaled 800000)
 BATCHES=$(scaled 1000)
 HUGE=$(scaled 1000000)
@@ -162,6 +193,9 @@ WRITES=$(scaled 300)
 # What a part left out shows.
 BIG_RS=- BIG_PY=- SMALL_RS=- SMALL_PY=- SINGLE_RS=- SINGLE_PY=- BULK_RS=- BULK_PY=-
 W_EXEC=- W_PIPE=- W_INS=- W_COPY=- W_PY=- R_EXEC=- R_PIPE=- R_INS=- R_COPY=- R_PY=-
+CASCADE_ONE=$(scaled 200000)
+CASCADE_TX=$(scaled 10000)
+C1_RS=- C1_PY=- C20_RS=- C20_PY=-
 P50=- P99=- RSS_MIB=- MEM_RATE=- IDLE1= IDLE2= IDLE3=
 D_BENCH=- D_CUR=- D_MULTI=- D_METRICS=- C_CUR=- C_MULTI=- C_METRICS=-
 
@@ -302,6 +336,36 @@ if want produce; then
     read -r BULK_RS BULK_PY < <(produce_both bulk "$HUGE")
 fi
 
+if want cascade; then
+    log "cascade: a root and, per run, a branch for each side (pgq-cascade create-root, create-branch)"
+    new_node root
+    "$CASCADE" -c "$CASCADE_DIR/root.toml" create-root root "$(node_db root)" >/dev/null
+    for run in $(seq "$RUNS"); do
+        for side in rs py; do
+            new_node "$side$run"
+            "$CASCADE" -c "$CASCADE_DIR/$side$run.toml" create-branch "$side$run" "$(node_db "$side$run")" \
+                --provider "$(node_db root)" >/dev/null
+        done
+    done
+    rootsql() { "$PSQL" "$(node_db root)" -qAtX -v ON_ERROR_STOP=1 -c "$1"; }
+    log "cascade: copy one batch of $CASCADE_ONE events from the root to a branch"
+    "$BENCH" produce --db "$(node_db root)" --queue cq --events "$CASCADE_ONE" --mode bulk >/dev/null
+    rootsql "select pgq.force_tick('cq')" >/dev/null
+    rootsql "select pgq.ticker('cq')" >/dev/null
+    read -r C1_RS C1_PY < <(cascade_both)
+    log "cascade: copy 20 batches (transactions) of $CASCADE_TX events"
+    rootsql "do \$\$ begin
+           for i in 1..20 loop
+             perform pgq.insert_event('cq', 'bench', repeat('x', 100)) from generate_series(1, $CASCADE_TX);
+             commit;
+             perform pgq.force_tick('cq');
+             perform pgq.ticker('cq');
+             commit;
+           end loop;
+         end \$\$"
+    read -r C20_RS C20_PY < <(cascade_both)
+fi
+
 if want latency; then
     log "latency: commit to handler, embedded ticker at its defaults, a fresh database"
     LAT=$("$BENCH" latency --db "$ADMIN" --samples 500)
@@ -346,6 +410,8 @@ row "consume one batch of $BIG events" "$BIG_RS" "$BIG_PY" "$(ratio "$BIG_RS" "$
 row "consume $BATCHES batches of 100 events" "$SMALL_RS" "$SMALL_PY" "$(ratio "$SMALL_RS" "$SMALL_PY")" ">= 3x"
 row "produce, one call per event" "$SINGLE_RS" "$SINGLE_PY" "$(ratio "$SINGLE_RS" "$SINGLE_PY")" ">= 10x"
 row "produce in bulk (COPY)" "$BULK_RS" "$BULK_PY" "$(ratio "$BULK_RS" "$BULK_PY")" ">= 2x"
+row "cascade copy, one batch of $CASCADE_ONE" "$C1_RS" "$C1_PY" "$(ratio "$C1_RS" "$C1_PY")" ">= 3x"
+row "cascade copy, 20 batches of $CASCADE_TX" "$C20_RS" "$C20_PY" "$(ratio "$C20_RS" "$C20_PY")" ">= 3x"
 echo
 cost() { awk -v on="$1" -v off="$2" 'BEGIN { if (off + 0 > 0 && on + 0 > 0) printf "%+.1f%%", (on - off) * 100 / off; else print "-" }'; }
 row "the daemon, $BATCHES x 100 (events per second)" "rate" "against" "" "target"

@@ -3,6 +3,7 @@
 
     pgq_bench.py consume --db DSN --queue Q --consumer C [--write insert [--table T] [--remote-db DSN]]
     pgq_bench.py produce --db DSN --queue Q --events N --mode single|bulk [--size BYTES]
+    pgq_bench.py cascade --db DSN --queue Q --worker W
 
 The same subcommands and last lines as `pgq-bench`, so scripts/bench.sh can run
 both on the same queue contents and compare:
@@ -19,6 +20,10 @@ its cursor, in the batch's transaction; with `--remote-db` too, the consumer is 
 cursor there. `produce --mode single` calls `pgq.insert_event` once
 per event in one transaction; `--mode bulk` calls `pgq.bulk_insert_events` (COPY
 into the current event table) in chunks of 10,000 rows in one transaction.
+`cascade` runs Skytools' `pgq.cascade.worker.CascadedWorker` (a generic
+subclass, as a Londiste worker is one: it copies every event and handles only
+the cascade's own) as the worker W of the branch node DSN, calling its `work()`
+until there is no batch left.
 """
 
 import argparse
@@ -29,6 +34,7 @@ import time
 
 import pgq
 import psycopg2
+from pgq.cascade.worker import CascadedWorker
 
 
 class NoopConsumer(pgq.Consumer):
@@ -57,6 +63,55 @@ class RemoteInsertConsumer(pgq.RemoteConsumer):
         curs = dst_db.cursor()
         for event in event_list:
             curs.execute(self.insert, [event.id, event.data])
+
+
+class BranchWorker(CascadedWorker):
+    """A generic node worker: copies every event, handles the cascade's own."""
+
+    copied = 0
+
+    def process_remote_batch(self, src_db, tick_id, event_list, dst_db):
+        # A branch's queue takes copied events only in a replica session, as
+        # Londiste's worker sets it.
+        dst_db.cursor().execute("set local session_replication_role = 'replica'")
+        super().process_remote_batch(src_db, tick_id, event_list, dst_db)
+
+    def copy_event(self, dst_curs, ev, filtered_copy):
+        # Every event copied, the cascade's own too (as pgq-bench counts).
+        self.copied += 1
+        super().copy_event(dst_curs, ev, filtered_copy)
+
+    def process_remote_event(self, src_curs, dst_curs, ev):
+        if ev.ev_type.startswith("pgq."):
+            super().process_remote_event(src_curs, dst_curs, ev)
+
+
+def cascade(args):
+    tmp = tempfile.mkdtemp(prefix="pgq-bench-py-")
+    conf = os.path.join(tmp, "worker.ini")
+    with open(conf, "w") as f:
+        f.write(
+            "[pgq_bench_cascade]\n"
+            "job_name = %s\n"
+            "db = %s\n"
+            "queue_name = %s\n"
+            "logfile = %s\n"
+            "pidfile = %s\n"
+            % (
+                args.worker,
+                args.db.replace("%", "%%"),
+                args.queue,
+                os.path.join(tmp, "worker.log"),
+                os.path.join(tmp, "worker.pid"),
+            )
+        )
+    worker = BranchWorker("pgq_bench_cascade", "db", [conf, "-q"])
+    worker.reload()
+    start = time.perf_counter()
+    while worker.work():
+        pass
+    secs = time.perf_counter() - start
+    report(worker.copied, secs)
 
 
 def consume(args):
@@ -155,6 +210,11 @@ def main():
     pr.add_argument("--mode", choices=["single", "bulk"], required=True)
     pr.add_argument("--size", type=int, default=100, help="payload bytes per event")
     pr.set_defaults(func=produce)
+    ca = sub.add_parser("cascade")
+    ca.add_argument("--db", required=True)
+    ca.add_argument("--queue", required=True)
+    ca.add_argument("--worker", required=True)
+    ca.set_defaults(func=cascade)
     args = p.parse_args()
     args.func(args)
 

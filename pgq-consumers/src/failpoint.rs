@@ -12,6 +12,12 @@
 //! - `after-remote-commit`: the remote transaction committed, the queue one not;
 //! - `after-queue-commit`: both committed.
 //!
+//! And the cascade worker's, between taking a provider's batch and finishing it:
+//!
+//! - `cascade-before-node-commit`: the batch copied, the node's transaction not committed;
+//! - `cascade-after-node-commit`: committed, the batch's tick not made on the node;
+//! - `cascade-after-tick`: the tick made, the batch not finished on the provider.
+//!
 //! Unset, a crash point costs one comparison; without the feature, nothing.
 
 /// The environment variable naming the crash point.

@@ -4,6 +4,7 @@
 //!     pgq-bench produce --db DSN --queue Q --events N --mode single|bulk [--size BYTES]
 //!     pgq-bench latency --db DSN --samples N
 //!     pgq-bench idle --db DSN [--seconds S] [--daemons N]
+//!     pgq-bench cascade --db DSN --queue Q
 //!
 //! `consume` drains every available batch through [`BatchLoop`] (the loop the
 //! consumer daemons run) with a handler that does nothing, then prints
@@ -24,6 +25,11 @@
 //! daemons (`--daemons N`, one ticker leading) in a fresh database with no
 //! traffic and counts the transactions they cost it (`pg_stat_database`);
 //! last line `daemons=N seconds=S transactions=N per_s=R`.
+//!
+//! `cascade` runs the cascade worker of the branch node DSN (the one
+//! `pgq-cascade worker` runs) until its provider has no batch left, copying
+//! every batch into the branch's queue; last line `events=N secs=S
+//! ev_per_s=R` (and, before it, `batches=N`).
 //!
 //! `scripts/bench.sh` runs these side by side with Skytools' Python
 //! framework and prints the ratios.
@@ -109,6 +115,16 @@ enum Command {
         /// The consumers' `delay` (seconds between polls when idle).
         #[arg(long, default_value_t = 1.0)]
         delay: f64,
+    },
+    /// Copy every batch of a branch's provider into the branch, as the
+    /// cascade worker does.
+    Cascade {
+        /// Connection string of the branch node.
+        #[arg(long)]
+        db: String,
+        /// The cascaded queue.
+        #[arg(long)]
+        queue: String,
     },
     /// Commit-to-handler latency with the embedded ticker at its defaults.
     Latency {
@@ -500,6 +516,30 @@ async fn idle_in(fresh: &Fresh, seconds: u64, daemons: usize, delay: f64) -> Res
     Ok((secs, after - before))
 }
 
+async fn cascade(db: &str, queue: &str) -> Result<()> {
+    use pgq_consumers::cascade::{Worker, WorkerConfig, WorkerRound};
+    let mut worker = Worker::connect(WorkerConfig::new(queue, db))
+        .await
+        .context("cannot connect to the branch")?;
+    let (mut events, mut batches) = (0, 0);
+    let start = Instant::now();
+    loop {
+        match worker.round().await? {
+            WorkerRound::Copied { events: n, .. } => {
+                events += n;
+                batches += 1;
+            }
+            WorkerRound::AlreadyDone { .. } => batches += 1,
+            WorkerRound::Idle => break,
+            other => bail!("the node is no branch with batches to copy: {other:?}"),
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    pgq_daemon::outln!("batches={batches}");
+    report_rate(events, secs);
+    Ok(())
+}
+
 fn report_rate(events: u64, secs: f64) {
     let rate = if secs > 0.0 { events as f64 / secs } else { 0.0 };
     pgq_daemon::outln!("events={events} secs={secs:.3} ev_per_s={rate:.0}");
@@ -551,6 +591,7 @@ fn main() -> ExitCode {
                 mode,
                 size,
             } => produce(&db, &queue, events, mode, size).await,
+            Command::Cascade { db, queue } => cascade(&db, &queue).await,
             Command::Latency { db, samples, gap_ms } => latency(&db, samples, gap_ms).await,
             Command::Idle {
                 db,

@@ -3,10 +3,13 @@
 //! scratch directory of its own. For `testq`: every command and exit code
 //! (`commands`), crashes injected between the commits (`crash`), cooperative
 //! sub-consumers (`coop`), the daemon (`daemon`), and a mixed stream with the
-//! stock pgqd as ticker (`mixed_stream`), running it as a production service: metrics, probes,
-//! the stop deadline, systemd's notify protocol, `status --json` (`ops`). And pgq-daemon's own tests, through
-//! its demo daemon (`pgq_daemon`), which need no database.
+//! stock pgqd as ticker (`mixed_stream`), running it as a production service: metrics,
+//! probes, the stop deadline, systemd's notify protocol, `status --json` (`ops`). For
+//! `pgq-cascade`: its admin commands, and its worker aborted at each step of a batch
+//! (`cascade`). And pgq-daemon's own tests, through its demo daemon (`pgq_daemon`),
+//! which need no database.
 
+mod cascade;
 mod commands;
 mod coop;
 mod crash;

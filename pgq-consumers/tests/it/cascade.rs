@@ -281,7 +281,7 @@ async fn a_cascaded_consumer_follows_a_provider_change_losing_and_repeating_noth
 }
 
 /// Runs a node's worker in the background until dropped.
-struct Running(tokio::task::JoinHandle<()>);
+pub struct Running(tokio::task::JoinHandle<()>);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -289,7 +289,7 @@ impl Drop for Running {
     }
 }
 
-fn run_worker(dsn: &str) -> Running {
+pub fn run_worker(dsn: &str) -> Running {
     let mut config = WorkerConfig::new(CQ, dsn);
     config.local_wm_period = std::time::Duration::from_millis(200);
     config.global_wm_period = std::time::Duration::from_millis(200);
@@ -311,7 +311,7 @@ fn run_worker(dsn: &str) -> Running {
 }
 
 /// Ticks whatever queue of these nodes takes ticks, every 50 ms.
-fn run_ticker(dsns: Vec<String>) -> Running {
+pub fn run_ticker(dsns: Vec<String>) -> Running {
     Running(tokio::spawn(async move {
         loop {
             for dsn in &dsns {
@@ -327,7 +327,7 @@ fn run_ticker(dsns: Vec<String>) -> Running {
 }
 
 /// Runs the leaf's cascaded consumer in the background.
-fn run_consumer(config: pgq_consumers::Config) -> Running {
+pub fn run_consumer(config: pgq_consumers::Config) -> Running {
     Running(tokio::spawn(async move {
         let mut consumer = None;
         loop {
@@ -344,7 +344,7 @@ fn run_consumer(config: pgq_consumers::Config) -> Running {
     }))
 }
 
-async fn wait_seen(lc: &Client, expected: &[(i64, String)]) -> Vec<(i64, String)> {
+pub async fn wait_seen(lc: &Client, expected: &[(i64, String)]) -> Vec<(i64, String)> {
     let want = expected.len();
     pgq_test_support::wait_for(
         "the leaf's consumer to catch up",

@@ -3,6 +3,7 @@
 
 mod batch_query;
 mod cascade;
+mod cascade_mixed;
 mod common;
 mod connections;
 mod coop;
