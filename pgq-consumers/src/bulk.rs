@@ -27,6 +27,7 @@
 //!
 //! Either way, a failure aborts the batch.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -89,6 +90,9 @@ pub(crate) enum Way {
 #[derive(Default)]
 pub(crate) struct Bulk {
     state: Mutex<State>,
+    /// Whether a table was ever given rows in this batch: what is asked of
+    /// every event is answered without the lock while none was.
+    used: AtomicBool,
 }
 
 #[derive(Default)]
@@ -302,6 +306,7 @@ impl Bulk {
                     new.mark = Some(new.here());
                 }
                 state.tables.push(new);
+                self.used.store(true, Ordering::Relaxed);
             }
         }
         let mut state = self.lock();
@@ -317,6 +322,9 @@ impl Bulk {
 
     /// True when a table's buffer is past [`FLUSH_BYTES`].
     pub(crate) fn is_full(&self) -> bool {
+        if !self.used.load(Ordering::Relaxed) {
+            return false;
+        }
         self.lock().tables.iter().any(|t| t.bytes() >= FLUSH_BYTES)
     }
 

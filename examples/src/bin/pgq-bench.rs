@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 
 /// Benchmarks of the framework's consumer and producer paths.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// Worker threads of the tokio runtime; 0 runs everything on one thread
     /// (a current-thread runtime).

@@ -44,7 +44,7 @@ use serde::Deserialize;
 
 /// A node of a cascaded queue: its worker daemon and the cascade's admin commands.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// The node's config file (TOML).
     #[arg(short, long, value_name = "FILE", env = "PGQ_CASCADE_CONFIG")]

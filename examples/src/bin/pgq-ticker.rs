@@ -51,7 +51,7 @@ use serde::Deserialize;
 
 /// The PgQ ticker, for a list of databases (a drop-in for pgqd).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     /// The config file: TOML, or pgqd's ini file.
     #[arg(short, long, value_name = "FILE", env = "PGQ_TICKER_CONFIG")]
