@@ -41,6 +41,12 @@ pub enum Error {
         /// The newest version this program has.
         supported: i32,
     },
+    /// PgQ itself (the `pgq` extension) is not in the queue database.
+    #[error("PgQ is not installed in the queue database of queue {queue:?} (no schema pgq): run `create extension pgq` there, as a role that may create extensions, then this command again")]
+    PgqMissing {
+        /// The queue the command is for.
+        queue: String,
+    },
     /// The framework's SQL is missing from a database a consumer uses, or
     /// older than this program needs.
     #[error("the framework's SQL (schema pgq_consumer) in the {which} is {}; this program needs version {needed}: run the `install` command first (it installs or upgrades it)", match installed { Some(v) => format!("at version {v}"), None => "not installed".to_string() })]

@@ -107,6 +107,31 @@ async fn create_queue_drop_queue_and_their_underscore_aliases() {
 }
 
 #[tokio::test]
+async fn install_create_queue_and_check_without_pgq_exit_1_saying_to_create_the_extension() {
+    let testq = TestqDb::new("no_pgq").await.logging_to_stderr();
+    testq
+        .client
+        .batch_execute("drop extension pgq cascade")
+        .await
+        .expect("drop the pgq extension");
+    for command in ["install", "create-queue", "check"] {
+        let out = testq.run(&[command]).await;
+        assert_eq!(out.code, Some(1), "{command}: {out:?}");
+        assert!(
+            out.stderr.contains("PgQ is not installed") && out.stderr.contains("create extension pgq"),
+            "{command}: {out:?}"
+        );
+    }
+    // Nothing of the framework was installed either.
+    let row = testq
+        .client
+        .query_one("select to_regnamespace('pgq_consumer') is null", &[])
+        .await
+        .expect("look for the framework's schema");
+    assert!(row.get::<_, bool>(0), "install stopped before installing anything");
+}
+
+#[tokio::test]
 async fn register_and_unregister_which_refuses_the_only_consumer_without_force() {
     let testq = TestqDb::new("register").await.logging_to_stderr();
     testq.ok(&["create-queue"]).await;

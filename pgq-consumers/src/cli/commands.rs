@@ -78,6 +78,7 @@ async fn control(command: Command, config: &Config) -> Result<()> {
         Command::Uninstall => uninstall(&db, config).await,
         Command::Check => check(&db, config).await,
         Command::CreateQueue => {
+            crate::installed::require_pgq(&db, config).await?;
             let created = pgq::create_queue(&db, &config.queue).await?;
             say(
                 if created {
@@ -184,6 +185,7 @@ async fn install<C: Consumer>(db: &Client, config: &Config, mut consumer: C) -> 
     let settings = read_settings::<C>(config)?;
     let mode = C::commit_mode(&settings);
     configure(&mut consumer, settings, config).await?;
+    crate::installed::require_pgq(db, config).await?;
     let version = schema::install(db).await?;
     pgq_daemon::outln!("framework schema pgq_consumer is at version {version}");
     let created = pgq::create_queue(db, &config.queue).await?;
