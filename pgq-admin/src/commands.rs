@@ -66,6 +66,12 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
                 filter = filter.with_text(g);
             }
             let events = failed::list_matching(db, &queue, &consumer, &filter, limit, offset.max(0)).await?;
+            if events.is_empty() {
+                // A mistyped name finds nothing too: say so rather than
+                // "no failed events". (Events of a consumer since unregistered
+                // are still listed.)
+                require_consumer(db, &queue, &consumer).await?;
+            }
             if json {
                 print_json(&serde_json::Value::Array(events.iter().map(failed_json).collect()));
             } else if events.is_empty() {
@@ -283,6 +289,25 @@ fn missing_ids(ids: Option<&[i64]>, found: u64) -> anyhow::Result<()> {
         .into()),
         _ => Ok(()),
     }
+}
+
+/// Fails with a usage error naming what exists when `queue` does not, or
+/// `consumer` is not registered on it.
+async fn require_consumer(db: &Client, queue: &str, consumer: &str) -> anyhow::Result<()> {
+    if pgq::get_queue_info(db, queue).await?.is_none() {
+        return Err(Usage(format!("there is no queue {queue:?} (`pgq-admin queues` lists them)")).into());
+    }
+    let consumers = pgq::get_consumer_info_queue(db, queue).await?;
+    if !consumers.iter().any(|c| c.consumer_name == consumer) {
+        let names: Vec<&str> = consumers.iter().map(|c| c.consumer_name.as_str()).collect();
+        return Err(Usage(format!(
+            "consumer {consumer:?} is not registered on queue {queue:?} (and has no failed events there); its consumers \
+             are: {}",
+            if names.is_empty() { "none".to_string() } else { names.join(", ") }
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 async fn require_framework(db: &Client) -> anyhow::Result<()> {

@@ -157,6 +157,18 @@ async fn failed_events_are_listed_filtered_retried_and_deleted() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an event id"));
 
+    // A mistyped consumer or queue is said to be one, with what exists.
+    let out = admin(&["-d", &dsn, "failed", "orders", "mailr"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("consumer \"mailr\" is not registered on queue \"orders\"") && said.contains("mailer"),
+        "{said}"
+    );
+    let out = admin(&["-d", &dsn, "failed", "ordrs", "mailer"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no queue \"ordrs\""));
+
     let deleted = admin_json(&dsn, &["delete", "orders", "mailer", "all"]);
     assert_eq!(deleted["deleted"], 1);
     assert_eq!(
