@@ -153,6 +153,22 @@ async fn scene() -> (TestDb, Db, Pgqd, Ours, i64) {
     (db, client, pgqd, mailer, bad)
 }
 
+/// Clicks what `locator` finds. The dashboard's live refresh replaces its
+/// main part every second: an element found just before a refresh is gone
+/// when clicked ("stale"), and is found again in the new part.
+async fn click(b: &Client, locator: Locator<'_>) {
+    for _ in 0..20 {
+        let found = b.wait().for_element(locator).await.expect("the element to click");
+        match found.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+            Err(e) => panic!("click: {e:?}"),
+        }
+    }
+    panic!("the element stayed stale through 20 refreshes");
+}
+
 /// The text of the cell `cell` in the dashboard's row of `queue`/`consumer`.
 async fn cell(b: &Client, queue: &str, consumer: &str, cell: &str) -> Option<String> {
     let css = format!("#consumers tr[data-queue='{queue}'][data-consumer='{consumer}'] td.{cell}");
@@ -211,12 +227,7 @@ async fn the_dashboard_shows_the_right_figures_and_a_script_payload_stays_text()
     assert!(png.starts_with(b"\x89PNG"));
 
     // The failed event, from the dashboard's link: the payload is text.
-    b.find(Locator::Css("#consumers tr[data-consumer='mailer'] td.failed a"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&b, Locator::Css("#consumers tr[data-consumer='mailer'] td.failed a")).await;
     let data = b
         .wait()
         .for_element(Locator::Css(&format!("#failed tr[data-ev-id='{bad}'] td.data")))
