@@ -73,7 +73,9 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
                 require_consumer(db, &queue, &consumer).await?;
             }
             if json {
-                print_json(&serde_json::Value::Array(events.iter().map(failed_json).collect()));
+                print_json(&serde_json::Value::Array(
+                    events.iter().map(FailedEvent::to_json).collect(),
+                ));
             } else if events.is_empty() {
                 outln!("no failed events for consumer {consumer:?} on queue {queue:?}");
             } else {
@@ -480,21 +482,4 @@ fn one_line(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// A failed event as JSON (the consumer CLI's `failed --json` fields).
-pub fn failed_json(f: &FailedEvent) -> serde_json::Value {
-    json!({
-        "ev_id": f.event.ev_id,
-        "failed_time": f.failed_time.to_rfc3339(),
-        "ev_retry": f.event.ev_retry,
-        "ev_type": f.event.ev_type,
-        "ev_data": f.event.ev_data,
-        "ev_extra1": f.event.ev_extra1,
-        "ev_extra2": f.event.ev_extra2,
-        "ev_extra3": f.event.ev_extra3,
-        "ev_extra4": f.event.ev_extra4,
-        "ev_time": f.event.ev_time.to_rfc3339(),
-        "reason": f.reason,
-    })
 }

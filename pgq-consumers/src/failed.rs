@@ -28,6 +28,26 @@ pub struct FailedEvent {
 }
 
 impl FailedEvent {
+    /// The event as JSON, with the field names of `failed --json` (the
+    /// consumer commands' and `pgq-admin`'s): `ev_id`, `failed_time`,
+    /// `ev_retry`, `ev_type`, `ev_data`, `ev_extra1`..`ev_extra4`, `ev_time`
+    /// (times in RFC 3339), `reason`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ev_id": self.event.ev_id,
+            "failed_time": self.failed_time.to_rfc3339(),
+            "ev_retry": self.event.ev_retry,
+            "ev_type": self.event.ev_type,
+            "ev_data": self.event.ev_data,
+            "ev_extra1": self.event.ev_extra1,
+            "ev_extra2": self.event.ev_extra2,
+            "ev_extra3": self.event.ev_extra3,
+            "ev_extra4": self.event.ev_extra4,
+            "ev_time": self.event.ev_time.to_rfc3339(),
+            "reason": self.reason,
+        })
+    }
+
     /// Reads a row of [`LIST`]: the ten event columns in PgQ's order
     /// (`ev_id` .. `ev_extra4`, the text ones as bytes), then `failed_time`
     /// and `failed_reason` (bytes too).

@@ -363,20 +363,7 @@ async fn list_failed(db: &Client, config: &Config, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     for f in &events {
         let line = if json {
-            serde_json::json!({
-                "ev_id": f.event.ev_id,
-                "failed_time": f.failed_time.to_rfc3339(),
-                "ev_retry": f.event.ev_retry,
-                "ev_type": f.event.ev_type,
-                "ev_data": f.event.ev_data,
-                "ev_extra1": f.event.ev_extra1,
-                "ev_extra2": f.event.ev_extra2,
-                "ev_extra3": f.event.ev_extra3,
-                "ev_extra4": f.event.ev_extra4,
-                "ev_time": f.event.ev_time.to_rfc3339(),
-                "reason": f.reason,
-            })
-            .to_string()
+            f.to_json().to_string()
         } else {
             format!(
                 "{}\t{}\t{}\t{}\t{}\t{}",
