@@ -403,20 +403,17 @@ impl<C: Consumer> BatchLoop<C> {
 
         let Taken { ticks, prefetch, .. } = taken;
 
-        let (queue_tx, remote_tx, events) =
-            open(queue_db, remote_db.as_mut(), reader.as_mut(), prefetch, config, &ticks).await?;
-        let applied = match &remote_tx {
-            Some(remote) => {
-                if config.subconsumer.is_some() {
-                    prune_group_records(pruned, config, &queue_tx, remote).await?;
-                }
-                let sub = config.subconsumer.as_deref();
-                tracking::is_applied(remote, &config.queue, &config.consumer, sub, &ticks).await?
-            }
-            None => false,
-        };
+        let Opened {
+            queue_tx,
+            remote_tx,
+            applied,
+            events,
+        } = open(queue_db, remote_db.as_mut(), reader.as_mut(), prefetch, config, &ticks).await?;
         if applied {
             return skip_applied(queue_tx, remote_tx, config, &ticks).await;
+        }
+        if let (Some(remote), Some(_)) = (&remote_tx, &config.subconsumer) {
+            prune_group_records(pruned, config, &queue_tx, remote).await?;
         }
 
         // The writes the handler makes without waiting for them: pipelined
@@ -481,6 +478,11 @@ impl<C: Consumer> BatchLoop<C> {
         drop(remote_pipe);
         match ran {
             Ran::Finished { report, outcomes } => {
+                // The next batch's events are read while this one commits.
+                let ahead = reader
+                    .as_ref()
+                    .filter(|_| reads_ahead(config))
+                    .and_then(|r| r.read_ahead(&config.consumer, &ticks, &event_filter(config)));
                 let committed = Commit {
                     statements: &statements,
                     config,
@@ -495,11 +497,12 @@ impl<C: Consumer> BatchLoop<C> {
                     Committed::Done(next) => next,
                     Committed::Lost => return Ok(Round::Lost { batch_id }),
                 };
-                // The next batch's events start streaming at once.
+                // The next batch's events: those read ahead, or a stream
+                // started at once.
                 *pending = next.map(|ticks| Pending {
                     prefetch: reader
                         .as_ref()
-                        .and_then(|r| r.prefetch(&config.consumer, &ticks, &event_filter(config))),
+                        .and_then(|r| r.prefetch(&config.consumer, &ticks, &event_filter(config), ahead)),
                     ticks,
                 });
                 crash_point("after-queue-commit");
@@ -619,11 +622,22 @@ impl<C: Consumer> BatchLoop<C> {
     }
 }
 
+/// What [`open`] opened.
+struct Opened<'q, 'r> {
+    queue_tx: Transaction<'q>,
+    remote_tx: Option<Transaction<'r>>,
+    /// Whether the remote database applied the batch already.
+    applied: bool,
+    events: EventSource,
+}
+
 /// Opens the round's transactions (the queue database's, and the remote
 /// one's in the remote modes) and its event source, built here and nowhere
 /// else: the batch query the last round started (`prefetch`), or the one
 /// started now on the reader connection while the transactions begin (one
 /// round trip for all), or PgQ's cursor when the reader cannot be used.
+/// The remote transaction's first statement, whether the batch was applied
+/// there already, runs while the events are still coming.
 async fn open<'q, 'r>(
     queue_db: &'q mut Client,
     remote_db: Option<&'r mut Client>,
@@ -631,7 +645,7 @@ async fn open<'q, 'r>(
     prefetch: Option<Prefetch>,
     config: &Config,
     ticks: &BatchTicks,
-) -> Result<(Transaction<'q>, Option<Transaction<'r>>, EventSource)> {
+) -> Result<Opened<'q, 'r>> {
     let stream = async {
         match (prefetch, reader) {
             (Some(prefetch), _) => prefetch.await.ok().flatten(),
@@ -644,21 +658,28 @@ async fn open<'q, 'r>(
             (None, None) => None,
         }
     };
-    // The remote transaction begins in the same round trip.
-    let remote_tx = async {
-        match remote_db {
-            Some(db) => db.transaction().await.map(Some),
-            None => Ok(None),
-        }
+    let remote = async {
+        let Some(db) = remote_db else {
+            return Ok((None, false));
+        };
+        let tx = db.transaction().await.map_err(|source| Error::Remote {
+            queue: config.queue.clone(),
+            consumer: config.consumer.clone(),
+            source,
+        })?;
+        let sub = config.subconsumer.as_deref();
+        let applied = tracking::is_applied(&tx, &config.queue, &config.consumer, sub, ticks).await?;
+        Ok::<_, Error>((Some(tx), applied))
     };
-    let (queue_tx, remote_tx, stream) = futures_util::future::join3(queue_db.transaction(), remote_tx, stream).await;
+    let (queue_tx, remote, stream) = futures_util::future::join3(queue_db.transaction(), remote, stream).await;
     let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
-    let remote_tx = remote_tx.map_err(|source| Error::Remote {
-        queue: config.queue.clone(),
-        consumer: config.consumer.clone(),
-        source,
-    })?;
-    Ok((queue_tx, remote_tx, EventSource::new(stream, config)?))
+    let (remote_tx, applied) = remote?;
+    Ok(Opened {
+        queue_tx,
+        remote_tx,
+        applied,
+        events: EventSource::new(stream, config)?,
+    })
 }
 
 /// Finishes a batch that the remote database has applied already: the
@@ -1055,6 +1076,14 @@ fn give_up(config: &Config, batch_id: i64, loss: &Loss) {
 }
 
 /// The batch size and age limits of the config.
+/// Whether the next batch can be known, and read, before this one is
+/// finished: for a plain consumer whose batches end at the next tick (no
+/// `min_count` or `min_interval`; see [`pgq::BatchReader::read_ahead`]).
+fn reads_ahead(c: &Config) -> bool {
+    let limits = limits(c);
+    c.subconsumer.is_none() && limits.min_count.is_none() && limits.min_interval.is_none()
+}
+
 fn limits(c: &Config) -> BatchLimits {
     BatchLimits {
         min_lag: c.min_lag().map(Interval::from_duration),

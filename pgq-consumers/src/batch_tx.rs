@@ -40,6 +40,10 @@ pub struct BatchTx<'a> {
     writes: &'a Writes<'a>,
 }
 
+/// How often [`BatchTx::execute_pipelined`] lets the connection's task send
+/// what is queued: after the first write of a batch and every this many.
+const YIELD_EVERY: u64 = 16;
+
 /// SQL a [`BatchTx`] runs: text, prepared once per connection (`str`,
 /// `String`), or a [`Statement`] prepared already; or a reference to one.
 pub trait Sql: sealed::Sealed + Sync {
@@ -181,6 +185,9 @@ impl<'a> BatchTx<'a> {
     ///
     /// Errors here are those of making the write: preparing its text, or a
     /// value that does not encode as its parameter's type.
+    ///
+    /// Cancellation-safe once the write is sent: dropped while it lets other
+    /// tasks run, the write stays sent and checked.
     pub async fn execute_pipelined<S: ?Sized + Sql>(&self, sql: &S, params: &[&(dyn ToSql + Sync)]) -> Result<()> {
         let w = self.writes;
         let ev_id = w.event();
@@ -206,7 +213,14 @@ impl<'a> BatchTx<'a> {
             })?;
             encoded.push(param);
         }
-        w.pipe.send(statement, encoded, ev_id, None);
+        let seq = w.pipe.send(statement, encoded, ev_id, None);
+        // The write waits in the connection's queue until its task runs: on
+        // a runtime of one thread, not before the handler yields. Yielding
+        // after the first write and every few after it puts them on the
+        // wire while the handler goes on, so the server works meanwhile.
+        if seq % YIELD_EVERY == 1 {
+            tokio::task::yield_now().await;
+        }
         Ok(())
     }
 

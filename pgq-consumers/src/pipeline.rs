@@ -42,8 +42,9 @@ pub(crate) struct Failure {
 pub(crate) trait Pipe: Send + Sync {
     /// Sends `statement` with `params` now, and keeps its answer to check.
     /// `what` names it in an error, when it is not a write of the handler's
-    /// own.
-    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>, what: Option<String>);
+    /// own. Returns which write of the batch it is on this connection (1
+    /// for the first).
+    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>, what: Option<String>) -> u64;
     /// Reads the answers that came; `Ready` once none is pending.
     fn poll_answers(&self, cx: &mut Context<'_>) -> Poll<()>;
     /// The earliest failure known, taken out.
@@ -98,7 +99,7 @@ impl<'t> Pipeline<'t> {
 }
 
 impl Pipe for Pipeline<'_> {
-    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>, what: Option<String>) {
+    fn send(&self, statement: Statement, params: Vec<Encoded>, ev_id: Option<i64>, what: Option<String>) -> u64 {
         let tx = self.tx;
         let mut state = self.lock();
         state.sent += 1;
@@ -117,6 +118,7 @@ impl Pipe for Pipeline<'_> {
         // next, and its answer wakes that task.
         let waker = state.waker.clone().unwrap_or_else(|| Waker::noop().clone());
         state.collect(&mut Context::from_waker(&waker));
+        seq
     }
 
     fn poll_answers(&self, cx: &mut Context<'_>) -> Poll<()> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use pgq::{BatchReader, BatchTicks, EventFilter};
 use tokio_postgres::Client;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -16,6 +17,9 @@ use crate::source::EventStream;
 /// A batch query started on a task of its own, while the transaction that
 /// opened its batch commits: nobody waits for its first rows.
 pub(crate) type Prefetch = tokio::task::JoinHandle<Option<EventStream>>;
+
+/// The events of the next batch, read before it is opened.
+pub(crate) type ReadAhead = AbortOnDropHandle<Option<pgq::Upcoming>>;
 
 /// Batches with at least this many events (by the event sequence) are read
 /// with the batch query's parallel form.
@@ -118,11 +122,47 @@ impl Reader {
     /// As [`Reader::stream`] for a plain consumer's batch, on a task of its
     /// own: the caller goes on while the first rows come. `None` when the
     /// batch query is not prepared.
-    pub(crate) fn prefetch(&self, consumer: &str, ticks: &BatchTicks, filter: &EventFilter) -> Option<Prefetch> {
+    /// Starts reading, in a task of its own, the events of the batch a
+    /// plain consumer will get after `after` (see
+    /// [`BatchReader::read_ahead`]), while the round commits `after`.
+    /// Dropped, the task stops.
+    pub(crate) fn read_ahead(&self, consumer: &str, after: &BatchTicks, filter: &EventFilter) -> Option<ReadAhead> {
+        let reader = self.batch.clone()?;
+        let client = Arc::clone(&self.client);
+        let (consumer, after, filter) = (consumer.to_string(), after.clone(), filter.clone());
+        Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            match reader
+                .read_ahead(&*client, &consumer, &after, LARGE_BATCH, &filter)
+                .await
+            {
+                Ok(upcoming) => upcoming,
+                Err(e) => {
+                    log::debug!("reading the next batch ahead failed (read once it is open): {e}");
+                    None
+                }
+            }
+        })))
+    }
+
+    /// Starts streaming the events of the batch `ticks`, opened now: those
+    /// read ahead (`ahead`) when they are that batch's, else by a query of
+    /// their own.
+    pub(crate) fn prefetch(
+        &self,
+        consumer: &str,
+        ticks: &BatchTicks,
+        filter: &EventFilter,
+        ahead: Option<ReadAhead>,
+    ) -> Option<Prefetch> {
         let reader = self.batch.clone()?;
         let client = Arc::clone(&self.client);
         let (consumer, ticks, filter) = (consumer.to_string(), ticks.clone(), filter.clone());
         Some(tokio::spawn(async move {
+            if let Some(ahead) = ahead {
+                if let Some(stream) = ahead.await.ok().flatten().and_then(|u| u.into_batch(&ticks)) {
+                    return Some(Box::pin(stream) as EventStream);
+                }
+            }
             start(&reader, &client, Some(&consumer), &ticks, &filter).await
         }))
     }

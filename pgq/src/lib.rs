@@ -106,7 +106,7 @@ pub use queue::{
     set_queue_config, tune_storage, QueueInfo,
 };
 pub use reader::{
-    batch_events_query, large_events_query, tick_events_query, BatchReader, BatchStatements, EventFilter,
+    batch_events_query, large_events_query, tick_events_query, BatchReader, BatchStatements, EventFilter, Upcoming,
 };
 pub use relay::{relay_batch, CascadeEvent, Relayed};
 pub use stream::stream_batch_events;

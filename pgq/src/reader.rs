@@ -60,6 +60,17 @@ const BY_TICKS: &str = "from pgq.queue q \
      join pgq.tick c on c.tick_queue = q.queue_id and c.tick_id = $6::int8 \
      where q.queue_name = $4::text";
 
+/// The first tick of queue `$1` after tick `$2`: where the batch that
+/// `pgq.next_batch` opens after a batch ending at `$2` ends, for a consumer
+/// with no `min_count` or `min_interval` (as `pgq.next_batch_custom`
+/// chooses it).
+const NEXT_TICK: &str = "select t.tick_id, t.tick_event_seq \
+     from pgq.queue q \
+     join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id > $2 \
+     where q.queue_name = $1 \
+     order by t.tick_queue, t.tick_id \
+     limit 1";
+
 /// The bounds of the batch between two ticks as one consumer sees it, for
 /// [`large_events_query`]: the subscription's id, the start snapshot's
 /// xmax, the end snapshot's xmax, the end snapshot, and the txids in
@@ -187,6 +198,7 @@ pub struct BatchReader {
     by_ticks: Statement,
     bounds: Statement,
     large: Statement,
+    next_tick: Statement,
 }
 
 impl BatchReader {
@@ -219,7 +231,7 @@ impl BatchReader {
                 .await
                 .map_err(Error::sql("batch query", on_queue(queue)))
         };
-        let (bounds, large) = futures_util::future::try_join(
+        let (bounds, large, next_tick) = futures_util::future::try_join3(
             prepare(
                 BOUNDS_BY_TICKS.to_string(),
                 &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT],
@@ -236,6 +248,7 @@ impl BatchReader {
                     Type::TEXT_ARRAY,
                 ],
             ),
+            prepare(NEXT_TICK.to_string(), &[Type::TEXT, Type::INT8]),
         )
         .await?;
         let (by_batch, by_ticks) = futures_util::future::try_join(
@@ -263,6 +276,7 @@ impl BatchReader {
             by_ticks,
             bounds,
             large,
+            next_tick,
         })
     }
 
@@ -368,10 +382,103 @@ impl BatchReader {
         Ok(decode(rows, ticks.batch_id, self.fields))
     }
 
+    /// Starts reading the events of the batch that `consumer` will get
+    /// next, before it is opened: the tick range from the end tick of
+    /// `after` (the batch it works on) to the first tick after it, which is
+    /// the batch `pgq.next_batch` opens once `after` is finished, for a
+    /// consumer with no `min_count` or `min_interval`. Meanwhile the
+    /// consumer finishes `after`; [`Upcoming::into_batch`] then checks that
+    /// the batch opened is that range and hands its events over. Two round
+    /// trips, on a connection of its own: the batch's work is not waiting on
+    /// them.
+    ///
+    /// `None` when there is no tick after `after` yet, or when the range
+    /// holds `max_events` events or more by the event sequence (big batches
+    /// are better read by [`BatchReader::stream_ticks_large`] once open).
+    pub async fn read_ahead(
+        &self,
+        client: &impl GenericClient,
+        consumer: &str,
+        after: &BatchTicks,
+        max_events: i64,
+        filter: &EventFilter,
+    ) -> Result<Option<Upcoming>> {
+        let prev_tick_id = after.cur_tick_id;
+        let row = client
+            .query_opt(&self.next_tick, &[&self.queue, &prev_tick_id])
+            .await
+            .map_err(Error::sql("batch query", on_queue(&self.queue)))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let read = |row: &tokio_postgres::Row| -> std::result::Result<(i64, i64), tokio_postgres::Error> {
+            Ok((row.try_get(0)?, row.try_get(1)?))
+        };
+        let (cur_tick_id, cur_event_seq) = read(&row).map_err(Error::row("batch query", on_queue(&self.queue)))?;
+        if cur_event_seq - after.cur_tick_event_seq >= max_events {
+            return Ok(None);
+        }
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &prev_tick_id,
+            &filter.ev_type,
+            &filter.ev_extra1,
+            &self.queue,
+            &consumer,
+            &cur_tick_id,
+        ];
+        let rows = client
+            .query_raw(&self.by_ticks, params)
+            .await
+            .map_err(Error::sql("batch query", on_ticks(prev_tick_id, cur_tick_id)))?;
+        Ok(Some(Upcoming {
+            prev_tick_id,
+            cur_tick_id,
+            rows,
+            fields: self.fields,
+        }))
+    }
+
     /// All events of an open batch at once.
     pub async fn events(&self, client: &impl GenericClient, batch_id: i64, filter: &EventFilter) -> Result<Vec<Event>> {
         self.stream(client, batch_id, filter).await?.try_collect().await
     }
+}
+
+/// The events of a tick range read before the range is opened as a batch
+/// ([`BatchReader::read_ahead`]). The rows wait in the connection until
+/// they are read; dropped, the rest are discarded.
+pub struct Upcoming {
+    prev_tick_id: i64,
+    cur_tick_id: i64,
+    rows: RowStream,
+    fields: Fields,
+}
+
+impl std::fmt::Debug for Upcoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upcoming")
+            .field("prev_tick_id", &self.prev_tick_id)
+            .field("cur_tick_id", &self.cur_tick_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upcoming {
+    /// The tick range read: after `.0`, up to and including `.1`.
+    pub fn ticks(&self) -> (i64, i64) {
+        (self.prev_tick_id, self.cur_tick_id)
+    }
+
+    /// The events as those of `batch`, when `batch` is the range read
+    /// (same start and end ticks); `None` otherwise (the read is dropped).
+    pub fn into_batch(self, batch: &BatchTicks) -> Option<impl Stream<Item = Result<Event>> + Send + 'static> {
+        (batch.prev_tick_id == self.prev_tick_id && batch.cur_tick_id == self.cur_tick_id)
+            .then(|| decode(self.rows, batch.batch_id, self.fields))
+    }
+}
+
+fn on_ticks(prev_tick_id: i64, cur_tick_id: i64) -> String {
+    format!("ticks {prev_tick_id} to {cur_tick_id}")
 }
 
 /// Rows of the batch query as events.
