@@ -37,7 +37,7 @@ scaled() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1
 
 # Debian's python3 (with python3-pgq), not whatever python3 comes first in PATH.
 PY=/usr/bin/python3
-if ! "$PY" -c 'import pgq, psycopg2' 2>/dev/null; then
+if ! "$PY" -I -c 'import pgq.cascade.worker, psycopg2' 2>/dev/null; then
     log "installing python3-pgq (Skytools' PgQ framework for Python)"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pgq >/dev/null

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 if [ -z "${PGQ_DEMO_INNER:-}" ]; then
     cargo build --quiet -p pgq-examples --bin testq
-    PGQ_DEMO_INNER=1 exec bash scripts/with-postgres.sh bash "$0"
+    PGQ_DEMO_INNER=1 exec bash scripts/with-postgres.sh bash scripts/demo.sh
 fi
 
 testq="$PWD/target/debug/testq"
@@ -83,6 +83,10 @@ for _ in $(seq 1 150); do
     sleep 0.2
 done
 sed -E 's/^/    /' "$work/testq.log"
+if [ "$done_rows" -lt 8 ]; then
+    echo "demo: only $done_rows of the 8 events were processed within 30 s (testq's log is above)" >&2
+    exit 1
+fi
 
 step "testq status"
 "$testq" -c "$work/testq.toml" status || true

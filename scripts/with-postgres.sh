@@ -3,20 +3,15 @@
 #
 #   scripts/with-postgres.sh COMMAND [ARG...]
 #
-# When PGQ_TEST_DSN is set, that server is used as it is. Otherwise this script
-# installs PostgreSQL, the pgq extension and pgqd (and, for pgq-admin's tests,
-# python3-pgq, chromium and chromium-driver) from Debian packages when they are
-# missing, starts a throwaway cluster in a temporary directory on a free
-# port, exports its connection string as PGQ_TEST_DSN, runs the command, and
-# stops and removes the cluster however the command ends.
+# It installs PostgreSQL, the pgq and pgq_node extensions, pgqd, Skytools'
+# Python framework, openssl, chromium and chromium-driver from Debian packages
+# when they are missing. When PGQ_TEST_DSN is set, that server is used as it
+# is. Otherwise it starts a throwaway cluster in a temporary directory on a
+# free port, exports its connection string as PGQ_TEST_DSN, runs the command,
+# and stops and removes the cluster however the command ends.
 set -euo pipefail
 
 log() { printf 'with-postgres: %s\n' "$*" >&2; }
-
-if [ -n "${PGQ_TEST_DSN:-}" ]; then
-    log "using the server in PGQ_TEST_DSN"
-    exec "$@"
-fi
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -58,13 +53,19 @@ missing=()
 command -v londiste >/dev/null 2>&1 || missing+=(python3-londiste)
 command -v pgqd >/dev/null 2>&1 || missing+=(pgqd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-# pgq-admin's tests: a Skytools Python consumer (Debian's python3 with
-# python3-pgq), and headless Chromium driven through WebDriver.
-/usr/bin/python3 -c 'import pgq' >/dev/null 2>&1 || missing+=(python3-pgq)
+# pgq-admin's tests: headless Chromium driven through WebDriver (their
+# Skytools Python consumer is python3-pgq, above).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
+fi
+
+# Another server: the tools above are still needed (psql, pgqd, the Python
+# peers, Chromium); the server is that one.
+if [ -n "${PGQ_TEST_DSN:-}" ]; then
+    log "using the server in PGQ_TEST_DSN"
+    exec "$@"
 fi
 
 free_port() {

@@ -50,10 +50,10 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         grep: Option<String>,
         /// At most this many.
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
         limit: Option<i64>,
         /// Skip this many first.
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i64).range(0..))]
         offset: i64,
     },
     /// Put failed events back into the queue, for that consumer only.
@@ -106,7 +106,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub writes: bool,
     /// A file holding the token that allows writes (its first line).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "writes")]
     pub token_file: Option<PathBuf>,
     /// Seconds between two samples of the charts' figures.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]

@@ -20,7 +20,7 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
             if json {
                 print_json(&serde_json::to_value(&s)?);
             } else {
-                print!("{}", status_text(&s));
+                out(&status_text(&s));
             }
         }
         Command::Queues => {
@@ -28,7 +28,7 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
             if json {
                 print_json(&serde_json::to_value(&s.queues)?);
             } else {
-                print!("{}", queues_table(&s.queues).render());
+                out(&queues_table(&s.queues).render());
             }
         }
         Command::Consumers { queue } => {
@@ -46,7 +46,7 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
             if json {
                 print_json(&serde_json::to_value(&list)?);
             } else {
-                print!("{}", consumers_table(&list).render());
+                out(&consumers_table(&list).render());
             }
         }
         Command::Failed {
@@ -65,7 +65,7 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
             if let Some(g) = grep {
                 filter = filter.with_text(g);
             }
-            let events = failed::list_matching(db, &queue, &consumer, &filter, limit, offset.max(0)).await?;
+            let events = failed::list_matching(db, &queue, &consumer, &filter, limit, offset).await?;
             if events.is_empty() {
                 // A mistyped name finds nothing too: say so rather than
                 // "no failed events". (Events of a consumer since unregistered
@@ -79,7 +79,7 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
             } else if events.is_empty() {
                 outln!("no failed events for consumer {consumer:?} on queue {queue:?}");
             } else {
-                print!("{}", failed_table(&events).render());
+                out(&failed_table(&events).render());
             }
         }
         Command::Retry { queue, consumer, ids } => {
@@ -89,6 +89,10 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
                 None => failed::retry_all(db, &queue, &consumer).await?,
                 Some(ids) => failed::retry(db, &queue, &consumer, ids).await?,
             };
+            if n == 0 {
+                // A mistyped name finds nothing too.
+                require_consumer(db, &queue, &consumer).await?;
+            }
             report(
                 json,
                 "retried",
@@ -104,6 +108,9 @@ pub async fn run(db: &Client, command: Command, json: bool) -> anyhow::Result<()
                 None => failed::delete_all(db, &queue, &consumer).await?,
                 Some(ids) => failed::delete(db, &queue, &consumer, ids).await?,
             };
+            if n == 0 {
+                require_consumer(db, &queue, &consumer).await?;
+            }
             report(json, "deleted", n, &format!("{n} failed event(s) deleted"));
             missing_ids(ids.as_deref(), n)?;
         }
@@ -204,7 +211,7 @@ async fn config(
                 for ((k, v), (_, meaning)) in values.iter().zip(SETTINGS) {
                     t.row(vec![(*k).to_string(), v.clone(), (*meaning).to_string()]);
                 }
-                print!("{}", t.render());
+                out(&t.render());
             }
             Ok(())
         }
@@ -482,4 +489,12 @@ fn one_line(s: &str) -> String {
             }
         })
         .collect()
+}
+
+/// Prints a block of lines (a table, a report) to standard output; a closed
+/// output (`| head`) ends the command quietly, as `outln!` does.
+fn out(text: &str) {
+    if !text.is_empty() {
+        outln!("{}", text.trim_end_matches('\n'));
+    }
 }

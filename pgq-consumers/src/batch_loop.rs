@@ -479,10 +479,11 @@ impl<C: Consumer> BatchLoop<C> {
         match ran {
             Ran::Finished { report, outcomes } => {
                 // The next batch's events are read while this one commits.
+                let filter = event_filter(config);
                 let ahead = reader
                     .as_ref()
                     .filter(|_| reads_ahead(config))
-                    .and_then(|r| r.read_ahead(&config.consumer, &ticks, &event_filter(config)));
+                    .and_then(|r| r.read_ahead(&config.consumer, &ticks, &filter));
                 let committed = Commit {
                     statements: &statements,
                     config,
@@ -502,7 +503,7 @@ impl<C: Consumer> BatchLoop<C> {
                 *pending = next.map(|ticks| Pending {
                     prefetch: reader
                         .as_ref()
-                        .and_then(|r| r.prefetch(&config.consumer, &ticks, &event_filter(config), ahead)),
+                        .and_then(|r| r.prefetch(&config.consumer, &ticks, &filter, ahead)),
                     ticks,
                 });
                 crash_point("after-queue-commit");

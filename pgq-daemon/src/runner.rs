@@ -110,6 +110,7 @@ where
         .map_err(|source| Failure::failed(Error::Runtime { pid, source }))?;
     crate::progress::set_limit(opts.stuck_after);
     let (control, control_thread) = ControlThread::start(log, opts.stop_timeout, pidfile)?;
+    let released = control_thread.released.clone();
     let result = runtime.block_on(async {
         let startup = async {
             let mut daemon = make().await?;
@@ -131,12 +132,14 @@ where
         );
         ready();
         crate::systemd::ready("running");
-        let immediate = control.immediate.clone();
-        let code = run_loop(&mut daemon, log, control, settings.delay, once).await;
-        if immediate.is_cancelled() {
+        let stopped = run_loop(&mut daemon, log, control, settings.delay, once).await;
+        // The loop let go: what is left (shutdown) is not a blocked round.
+        released.cancel();
+        if stopped.abandoned {
             daemon.abandoned().await;
         }
         daemon.shutdown().await;
+        let code = stopped.code;
         Ok(code)
     });
     control_thread.finish();
@@ -156,6 +159,9 @@ where
 struct ControlThread {
     /// Cancelled when the daemon has stopped: the thread ends.
     done: CancellationToken,
+    /// Cancelled when the loop has let go of its rounds: an immediate stop
+    /// no longer needs the backstop.
+    released: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -165,8 +171,9 @@ impl ControlThread {
     fn start(log: &LogHandle, stop_timeout: Duration, pidfile: Option<PathBuf>) -> Result<(Control, Self), Failure> {
         let pid = std::process::id();
         let done = CancellationToken::new();
+        let released = CancellationToken::new();
         let (tx, rx) = std::sync::mpsc::channel();
-        let (log, finished) = (log.clone(), done.clone());
+        let (log, finished, let_go) = (log.clone(), done.clone(), released.clone());
         let thread = std::thread::Builder::new()
             .name("pgq-daemon control".into())
             .spawn(move || {
@@ -189,7 +196,7 @@ impl ControlThread {
                     crate::systemd::spawn_watchdog();
                     tokio::select! {
                         () = finished.cancelled() => {}
-                        () = backstop(&control.immediate, &finished, &log, pidfile) => {}
+                        () = backstop(&control.immediate, &let_go, &log, pidfile) => {}
                     }
                 });
             })
@@ -201,6 +208,7 @@ impl ControlThread {
             control,
             ControlThread {
                 done,
+                released,
                 thread: Some(thread),
             },
         ))
@@ -221,17 +229,19 @@ impl Drop for ControlThread {
     }
 }
 
-/// Ends the process [`BACKSTOP`] after an immediate stop if the daemon has not
-/// stopped by then (its thread blocked): logs it, removes the pidfile, exits 1.
+/// Ends the process [`BACKSTOP`] after an immediate stop if the loop has not
+/// let go of its round by then (`released`; its thread blocked): logs it,
+/// removes the pidfile, exits 1. Shutting down after the loop let go may take
+/// longer (it has timeouts of its own).
 async fn backstop(
     immediate: &CancellationToken,
-    finished: &CancellationToken,
+    released: &CancellationToken,
     log: &LogHandle,
     pidfile: Option<PathBuf>,
 ) {
     immediate.cancelled().await;
     tokio::select! {
-        () = finished.cancelled() => {}
+        () = released.cancelled() => {}
         () = tokio::time::sleep(BACKSTOP) => {
             crate::fatal!(
                 "the round in flight did not let go within {BACKSTOP:?} of the immediate stop (its thread is blocked): \
@@ -246,14 +256,28 @@ async fn backstop(
     }
 }
 
-/// Rounds, rests, reloads, until a stop. Returns the exit code of the run.
+/// How [`run_loop`] ended.
+struct Stopped {
+    /// The exit code of the run.
+    code: ExitCode,
+    /// A round in flight was dropped by an immediate stop.
+    abandoned: bool,
+}
+
+impl From<ExitCode> for Stopped {
+    fn from(code: ExitCode) -> Stopped {
+        Stopped { code, abandoned: false }
+    }
+}
+
+/// Rounds, rests, reloads, until a stop.
 async fn run_loop<D: Daemon>(
     daemon: &mut D,
     log: &LogHandle,
     control: Control,
     mut delay: Duration,
     once: bool,
-) -> ExitCode {
+) -> Stopped {
     let Control {
         graceful,
         immediate,
@@ -264,7 +288,7 @@ async fn run_loop<D: Daemon>(
     let mut reload_due = false;
     loop {
         if graceful.is_cancelled() {
-            return ExitCode::Ok;
+            return ExitCode::Ok.into();
         }
         if std::mem::take(&mut reload_due) || reload.take() {
             apply_reload(daemon, log, &mut delay, &immediate).await;
@@ -273,7 +297,7 @@ async fn run_loop<D: Daemon>(
         crate::progress::round_begins();
         let outcome = tokio::select! {
             biased;
-            () = immediate.cancelled() => return ExitCode::Ok,
+            () = immediate.cancelled() => return Stopped { code: ExitCode::Ok, abandoned: true },
             outcome = daemon.process() => outcome,
         };
         let rest = match outcome {
@@ -283,17 +307,17 @@ async fn run_loop<D: Daemon>(
             }
             Ok(Activity::Idle) if once => {
                 crate::verbose!("no more work: stopping (run --once)");
-                return ExitCode::Ok;
+                return ExitCode::Ok.into();
             }
             Ok(Activity::Idle) => delay,
             Ok(Activity::Backoff(pause)) if once => {
                 crate::notice!("the round asked to back off for {pause:?}: stopping (run --once)");
-                return ExitCode::Ok;
+                return ExitCode::Ok.into();
             }
             Ok(Activity::Backoff(pause)) => pause,
             Err(e) if once => {
                 crate::error!("round failed: {}", error_chain(e.as_ref()));
-                return ExitCode::Failed;
+                return ExitCode::Failed.into();
             }
             Err(e) => {
                 crate::error!("round failed: {}; next round in {delay:?}", error_chain(e.as_ref()));

@@ -72,6 +72,13 @@ pub async fn serve(dsn: ConnString, args: ServeArgs) -> anyhow::Result<()> {
         history: std::sync::Mutex::new(History::default()),
         refresh_every: args.refresh_every,
     });
+    // A wrong database is said now, with its exit code, not at the first page.
+    tokio::time::timeout(CONTROL_TIMEOUT, async {
+        let db = console.client().await?;
+        snapshot::require_pgq(&*db).await
+    })
+    .await
+    .map_err(|_| failure::NoAnswer(CONTROL_TIMEOUT))??;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Usage(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -131,20 +138,25 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Samples the figures of the charts every `every`.
+/// Samples the figures of the charts every `every`. A failure is logged
+/// once, until a sample succeeds again.
 async fn sample(console: Shared, every: Duration) {
+    let mut failing = false;
     loop {
-        if let Ok(Ok(s)) = tokio::time::timeout(CONTROL_TIMEOUT, async {
-            let db = console.client().await?;
-            snapshot::read(&*db).await
-        })
-        .await
-        {
-            console
-                .history
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(&s, Instant::now());
+        match console.with_db(async |db| snapshot::read(db).await).await {
+            Ok(s) => {
+                failing = false;
+                console
+                    .history
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .record(&s, Instant::now());
+            }
+            Err(Trouble::Unavailable(e) | Trouble::Failed(e)) if !failing => {
+                failing = true;
+                pgq_consumers::pgq_daemon::errln!("pgq-admin: sampling the charts' figures failed: {e:#}");
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(every).await;
     }
@@ -209,7 +221,12 @@ impl Console {
         if let Some(c) = db.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(crate::cli::connect(&self.dsn).await?);
+        let c = crate::cli::connect(&self.dsn).await?;
+        // The server gives up where the console does: a query left running
+        // would hold the one connection every page waits on.
+        c.batch_execute(&format!("set statement_timeout = {}", CONTROL_TIMEOUT.as_millis()))
+            .await?;
+        let c = Arc::new(c);
         *db = Some(c.clone());
         Ok(c)
     }
@@ -223,7 +240,12 @@ impl Console {
         .await;
         match done {
             Ok(done) => done,
-            Err(_) => Err(Trouble::Unavailable(failure::NoAnswer(CONTROL_TIMEOUT).into())),
+            Err(_) => {
+                // Whatever it was waiting for may never come: the next
+                // request opens a connection of its own.
+                *self.db.lock().await = None;
+                Err(Trouble::Unavailable(failure::NoAnswer(CONTROL_TIMEOUT).into()))
+            }
         }
     }
 
@@ -289,7 +311,7 @@ async fn failed_page(
     headers: HeaderMap,
     Query(q): Query<FailedQuery>,
 ) -> Result<Html<String>, Trouble> {
-    let page_no = q.page.unwrap_or(1).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, i64::MAX / PER_PAGE);
     let filter = filter_of(&q.ev_type, &q.text);
     let (total, events) = console
         .with_db(async |db| {

@@ -168,6 +168,18 @@ async fn failed_events_are_listed_filtered_retried_and_deleted() {
     let out = admin(&["-d", &dsn, "failed", "ordrs", "mailer"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no queue \"ordrs\""));
+    // So are they by retry and delete, which would otherwise find nothing to do.
+    for command in ["retry", "delete"] {
+        let out = admin(&["-d", &dsn, command, "orders", "mailr", "all"]);
+        assert_eq!(out.status.code(), Some(1), "{command}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("consumer \"mailr\" is not registered"),
+            "{command}: {out:?}"
+        );
+    }
+    // A negative count is refused by the arguments, before any query.
+    let out = admin(&["-d", &dsn, "failed", "orders", "mailer", "--offset=-5"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 
     let deleted = admin_json(&dsn, &["delete", "orders", "mailer", "all"]);
     assert_eq!(deleted["deleted"], 1);

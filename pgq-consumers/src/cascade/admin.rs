@@ -330,6 +330,12 @@ impl Admin {
         if old_provider == new_provider {
             return Ok(());
         }
+        // The new provider is checked before anything is paused: a mistyped
+        // name leaves the node as it was.
+        let np = self.node(new_provider).await?;
+        if node::get_node_info(&np, q).await?.node_type == NodeType::Leaf {
+            return Err(self.cascade(new_provider, "a leaf cannot be a provider"));
+        }
         node::set_consumer_paused(&c, q, &consumer, true).await?;
         if let Some(wait) = wait {
             self.wait_ack(&c, node_name, &consumer, wait).await?;
@@ -339,7 +345,6 @@ impl Admin {
         let own = locs
             .get(node_name)
             .ok_or_else(|| self.cascade(node_name, "the node does not know its own location"))?;
-        let np = self.node(new_provider).await?;
         node::register_location(&np, q, node_name, &own.node_location, false).await?;
         if is_worker {
             node::register_subscriber(&np, q, node_name, &consumer, Some(st.completed_tick)).await?;
@@ -405,7 +410,8 @@ impl Admin {
     /// branch are not in the cascade any more.
     pub async fn takeover(&self, dead_root: &str, new_root: &str, wait: Duration) -> Result<()> {
         let q = &self.queue;
-        self.tag_dead(dead_root).await?;
+        // Checked before the dead root is tagged dead on every member: a
+        // mistyped name must not mark a live root dead.
         let nc = self.node(new_root).await?;
         let ninfo = node::get_node_info(&nc, q).await?;
         if ninfo.node_type != NodeType::Branch {
@@ -414,6 +420,7 @@ impl Admin {
         if ninfo.provider_node.as_deref() != Some(dead_root) {
             return Err(self.cascade(new_root, format!("its provider is not {dead_root}")));
         }
+        self.tag_dead(dead_root).await?;
         self.promote(new_root, &nc, wait).await?;
         node::set_consumer_paused(&nc, q, &ninfo.worker_name.unwrap_or_default(), false).await?;
         // The dead root's other subscribers read from the new root.
@@ -518,6 +525,9 @@ impl Admin {
     pub async fn drop_node(&self, name: &str) -> Result<()> {
         let q = &self.queue;
         let locs = self.locations().await?;
+        if !locs.contains_key(name) {
+            return Err(self.cascade(name, "no such member (see `members`)"));
+        }
         for (other, loc) in &locs {
             if other == name || loc.dead {
                 continue;

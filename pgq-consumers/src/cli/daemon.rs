@@ -179,9 +179,9 @@ impl<C: Consumer> Daemon for ConsumerDaemon<C> {
                 }
             }
         }
-        let started = std::time::Instant::now();
+        let started = self.serving.is_some().then(std::time::Instant::now);
         let round = self.batches.round().await;
-        if let Some(serving) = &self.serving {
+        if let (Some(serving), Some(started)) = (&self.serving, started) {
             serving.metrics.round_ended(started.elapsed(), &round);
         }
         match round {

@@ -298,6 +298,14 @@ where
             return report(&Error::Usage(format!("--subconsumer: {problem}")));
         }
     }
+    if let Some(listen) = &globals.http_listen {
+        // Said as the option's mistake, not the config file's.
+        if listen.parse::<std::net::SocketAddr>().is_err() {
+            return report(&Error::Usage(format!(
+                "--http-listen is {listen:?}; give an IP address and a port, e.g. 127.0.0.1:9187 or [::]:9187"
+            )));
+        }
+    }
     let overrides = daemon::Overrides {
         subconsumer: globals.subconsumer.clone(),
         http_listen: globals.http_listen.clone(),
