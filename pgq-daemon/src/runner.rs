@@ -133,7 +133,7 @@ where
         ready();
         crate::systemd::ready("running");
         let stopped = run_loop(&mut daemon, log, control, settings.delay, once).await;
-        // The loop let go: what is left (shutdown) is not a blocked round.
+        // The loop let go: what is left is shutting down.
         released.cancel();
         if stopped.abandoned {
             daemon.abandoned().await;
@@ -159,8 +159,8 @@ where
 struct ControlThread {
     /// Cancelled when the daemon has stopped: the thread ends.
     done: CancellationToken,
-    /// Cancelled when the loop has let go of its rounds: an immediate stop
-    /// no longer needs the backstop.
+    /// Cancelled when the loop has let go of its rounds (what is left is
+    /// shutting down): says which the backstop cut short.
     released: CancellationToken,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -196,7 +196,7 @@ impl ControlThread {
                     crate::systemd::spawn_watchdog();
                     tokio::select! {
                         () = finished.cancelled() => {}
-                        () = backstop(&control.immediate, &let_go, &log, pidfile) => {}
+                        () = backstop(&control.immediate, &finished, &let_go, &log, pidfile) => {}
                     }
                 });
             })
@@ -229,24 +229,31 @@ impl Drop for ControlThread {
     }
 }
 
-/// Ends the process [`BACKSTOP`] after an immediate stop if the loop has not
-/// let go of its round by then (`released`; its thread blocked): logs it,
-/// removes the pidfile, exits 1. Shutting down after the loop let go may take
-/// longer (it has timeouts of its own).
+/// Ends the process [`BACKSTOP`] after an immediate stop if the daemon has not
+/// stopped by then (its round's thread blocked, or its shutdown hanging; the
+/// stop meets its deadline either way): logs which, removes the pidfile,
+/// exits 1.
 async fn backstop(
     immediate: &CancellationToken,
+    finished: &CancellationToken,
     released: &CancellationToken,
     log: &LogHandle,
     pidfile: Option<PathBuf>,
 ) {
     immediate.cancelled().await;
     tokio::select! {
-        () = released.cancelled() => {}
+        () = finished.cancelled() => {}
         () = tokio::time::sleep(BACKSTOP) => {
-            crate::fatal!(
-                "the round in flight did not let go within {BACKSTOP:?} of the immediate stop (its thread is blocked): \
-                 exiting now; its transactions end with the connections"
-            );
+            if released.is_cancelled() {
+                crate::fatal!(
+                    "shutting down did not finish within {BACKSTOP:?} of the immediate stop: exiting now"
+                );
+            } else {
+                crate::fatal!(
+                    "the round in flight did not let go within {BACKSTOP:?} of the immediate stop (its thread is \
+                     blocked): exiting now; its transactions end with the connections"
+                );
+            }
             log.flush();
             if let Some(path) = pidfile {
                 let _ = std::fs::remove_file(path);

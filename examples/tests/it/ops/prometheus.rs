@@ -243,7 +243,9 @@ async fn sub_consumers_of_one_config_each_serve_their_metrics_on_the_address_giv
     assert_eq!(clash.code, Some(1), "{clash:?}");
     assert!(clash.stderr.contains(&format!("cannot listen on {a}")), "{clash:?}");
     // An address that is none is the option's mistake, not the config file's.
-    let wrong = testq.run(&["start", "--subconsumer", "c", "--http-listen", "nowhere"]).await;
+    let wrong = testq
+        .run(&["start", "--subconsumer", "c", "--http-listen", "nowhere"])
+        .await;
     assert_eq!(wrong.code, Some(1), "{wrong:?}");
     assert!(wrong.stderr.contains("--http-listen is \"nowhere\""), "{wrong:?}");
     assert!(!wrong.stderr.contains("config file"), "{wrong:?}");
