@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use pgq::{BatchLimits, BatchStatements, BatchTicks, Interval};
 use tokio::time::Instant;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
 use crate::batch::{Batch, BatchEnd, BatchReport};
 use crate::bulk::Deferred;
@@ -29,6 +29,7 @@ use crate::reader::{Prefetch, Reader};
 use crate::source::{event_filter, EventSource};
 use crate::statement_cache::StatementCache;
 use crate::tracking::{self, AppliedOutcome};
+use crate::tx::{CommitError, Tx};
 use crate::writes::{Origin, Writes};
 
 /// What one round of the loop did.
@@ -87,6 +88,8 @@ pub struct BatchLoop<C> {
     queue_cache: StatementCache,
     /// The handler's statements prepared on `remote_db`.
     remote_cache: StatementCache,
+    /// The batch tracking's statements, prepared on `remote_db`.
+    tracking: Option<tracking::Prepared>,
     /// The second connection to the queue database: streams batches and
     /// listens for ticks.
     reader: Option<Reader>,
@@ -205,6 +208,7 @@ impl<C: Consumer> BatchLoop<C> {
             statements: None,
             queue_cache: StatementCache::default(),
             remote_cache: StatementCache::default(),
+            tracking: None,
             reader,
             pending: None,
             pruned: None,
@@ -258,6 +262,7 @@ impl<C: Consumer> BatchLoop<C> {
                 let fresh = connect(dsn, &app, Database::Remote).await?;
                 self.remote_db = Some(fresh);
                 self.remote_cache.clear();
+                self.tracking = None;
             }
         }
         Ok(())
@@ -397,6 +402,7 @@ impl<C: Consumer> BatchLoop<C> {
             pruned,
             queue_cache,
             remote_cache,
+            tracking,
             metrics,
             ..
         } = self;
@@ -408,7 +414,17 @@ impl<C: Consumer> BatchLoop<C> {
             remote_tx,
             applied,
             events,
-        } = open(queue_db, remote_db.as_mut(), reader.as_mut(), prefetch, config, &ticks).await?;
+            prepared,
+        } = open(
+            queue_db,
+            remote_db.as_mut(),
+            tracking,
+            reader.as_mut(),
+            prefetch,
+            config,
+            &ticks,
+        )
+        .await?;
         if applied {
             return skip_applied(queue_tx, remote_tx, config, &ticks).await;
         }
@@ -423,9 +439,9 @@ impl<C: Consumer> BatchLoop<C> {
             consumer: &config.consumer,
             batch_id,
         };
-        let queue_pipe = Pipeline::new(&queue_tx);
-        let remote_pipe = remote_tx.as_ref().map(Pipeline::new);
-        let queue_writes = Writes::new(&queue_tx, queue_cache, &queue_pipe, origin, false);
+        let queue_pipe = Pipeline::new(queue_tx.client());
+        let remote_pipe = remote_tx.as_ref().map(|tx| Pipeline::new(tx.client()));
+        let queue_writes = Writes::new(queue_tx.client(), queue_cache, &queue_pipe, origin, false);
         let remote_writes = match (&remote_tx, &remote_pipe) {
             (Some(tx), Some(pipe)) => Some(Writes::new(
                 tx,
@@ -491,9 +507,15 @@ impl<C: Consumer> BatchLoop<C> {
                     lease: lease.as_ref(),
                     queue_cache,
                     remote_cache,
+                    tracking: prepared.as_ref(),
                 }
                 .commit(queue_tx, remote_tx, &outcomes, deferred)
-                .await?;
+                .await
+                .inspect_err(|e| {
+                    if tracking::Prepared::stale(e) {
+                        *tracking = None;
+                    }
+                })?;
                 let next = match committed {
                     Committed::Done(next) => next,
                     Committed::Lost => return Ok(Round::Lost { batch_id }),
@@ -625,11 +647,13 @@ impl<C: Consumer> BatchLoop<C> {
 
 /// What [`open`] opened.
 struct Opened<'q, 'r> {
-    queue_tx: Transaction<'q>,
-    remote_tx: Option<Transaction<'r>>,
+    queue_tx: Tx<'q>,
+    remote_tx: Option<Tx<'r>>,
     /// Whether the remote database applied the batch already.
     applied: bool,
     events: EventSource,
+    /// The batch tracking's statements on the remote connection.
+    prepared: Option<tracking::Prepared>,
 }
 
 /// Opens the round's transactions (the queue database's, and the remote
@@ -638,10 +662,12 @@ struct Opened<'q, 'r> {
 /// started now on the reader connection while the transactions begin (one
 /// round trip for all), or PgQ's cursor when the reader cannot be used.
 /// The remote transaction's first statement, whether the batch was applied
-/// there already, runs while the events are still coming.
+/// there already, runs while the events are still coming; on a new remote
+/// connection, the tracking's statements are prepared first (`tracking`).
 async fn open<'q, 'r>(
     queue_db: &'q mut Client,
     remote_db: Option<&'r mut Client>,
+    tracking: &mut Option<tracking::Prepared>,
     reader: Option<&mut Reader>,
     prefetch: Option<Prefetch>,
     config: &Config,
@@ -661,25 +687,47 @@ async fn open<'q, 'r>(
     };
     let remote = async {
         let Some(db) = remote_db else {
-            return Ok((None, false));
+            return Ok((None, false, None));
         };
-        let tx = db.transaction().await.map_err(|source| Error::Remote {
-            queue: config.queue.clone(),
-            consumer: config.consumer.clone(),
-            source,
-        })?;
+        let (queue, consumer) = (&config.queue, &config.consumer);
+        let prepared = match tracking {
+            Some(p) => p.clone(),
+            None => tracking
+                .insert(tracking::Prepared::prepare(&*db, queue, consumer).await?)
+                .clone(),
+        };
+        // The check goes out right behind the START TRANSACTION: one round
+        // trip for both.
+        let mut tx = Tx::begin(db);
+        let client = tx.client();
         let sub = config.subconsumer.as_deref();
-        let applied = tracking::is_applied(&tx, &config.queue, &config.consumer, sub, ticks).await?;
-        Ok::<_, Error>((Some(tx), applied))
+        let (begun, applied) = futures_util::future::join(
+            tx.begun(),
+            tracking::is_applied_with(client, Some(&prepared), queue, consumer, sub, ticks),
+        )
+        .await;
+        begun.map_err(not_begun(config, Database::Remote))?;
+        match applied {
+            Ok(applied) => Ok::<_, Error>((Some(tx), applied, Some(prepared))),
+            Err(e) => {
+                if tracking::Prepared::stale(&e) {
+                    *tracking = None;
+                }
+                Err(e)
+            }
+        }
     };
-    let (queue_tx, remote, stream) = futures_util::future::join3(queue_db.transaction(), remote, stream).await;
-    let queue_tx = queue_tx.map_err(Error::db(&config.queue, &config.consumer))?;
-    let (remote_tx, applied) = remote?;
+    // The queue transaction's START TRANSACTION is sent now and its answer
+    // read when the batch commits: what the handler sends goes out behind it.
+    let queue_tx = Tx::begin(queue_db);
+    let (remote, stream) = futures_util::future::join(remote, stream).await;
+    let (remote_tx, applied, prepared) = remote?;
     Ok(Opened {
         queue_tx,
         remote_tx,
         applied,
         events: EventSource::new(stream, config)?,
+        prepared,
     })
 }
 
@@ -689,25 +737,25 @@ async fn open<'q, 'r>(
 /// events it stored as failed or retried, kept with the remote record) is
 /// done again, and the handler is not run.
 async fn skip_applied(
-    queue_tx: Transaction<'_>,
-    remote_tx: Option<Transaction<'_>>,
+    queue_tx: Tx<'_>,
+    remote_tx: Option<Tx<'_>>,
     config: &Config,
     ticks: &BatchTicks,
 ) -> Result<Round> {
     let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
     let batch_id = ticks.batch_id;
     let outcomes = match &remote_tx {
-        Some(remote) => tracking::applied_outcomes(remote, queue, consumer, sub, ticks).await?,
+        Some(remote) => tracking::applied_outcomes(remote.client(), queue, consumer, sub, ticks).await?,
         None => Vec::new(),
     };
     drop(remote_tx);
     let (failed, retried) = replay_outcomes(&queue_tx, queue, consumer, batch_id, &outcomes).await?;
     if sub.is_some() {
-        coop::finish_batch(&queue_tx, batch_id).await?;
+        coop::finish_batch(queue_tx.client(), batch_id).await?;
     } else {
-        pgq::finish_batch(&queue_tx, batch_id).await?;
+        pgq::finish_batch(queue_tx.client(), batch_id).await?;
     }
-    queue_tx.commit().await.map_err(Error::db(queue, consumer))?;
+    queue_tx.commit().await.map_err(commit_error(config, Database::Queue))?;
     log::info!(
         "batch {batch_id} was already applied to the remote database; finished it \
          ({failed} event(s) stored as failed and {retried} retried again, as the first time)"
@@ -799,10 +847,7 @@ async fn finish_writes(queue: &Writes<'_>, remote: Option<&Writes<'_>>) -> Resul
 
 /// Sends the rows left to write (`deferred`) on `tx`, all at once; the
 /// answers in their order.
-async fn send_deferred(
-    tx: &Transaction<'_>,
-    deferred: &[Deferred],
-) -> Vec<std::result::Result<u64, tokio_postgres::Error>> {
+async fn send_deferred(tx: &Client, deferred: &[Deferred]) -> Vec<std::result::Result<u64, tokio_postgres::Error>> {
     futures_util::future::join_all(deferred.iter().map(|d| tx.execute_raw(&d.statement, d.params.iter()))).await
 }
 
@@ -882,6 +927,8 @@ struct Commit<'a> {
     /// The handler's statements on each connection.
     queue_cache: &'a StatementCache,
     remote_cache: &'a StatementCache,
+    /// The batch tracking's statements on the remote connection.
+    tracking: Option<&'a tracking::Prepared>,
 }
 
 /// How committing a batch ended.
@@ -893,16 +940,29 @@ enum Committed {
     Lost,
 }
 
+/// How the queue transaction's finish of a batch went.
+enum Finished {
+    /// A plain consumer's: the batch finished and the next one opened.
+    Plain(pgq::Result<Option<BatchTicks>>),
+    /// A sub-consumer's.
+    Sub(Result<()>),
+}
+
 impl Commit<'_> {
     /// Commits the work the way the consumer's work commits: the remote
     /// transaction first (recording the batch there, with `outcomes`, the
     /// events stored as failed or retried), then the queue transaction that
     /// finishes the batch, with the rows left to write (`deferred`, a local
     /// consumer's) sent right before it finishes the batch.
+    ///
+    /// A remote consumer's queue transaction finishes the batch (and opens
+    /// the next) while the remote side commits, and commits only once the
+    /// remote COMMIT succeeded: the order of the commits is kept, the
+    /// finish's work is off the path.
     async fn commit(
         self,
-        queue_tx: Transaction<'_>,
-        remote_tx: Option<Transaction<'_>>,
+        queue_tx: Tx<'_>,
+        remote_tx: Option<Tx<'_>>,
         outcomes: &[AppliedOutcome],
         deferred: Deferrals,
     ) -> Result<Committed> {
@@ -913,6 +973,7 @@ impl Commit<'_> {
             lease,
             queue_cache,
             remote_cache,
+            tracking: prepared,
         } = self;
         let (queue, consumer, sub) = (&config.queue, &config.consumer, config.subconsumer.as_deref());
         let batch_id = ticks.batch_id;
@@ -924,121 +985,231 @@ impl Commit<'_> {
             give_up(config, batch_id, &loss);
             return Ok(Committed::Lost);
         }
-        if let Some(remote) = remote_tx {
-            // The last buffered rows, the record of the batch (and of the
-            // outcomes stored in the queue database) and the COMMIT go in
-            // one round trip: each is sent when first polled (all are
-            // parsed, bound and run at once), and `join4` polls them in this
-            // order. Should one fail, the transaction is aborted and the
-            // COMMIT rolls it back: nothing commits, and its error is the
-            // round's.
-            let outcomes_kept = async {
-                if outcomes.is_empty() {
-                    Ok(())
-                } else {
-                    tracking::record_outcomes(&remote, queue, consumer, sub, batch_id, outcomes).await
-                }
-            };
-            // A cascaded consumer's completed tick on its target node.
-            let completed = async {
-                if config.cascade {
-                    let (prev, cur) = (ticks.prev_tick_id, ticks.cur_tick_id);
-                    crate::cascade::consumer::complete(&remote, queue, consumer, prev, cur).await
-                } else {
-                    Ok(())
-                }
-            };
-            let (sent, recorded, kept, completed, committed) = futures_util::future::join5(
-                send_deferred(&remote, &deferred.remote),
-                tracking::record(&remote, queue, consumer, sub, ticks),
-                outcomes_kept,
-                completed,
-                remote.client().batch_execute("commit"),
-            )
-            .await;
-            // The transaction has ended on the server, committed or rolled
-            // back: its guard must not send a ROLLBACK.
-            std::mem::forget(remote);
-            if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
+        // The queue transaction's finish: the rows left to write go first,
+        // in the same round trip (tokio-postgres sends a request when its
+        // future is first polled, and `join` polls in order); should one
+        // fail, the finish fails and the transaction cannot commit.
+        let queue_deferred = &deferred.queue;
+        let queue_client = queue_tx.client();
+        let finish = async {
+            if sub.is_some() {
+                let (sent, finished) = futures_util::future::join(
+                    send_deferred(queue_client, queue_deferred),
+                    coop::finish_batch(queue_client, batch_id),
+                )
+                .await;
+                (sent, Finished::Sub(finished))
+            } else {
+                let (sent, next) = futures_util::future::join(
+                    send_deferred(queue_client, queue_deferred),
+                    statements.finish_and_next(queue_client, batch_id, queue, consumer, &limits(config)),
+                )
+                .await;
+                (sent, Finished::Plain(next))
+            }
+        };
+        let Some(remote) = remote_tx else {
+            // No remote side: where it would have committed.
+            crash_point("after-remote-commit");
+            if sub.is_some() {
+                let (sent, finished) = finish.await;
+                return sub_finished(config, batch_id, queue_cache, deferred.queue, sent, finished, queue_tx).await;
+            }
+            // A plain local consumer: finishing this batch, opening the next
+            // one and committing, in one round trip. The COMMIT goes without
+            // waiting for the finish, polled after it (so it is sent after
+            // it): if the finish failed (or found the batch not open, which
+            // it makes an error), the transaction is aborted and the COMMIT
+            // rolls it back.
+            let ((sent, finished), committed) = futures_util::future::join(finish, queue_tx.commit()).await;
+            committed.map_err(commit_error(config, Database::Queue))?;
+            deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
+            let next = plain_next(finished)?;
+            return Ok(Committed::Done(next));
+        };
+        // The last buffered rows, the record of the batch (and of the
+        // outcomes stored in the queue database) and the COMMIT go in one
+        // round trip: each is sent when first polled (all are parsed, bound
+        // and run at once), and `join5` polls them in this order. Should one
+        // fail, the transaction is aborted and the COMMIT rolls it back:
+        // nothing commits, and its error is the round's.
+        let remote_client = remote.client();
+        let outcomes_kept = async {
+            if outcomes.is_empty() {
+                Ok(())
+            } else {
+                tracking::record_outcomes(remote_client, queue, consumer, sub, batch_id, outcomes).await
+            }
+        };
+        // A cascaded consumer's completed tick on its target node.
+        let completed = async {
+            if config.cascade {
+                let (prev, cur) = (ticks.prev_tick_id, ticks.cur_tick_id);
+                crate::cascade::consumer::complete(remote_client, queue, consumer, prev, cur).await
+            } else {
+                Ok(())
+            }
+        };
+        let remote_commit = futures_util::future::join5(
+            send_deferred(remote_client, &deferred.remote),
+            tracking::record_with(remote_client, prepared, queue, consumer, sub, ticks),
+            outcomes_kept,
+            completed,
+            remote.commit(),
+        );
+        let ((queue_sent, finished), (sent, recorded, kept, completed, committed)) =
+            futures_util::future::join(finish, remote_commit).await;
+        if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
+            rollback(queue_tx, None).await;
+            return Err(e);
+        }
+        match recorded {
+            Err(e @ Error::BatchAppliedByOther { .. }) => {
+                rollback(queue_tx, None).await;
+                log::warn!("{}", pgq_daemon::error_chain(&e));
+                return Ok(Committed::Lost);
+            }
+            Err(e) => {
                 rollback(queue_tx, None).await;
                 return Err(e);
             }
-            match recorded {
-                Err(e @ Error::BatchAppliedByOther { .. }) => {
-                    rollback(queue_tx, None).await;
-                    log::warn!("{}", pgq_daemon::error_chain(&e));
-                    return Ok(Committed::Lost);
-                }
-                other => other?,
+            Ok(()) => {}
+        }
+        if let Err(e) = kept {
+            rollback(queue_tx, None).await;
+            return Err(e);
+        }
+        match completed {
+            Ok(()) => {}
+            // Another process of this consumer committed the batch.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
+                rollback(queue_tx, None).await;
+                log::warn!(
+                    "{}; this process's work on it is rolled back",
+                    pgq_daemon::error_chain(&e)
+                );
+                return Ok(Committed::Lost);
             }
-            kept?;
-            match completed {
-                // Another process of this consumer committed the batch.
-                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
-                    rollback(queue_tx, None).await;
-                    log::warn!(
-                        "{}; this process's work on it is rolled back",
-                        pgq_daemon::error_chain(&e)
-                    );
-                    return Ok(Committed::Lost);
-                }
-                other => other?,
+            Err(e) => {
+                rollback(queue_tx, None).await;
+                return Err(e.into());
             }
-            committed.map_err(|source| Error::Remote {
-                queue: queue.clone(),
-                consumer: consumer.clone(),
-                source,
-            })?;
+        }
+        if let Err(e) = committed {
+            rollback(queue_tx, None).await;
+            return Err(commit_error(config, Database::Remote)(e));
         }
         crash_point("after-remote-commit");
         if sub.is_some() {
-            let (sent, finished) = futures_util::future::join(
-                send_deferred(&queue_tx, &deferred.queue),
-                coop::finish_batch(&queue_tx, batch_id),
+            return sub_finished(
+                config,
+                batch_id,
+                queue_cache,
+                deferred.queue,
+                queue_sent,
+                finished,
+                queue_tx,
             )
             .await;
-            deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
-            match finished {
-                Err(e @ Error::BatchNotActive { .. }) => {
-                    drop(queue_tx);
-                    log::warn!(
-                        "{}; its work here is rolled back (what was committed in the remote database is \
-                         recorded there, and the sub-consumer holding the batch finds it applied)",
-                        pgq_daemon::error_chain(&e)
-                    );
-                    return Ok(Committed::Lost);
-                }
-                other => other?,
-            }
-            queue_tx.commit().await.map_err(Error::db(queue, consumer))?;
-            return Ok(Committed::Done(None));
         }
-        // Finishing this batch, opening the next one and committing: one
-        // round trip. The COMMIT goes without waiting for the finish: if the
-        // finish failed (or found the batch not open, which it makes an
-        // error), the transaction is aborted and the COMMIT rolls it back.
-        // Order: tokio-postgres sends a request when its future is first
-        // polled (a prepared statement needs no round trip first), and `join`
-        // polls the finish before the COMMIT, so the finish is inside the
-        // transaction it commits with.
-        // The rows left to write go first, in the same round trip: should
-        // one fail, the finish fails and the COMMIT rolls back.
-        let (sent, next, committed) = futures_util::future::join3(
-            send_deferred(&queue_tx, &deferred.queue),
-            statements.finish_and_next(&queue_tx, batch_id, queue, consumer, &limits(config)),
-            queue_tx.client().batch_execute("commit"),
-        )
-        .await;
-        // The transaction has ended on the server, committed or rolled back:
-        // its guard must not send a ROLLBACK.
-        std::mem::forget(queue_tx);
-        deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
-        let next = next.map_err(|e| match e {
+        if let Err(e) = deferred_failure(config, batch_id, queue_cache, deferred.queue, queue_sent) {
+            rollback(queue_tx, None).await;
+            return Err(e);
+        }
+        let next = match plain_next(finished) {
+            Ok(next) => next,
+            Err(e) => {
+                rollback(queue_tx, None).await;
+                return Err(e);
+            }
+        };
+        queue_tx.commit().await.map_err(commit_error(config, Database::Queue))?;
+        Ok(Committed::Done(next))
+    }
+}
+
+/// The next batch a plain consumer's finish opened, or its error.
+fn plain_next(finished: Finished) -> Result<Option<BatchTicks>> {
+    match finished {
+        Finished::Plain(next) => next.map_err(|e| match e {
             pgq::Error::BatchNotOpen { batch_id, .. } => Error::BatchGone { batch_id },
             e => Error::Pgq(e),
-        })?;
-        committed.map_err(Error::db(queue, consumer))?;
-        Ok(Committed::Done(next))
+        }),
+        Finished::Sub(_) => Ok(None),
+    }
+}
+
+/// Ends a sub-consumer's batch once its finish came back: the queue
+/// transaction commits, unless a row failed, or the batch went to another
+/// member (then its work here is rolled back: what was committed in the
+/// remote database is recorded there, and the member holding the batch
+/// finds it applied).
+async fn sub_finished(
+    config: &Config,
+    batch_id: i64,
+    queue_cache: &StatementCache,
+    deferred: Vec<Deferred>,
+    sent: Vec<std::result::Result<u64, tokio_postgres::Error>>,
+    finished: Finished,
+    queue_tx: Tx<'_>,
+) -> Result<Committed> {
+    if let Err(e) = deferred_failure(config, batch_id, queue_cache, deferred, sent) {
+        rollback(queue_tx, None).await;
+        return Err(e);
+    }
+    match finished {
+        Finished::Sub(Err(e @ Error::BatchNotActive { .. })) => {
+            rollback(queue_tx, None).await;
+            log::warn!(
+                "{}; its work here is rolled back (what was committed in the remote database is \
+                 recorded there, and the sub-consumer holding the batch finds it applied)",
+                pgq_daemon::error_chain(&e)
+            );
+            return Ok(Committed::Lost);
+        }
+        Finished::Sub(Err(e)) => {
+            rollback(queue_tx, None).await;
+            return Err(e);
+        }
+        Finished::Sub(Ok(())) | Finished::Plain(_) => {}
+    }
+    queue_tx.commit().await.map_err(commit_error(config, Database::Queue))?;
+    Ok(Committed::Done(None))
+}
+
+/// The error of a START TRANSACTION that failed in `which` database.
+fn not_begun(config: &Config, which: Database) -> impl FnOnce(std::sync::Arc<tokio_postgres::Error>) -> Error {
+    let (queue, consumer) = (config.queue.clone(), config.consumer.clone());
+    move |source| Error::NotBegun {
+        queue,
+        consumer,
+        which,
+        source,
+    }
+}
+
+/// The error of a transaction of `which` database that did not commit.
+fn commit_error(config: &Config, which: Database) -> impl FnOnce(CommitError) -> Error {
+    let (queue, consumer) = (config.queue.clone(), config.consumer.clone());
+    move |e| match e {
+        CommitError::NotBegun(source) => Error::NotBegun {
+            queue,
+            consumer,
+            which,
+            source,
+        },
+        CommitError::Commit(source) => match which {
+            Database::Remote => Error::Remote {
+                queue,
+                consumer,
+                source,
+            },
+            _ => Error::Db {
+                queue,
+                consumer,
+                source,
+            },
+        },
     }
 }
 
@@ -1052,8 +1223,8 @@ const PRUNE_PERIOD: Duration = Duration::from_secs(60);
 async fn prune_group_records(
     pruned: &mut Option<Instant>,
     config: &Config,
-    queue_tx: &Transaction<'_>,
-    remote: &Transaction<'_>,
+    queue_tx: &Client,
+    remote: &Client,
 ) -> Result<()> {
     if pruned.is_some_and(|at| at.elapsed() < PRUNE_PERIOD) {
         return Ok(());
@@ -1097,7 +1268,7 @@ fn limits(c: &Config) -> BatchLimits {
 /// of an applied batch that its first attempt failed or retried (those of
 /// them in this batch: a replay may be cut shorter). Returns how many of each.
 async fn replay_outcomes(
-    tx: &Transaction<'_>,
+    tx: &Client,
     queue: &str,
     consumer: &str,
     batch_id: i64,
@@ -1134,7 +1305,7 @@ async fn replay_outcomes(
     Ok((failed, retried))
 }
 
-async fn rollback(queue_tx: Transaction<'_>, remote_tx: Option<Transaction<'_>>) {
+async fn rollback(queue_tx: Tx<'_>, remote_tx: Option<Tx<'_>>) {
     if let Some(remote) = remote_tx {
         let _ = remote.rollback().await;
     }

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Row, Statement, Transaction};
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::bulk::Way;
 use crate::error::Result;
@@ -34,7 +34,8 @@ use crate::writes::Writes;
 /// - [`BatchTx::copy_row`]: the same by one binary COPY, waited for: the
 ///   least work for the server per row, for three round trips per COPY.
 ///
-/// It dereferences to the [`Transaction`] for everything else.
+/// It dereferences to the connection's [`Client`] for everything else: what
+/// runs through it runs in the batch's transaction.
 #[derive(Clone, Copy)]
 pub struct BatchTx<'a> {
     writes: &'a Writes<'a>,
@@ -89,9 +90,10 @@ impl<'a> BatchTx<'a> {
         BatchTx { writes }
     }
 
-    /// The transaction itself (also reached through `Deref`), e.g. for a
-    /// function generic over `GenericClient`.
-    pub fn transaction(&self) -> &'a Transaction<'a> {
+    /// The connection, inside the batch's transaction (also reached through
+    /// `Deref`), e.g. for a function generic over `GenericClient`: what runs
+    /// through it commits or rolls back with the batch.
+    pub fn client(&self) -> &'a Client {
         self.writes.tx
     }
 
@@ -122,7 +124,7 @@ impl<'a> BatchTx<'a> {
     }
 
     /// Runs a statement and returns how many rows it changed, as
-    /// [`Transaction::execute`] does, with SQL text prepared once per
+    /// [`Client::execute`] does, with SQL text prepared once per
     /// connection.
     pub async fn execute<S: ?Sized + Sql>(
         &self,
@@ -133,7 +135,7 @@ impl<'a> BatchTx<'a> {
         self.noted(self.writes.tx.execute(&statement, params).await)
     }
 
-    /// Runs a query and returns its rows, as [`Transaction::query`] does,
+    /// Runs a query and returns its rows, as [`Client::query`] does,
     /// with SQL text prepared once per connection.
     pub async fn query<S: ?Sized + Sql>(
         &self,
@@ -145,7 +147,7 @@ impl<'a> BatchTx<'a> {
     }
 
     /// Runs a query that returns exactly one row, as
-    /// [`Transaction::query_one`] does, with SQL text prepared once per
+    /// [`Client::query_one`] does, with SQL text prepared once per
     /// connection.
     pub async fn query_one<S: ?Sized + Sql>(
         &self,
@@ -157,7 +159,7 @@ impl<'a> BatchTx<'a> {
     }
 
     /// Runs a query that returns at most one row, as
-    /// [`Transaction::query_opt`] does, with SQL text prepared once per
+    /// [`Client::query_opt`] does, with SQL text prepared once per
     /// connection.
     pub async fn query_opt<S: ?Sized + Sql>(
         &self,
@@ -265,10 +267,10 @@ impl<'a> BatchTx<'a> {
     }
 }
 
-impl<'a> Deref for BatchTx<'a> {
-    type Target = Transaction<'a>;
+impl Deref for BatchTx<'_> {
+    type Target = Client;
 
-    fn deref(&self) -> &Transaction<'a> {
+    fn deref(&self) -> &Client {
         self.writes.tx
     }
 }

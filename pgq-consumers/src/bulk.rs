@@ -33,7 +33,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::types::{Format, IsNull, Kind, ToSql, Type};
-use tokio_postgres::{Statement, Transaction};
+use tokio_postgres::{Client, Statement};
 
 use crate::error::{Error, Result};
 use crate::pipeline::Encoded;
@@ -428,7 +428,7 @@ impl Table {
     /// Learns the columns' types and prepares the statement (once per
     /// connection: both statements are cached).
     async fn prepare(
-        tx: &Transaction<'_>,
+        tx: &Client,
         cache: &StatementCache,
         way: Way,
         table: &str,
@@ -511,7 +511,7 @@ enum Checked {
 /// Takes the table's lock and checks, in one round trip, that a COPY into
 /// `columns` of table `quoted` would not be refused at its start.
 async fn check(
-    tx: &Transaction<'_>,
+    tx: &Client,
     cache: &StatementCache,
     quoted: &str,
     columns: &[String],
@@ -530,11 +530,7 @@ async fn check(
 }
 
 /// Runs the prepared COPY `statement` with `data` (header to trailer).
-async fn copy_in(
-    tx: &Transaction<'_>,
-    statement: &Statement,
-    data: Bytes,
-) -> std::result::Result<u64, tokio_postgres::Error> {
+async fn copy_in(tx: &Client, statement: &Statement, data: Bytes) -> std::result::Result<u64, tokio_postgres::Error> {
     let sink = tx.copy_in::<_, Bytes>(statement).await?;
     futures_util::pin_mut!(sink);
     sink.as_mut().send(data).await?;

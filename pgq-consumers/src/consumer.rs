@@ -191,7 +191,8 @@ impl<'a> Context<'a> {
     /// Its `execute` and `query` prepare SQL text once per connection; it
     /// also sends writes without waiting ([`BatchTx::execute_pipelined`])
     /// and buffers rows for COPY ([`BatchTx::copy_row`]). It dereferences to
-    /// the [`Transaction`](tokio_postgres::Transaction).
+    /// the connection's [`Client`](tokio_postgres::Client), inside the
+    /// transaction.
     pub fn tx(&self) -> BatchTx<'a> {
         BatchTx::new(self.tx)
     }

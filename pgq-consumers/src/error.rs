@@ -329,6 +329,22 @@ pub enum Error {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The batch's transaction did not begin: its START TRANSACTION failed
+    /// (the connection was lost, or the server ended the session). Nothing
+    /// of the batch committed. A connection error
+    /// ([`Error::is_connection_error`]).
+    #[error("the batch's transaction did not begin in the {which} for consumer {consumer:?} on queue {queue:?}")]
+    NotBegun {
+        /// The queue.
+        queue: String,
+        /// The consumer.
+        consumer: String,
+        /// Which database.
+        which: crate::net::connect::Database,
+        /// The PostgreSQL error.
+        #[source]
+        source: std::sync::Arc<tokio_postgres::Error>,
+    },
     /// A statement on the remote database failed.
     #[error("the remote database failed for consumer {consumer:?} on queue {queue:?}")]
     Remote {
@@ -554,6 +570,7 @@ impl Error {
             | Error::NodeDb { source, .. }
             | Error::Remote { source, .. } => Some(source),
             Error::Write { source, .. } => source.downcast_ref(),
+            Error::NotBegun { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -564,7 +581,11 @@ impl Error {
     /// fail again. Sessions that are gone are told by
     /// [`pgq::is_connection_error`], through the whole chain of causes.
     pub fn is_connection_error(&self) -> bool {
-        matches!(self, Error::Unreachable { .. } | Error::NoAnswer { .. }) || pgq::is_connection_error(self)
+        // A START TRANSACTION fails only when the session can run nothing.
+        matches!(
+            self,
+            Error::Unreachable { .. } | Error::NoAnswer { .. } | Error::NotBegun { .. }
+        ) || pgq::is_connection_error(self)
     }
 
     /// The documented exit code for this error:

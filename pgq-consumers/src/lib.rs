@@ -119,6 +119,7 @@ mod source;
 mod statement_cache;
 pub mod ticker;
 pub mod tracking;
+mod tx;
 mod writes;
 
 pub use batch::{Batch, BatchEnd, BatchReport};

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
-use tokio_postgres::{Statement, Transaction};
+use tokio_postgres::{Client, Statement};
 
 /// A pipelined write that failed.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ struct Done {
 
 /// The pipelined writes of one connection in one batch.
 pub(crate) struct Pipeline<'t> {
-    tx: &'t Transaction<'t>,
+    tx: &'t Client,
     state: Mutex<State<'t>>,
 }
 
@@ -81,7 +81,7 @@ struct State<'t> {
 
 impl<'t> Pipeline<'t> {
     /// The pipeline of the batch's transaction `tx`.
-    pub(crate) fn new(tx: &'t Transaction<'t>) -> Pipeline<'t> {
+    pub(crate) fn new(tx: &'t Client) -> Pipeline<'t> {
         Pipeline {
             tx,
             state: Mutex::new(State {

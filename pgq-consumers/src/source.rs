@@ -7,7 +7,7 @@ use std::pin::Pin;
 
 use futures_util::{Stream, StreamExt};
 use pgq::{Event, EventFilter};
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 
 use crate::config::Config;
 use crate::error::Result;
@@ -59,7 +59,7 @@ impl EventSource {
     /// The next event, `None` when all were read. An event that cannot be
     /// decoded is [`pgq::Error::Undecodable`], and the next call goes on
     /// with the event after it.
-    pub(crate) async fn next(&mut self, tx: &Transaction<'_>, batch_id: i64) -> pgq::Result<Option<Event>> {
+    pub(crate) async fn next(&mut self, tx: &Client, batch_id: i64) -> pgq::Result<Option<Event>> {
         let next = match self {
             EventSource::Stream(stream) => {
                 let stream = stream.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -76,7 +76,7 @@ impl EventSource {
 }
 
 impl Cursor {
-    async fn next(&mut self, tx: &Transaction<'_>, batch_id: i64) -> pgq::Result<Option<Event>> {
+    async fn next(&mut self, tx: &Client, batch_id: i64) -> pgq::Result<Option<Event>> {
         if self.buffer.is_empty() && !self.exhausted {
             let quick = i32::try_from(self.fetch_size).unwrap_or(i32::MAX);
             let events = if !self.opened {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Statement, Transaction};
+use tokio_postgres::{Client, Statement};
 
 /// How many statements one connection keeps prepared. Past it, a new text
 /// is prepared for each use and closed after it (as tokio-postgres does for
@@ -27,7 +27,7 @@ pub(crate) struct StatementCache {
 impl StatementCache {
     /// The statement of `sql`, prepared on the connection of `tx` now
     /// unless it was already.
-    pub(crate) async fn prepare(&self, tx: &Transaction<'_>, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    pub(crate) async fn prepare(&self, tx: &Client, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         if let Some(statement) = self.lock().get(sql) {
             return Ok(statement.clone());
         }

@@ -13,8 +13,9 @@
 
 use chrono::{DateTime, Utc};
 use pgq::BatchTicks;
-use tokio_postgres::types::Type;
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{GenericClient, Row, Statement};
 
 use crate::error::{Error, Result};
 
@@ -111,6 +112,89 @@ pub async fn last_applied(
     }
 }
 
+/// `pgq_consumer.applied_batch_state`, with its parameters' types.
+const STATE: &str = "select pgq_consumer.applied_batch_state($1, $2, $3, $4, $5, $6) as state";
+const STATE_TYPES: [Type; 6] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+];
+
+/// `pgq_consumer.record_applied_batch`, with its parameters' types.
+const RECORD: &str = "select pgq_consumer.record_applied_batch($1, $2, $3, $4, $5, $6, $7)";
+const RECORD_TYPES: [Type; 7] = [
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TIMESTAMPTZ,
+];
+
+/// The statements a remote consumer runs for every batch ([`state`] and
+/// [`record`]), prepared once on its remote connection, so the server does
+/// not parse and plan them for each batch. They belong to that connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Prepared {
+    state: Statement,
+    record: Statement,
+}
+
+impl Prepared {
+    /// Prepares them on `client`'s connection (one round trip).
+    pub(crate) async fn prepare(client: &impl GenericClient, queue: &str, consumer: &str) -> Result<Prepared> {
+        let (state, record) = futures_util::future::try_join(
+            client.prepare_typed(STATE, &STATE_TYPES),
+            client.prepare_typed(RECORD, &RECORD_TYPES),
+        )
+        .await
+        .map_err(Error::consumer("pgq_consumer", queue, consumer))?;
+        Ok(Prepared { state, record })
+    }
+
+    /// Whether `error` (of running one of them) says the server no longer
+    /// has them as they were prepared (deallocated, or their function's
+    /// result changed): they must be prepared again.
+    pub(crate) fn stale(error: &Error) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(e) = cause {
+            if let Some(code) = e
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code)
+            {
+                return *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::FEATURE_NOT_SUPPORTED;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+/// Runs `sql` with `params`: the statement `prepared` when given, otherwise
+/// the text with its parameters' `types`, parsed, bound and run in one
+/// round trip. Either way the request is sent when the future is first
+/// polled (the batch loop sends the remote COMMIT right behind a record).
+async fn run_one(
+    client: &impl GenericClient,
+    prepared: Option<&Statement>,
+    sql: &str,
+    types: &[Type],
+    params: &[&(dyn ToSql + Sync)],
+) -> std::result::Result<Row, tokio_postgres::Error> {
+    match prepared {
+        Some(statement) => client.query_one(statement, params).await,
+        None => {
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                params.iter().zip(types).map(|(p, t)| (*p, t.clone())).collect();
+            client.query_typed_one(sql, &typed).await
+        }
+    }
+}
+
 /// Whether `batch` was applied by `consumer` (or its sub-consumer
 /// `subconsumer`) in the remote database. Call it in the remote transaction
 /// that will apply the batch: it locks the (sub)consumer's record until that
@@ -122,23 +206,34 @@ pub async fn state(
     subconsumer: Option<&str>,
     batch: &BatchTicks,
 ) -> Result<BatchState> {
+    state_with(client, None, queue, consumer, subconsumer, batch).await
+}
+
+async fn state_with(
+    client: &impl GenericClient,
+    prepared: Option<&Prepared>,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<BatchState> {
     const F: &str = "pgq_consumer.applied_batch_state";
-    // Typed: parsed, bound and run in one round trip (it runs for every
-    // batch of a remote consumer).
-    let row = client
-        .query_typed_one(
-            "select pgq_consumer.applied_batch_state($1, $2, $3, $4, $5, $6) as state",
-            &[
-                (&queue, Type::TEXT),
-                (&consumer, Type::TEXT),
-                (&subconsumer, Type::TEXT),
-                (&batch.prev_tick_id, Type::INT8),
-                (&batch.cur_tick_id, Type::INT8),
-                (&batch.cur_tick_time, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await
-        .map_err(sql_error(F, queue, consumer, subconsumer))?;
+    let row = run_one(
+        client,
+        prepared.map(|p| &p.state),
+        STATE,
+        &STATE_TYPES,
+        &[
+            &queue,
+            &consumer,
+            &subconsumer,
+            &batch.prev_tick_id,
+            &batch.cur_tick_id,
+            &batch.cur_tick_time,
+        ],
+    )
+    .await
+    .map_err(sql_error(F, queue, consumer, subconsumer))?;
     let state: String = row.try_get("state").map_err(Error::row(F))?;
     match state.as_str() {
         "new" => Ok(BatchState::New),
@@ -158,7 +253,19 @@ pub async fn is_applied(
     subconsumer: Option<&str>,
     batch: &BatchTicks,
 ) -> Result<bool> {
-    match state(client, queue, consumer, subconsumer, batch).await? {
+    is_applied_with(client, None, queue, consumer, subconsumer, batch).await
+}
+
+/// [`is_applied`], by the statement `prepared` when given.
+pub(crate) async fn is_applied_with(
+    client: &impl GenericClient,
+    prepared: Option<&Prepared>,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<bool> {
+    match state_with(client, prepared, queue, consumer, subconsumer, batch).await? {
         BatchState::New => Ok(false),
         BatchState::Applied => Ok(true),
         BatchState::Partial => {
@@ -198,36 +305,45 @@ pub async fn record(
     subconsumer: Option<&str>,
     batch: &BatchTicks,
 ) -> Result<()> {
+    record_with(client, None, queue, consumer, subconsumer, batch).await
+}
+
+/// [`record`], by the statement `prepared` when given.
+pub(crate) async fn record_with(
+    client: &impl GenericClient,
+    prepared: Option<&Prepared>,
+    queue: &str,
+    consumer: &str,
+    subconsumer: Option<&str>,
+    batch: &BatchTicks,
+) -> Result<()> {
     const F: &str = "pgq_consumer.record_applied_batch";
-    // Typed: parsed, bound and run in one round trip (it runs for every
-    // batch of a remote consumer), sent when first polled (the batch loop
-    // sends the remote COMMIT right behind it).
-    client
-        .execute_typed(
-            "select pgq_consumer.record_applied_batch($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                (&queue, Type::TEXT),
-                (&consumer, Type::TEXT),
-                (&subconsumer, Type::TEXT),
-                (&batch.batch_id, Type::INT8),
-                (&batch.prev_tick_id, Type::INT8),
-                (&batch.cur_tick_id, Type::INT8),
-                (&batch.cur_tick_time, Type::TIMESTAMPTZ),
-            ],
-        )
-        .await
-        .map_err(|source| match subconsumer {
-            Some(sub) if source.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                Error::BatchAppliedByOther {
-                    queue: queue.to_owned(),
-                    consumer: consumer.to_owned(),
-                    subconsumer: sub.to_owned(),
-                    batch_id: batch.batch_id,
-                    source,
-                }
-            }
-            _ => sql_error(F, queue, consumer, subconsumer)(source),
-        })?;
+    run_one(
+        client,
+        prepared.map(|p| &p.record),
+        RECORD,
+        &RECORD_TYPES,
+        &[
+            &queue,
+            &consumer,
+            &subconsumer,
+            &batch.batch_id,
+            &batch.prev_tick_id,
+            &batch.cur_tick_id,
+            &batch.cur_tick_time,
+        ],
+    )
+    .await
+    .map_err(|source| match subconsumer {
+        Some(sub) if source.code() == Some(&SqlState::UNIQUE_VIOLATION) => Error::BatchAppliedByOther {
+            queue: queue.to_owned(),
+            consumer: consumer.to_owned(),
+            subconsumer: sub.to_owned(),
+            batch_id: batch.batch_id,
+            source,
+        },
+        _ => sql_error(F, queue, consumer, subconsumer)(source),
+    })?;
     Ok(())
 }
 

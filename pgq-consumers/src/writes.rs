@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use tokio_postgres::Transaction;
+use tokio_postgres::Client;
 
 use crate::bulk::{Bulk, Deferred};
 use crate::consumer::BoxError;
@@ -39,7 +39,7 @@ const NO_EVENT: i64 = i64::MIN;
 
 /// The batch's transaction on one connection, and the writes made through it.
 pub(crate) struct Writes<'a> {
-    pub(crate) tx: &'a Transaction<'a>,
+    pub(crate) tx: &'a Client,
     pub(crate) cache: &'a StatementCache,
     pub(crate) pipe: &'a (dyn Pipe + 'a),
     /// The rows buffered to be written in bulk.
@@ -57,7 +57,7 @@ pub(crate) struct Writes<'a> {
 
 impl<'a> Writes<'a> {
     pub(crate) fn new(
-        tx: &'a Transaction<'a>,
+        tx: &'a Client,
         cache: &'a StatementCache,
         pipe: &'a (dyn Pipe + 'a),
         origin: Origin<'a>,

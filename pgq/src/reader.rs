@@ -64,11 +64,16 @@ const BY_TICKS: &str = "from pgq.queue q \
 /// `pgq.next_batch` opens after a batch ending at `$2` ends, for a consumer
 /// with no `min_count` or `min_interval` (as `pgq.next_batch_custom`
 /// chooses it).
+///
+/// The queue's id is a scalar subquery, so that the generic plan (the
+/// reader's connection forces it) reads the tick's primary key from the
+/// tick after `$2` on, however many ticks the table holds: with a join, it
+/// scans the whole table and sorts.
 const NEXT_TICK: &str = "select t.tick_id, t.tick_event_seq \
-     from pgq.queue q \
-     join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id > $2 \
-     where q.queue_name = $1 \
-     order by t.tick_queue, t.tick_id \
+     from pgq.tick t \
+     where t.tick_queue = (select q.queue_id from pgq.queue q where q.queue_name = $1) \
+       and t.tick_id > $2 \
+     order by t.tick_id \
      limit 1";
 
 /// The bounds of the batch between two ticks as one consumer sees it, for

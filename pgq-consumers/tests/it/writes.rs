@@ -224,6 +224,52 @@ async fn a_failing_inserted_or_copied_row_aborts_the_batch_with_nothing_committe
 }
 
 #[tokio::test]
+async fn a_remote_commit_that_fails_leaves_the_batch_unfinished_in_the_queue_and_it_is_done_once_later() -> Result<()> {
+    // The queue transaction finishes the batch while the remote side
+    // commits; it must not commit when the remote COMMIT fails (here a
+    // deferred constraint, checked by the COMMIT itself).
+    for way in [Way::Execute, Way::Insert] {
+        let (_db, mut client, _rdb, remote, _target, config) = dbs("remote").await?;
+        remote
+            .batch_execute(
+                "alter table done add constraint one_per_type unique (ev_type) deferrable initially deferred",
+            )
+            .await?;
+        let ids = insert_all(&mut client, &["ok", "ok"]).await?;
+        tick(&client).await?;
+        let mut lp = batch_loop(Scripted::by_type().writing(way), config).await?;
+
+        let err = lp.round().await.expect_err("the remote COMMIT fails");
+        assert!(matches!(err, Error::Remote { .. }), "{way:?}: {err:?}");
+        assert_eq!(err.code(), Some(&SqlState::UNIQUE_VIOLATION), "{way:?}: {err:?}");
+        assert!(done(&remote).await?.is_empty(), "{way:?}: nothing committed remotely");
+        assert_eq!(
+            tracking::last_applied(&remote, Q, CONSUMER, None).await?,
+            None,
+            "{way:?}"
+        );
+        assert!(
+            position(&client, CONSUMER).await?.1.is_some(),
+            "{way:?}: the batch stays open, its finish rolled back"
+        );
+        assert!(!lp.is_broken(), "{way:?}: the connections stay usable");
+
+        remote
+            .batch_execute("alter table done drop constraint one_per_type")
+            .await?;
+        let report = finished(lp.round().await?);
+        assert_eq!(counts(&report), (2, 2, 0, 0), "{way:?}");
+        assert_eq!(
+            done_counts(&remote).await?,
+            ids.iter().map(|id| (*id, 1)).collect(),
+            "{way:?}: each event once"
+        );
+        assert_eq!(position(&client, CONSUMER).await?.1, None, "{way:?}: finished");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_panic_mid_batch_with_pipelined_inserted_or_copied_writes_loses_and_repeats_nothing() -> Result<()> {
     for way in [Way::Pipelined, Way::Insert, Way::Copy] {
         for mode in ["local", "remote"] {
