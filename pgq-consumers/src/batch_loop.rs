@@ -1092,7 +1092,7 @@ impl Commit<'_> {
             }
             Err(e) => {
                 rollback(queue_tx, None).await;
-                return Err(e.into());
+                return Err(e);
             }
         }
         if let Err(e) = committed {

@@ -113,12 +113,10 @@ impl<'c> Tx<'c> {
     /// can poll it in a `join` after the statements that must go before
     /// it), otherwise once it comes; it is not sent when the START
     /// TRANSACTION failed.
-    pub(crate) fn commit(mut self) -> impl Future<Output = Result<(), CommitError>> + 'c {
-        async move {
-            self.begun().await.map_err(CommitError::NotBegun)?;
-            self.open = false;
-            self.client.batch_execute("commit").await.map_err(CommitError::Commit)
-        }
+    pub(crate) async fn commit(mut self) -> Result<(), CommitError> {
+        self.begun().await.map_err(CommitError::NotBegun)?;
+        self.open = false;
+        self.client.batch_execute("commit").await.map_err(CommitError::Commit)
     }
 
     /// Rolls back, waiting for the answer.
