@@ -444,7 +444,7 @@ impl<C: Consumer> BatchLoop<C> {
         let queue_writes = Writes::new(queue_tx.client(), queue_cache, &queue_pipe, origin, false);
         let remote_writes = match (&remote_tx, &remote_pipe) {
             (Some(tx), Some(pipe)) => Some(Writes::new(
-                tx,
+                tx.client(),
                 remote_cache,
                 pipe,
                 origin,
@@ -469,8 +469,8 @@ impl<C: Consumer> BatchLoop<C> {
         let mut deferred = Deferrals::default();
         let ran = match run(consumer, batch, lease.as_ref(), &writes).await {
             // Before anything commits (the remote record included): every
-            // pipelined write answered, every buffered row written or taken
-            // along.
+            // buffered row written or taken along; the pipelined writes of
+            // the side that commits first are answered while it commits.
             Ran::Finished { report, outcomes } => match finish_writes(&queue_writes, remote_writes.as_ref()).await {
                 Ok(rows) => {
                     deferred = rows;
@@ -486,12 +486,10 @@ impl<C: Consumer> BatchLoop<C> {
             }),
             other => other,
         };
-        // The writes' futures borrow the transactions, which end now.
         drop(writes);
-        drop(queue_writes);
-        drop(remote_writes);
-        drop(queue_pipe);
-        drop(remote_pipe);
+        // The writes that commit first: their last answers come with the
+        // commit.
+        let unsettled = remote_writes.as_ref().unwrap_or(&queue_writes);
         match ran {
             Ran::Finished { report, outcomes } => {
                 // The next batch's events are read while this one commits.
@@ -509,7 +507,7 @@ impl<C: Consumer> BatchLoop<C> {
                     remote_cache,
                     tracking: prepared.as_ref(),
                 }
-                .commit(queue_tx, remote_tx, &outcomes, deferred)
+                .commit(queue_tx, remote_tx, &outcomes, deferred, unsettled)
                 .await
                 .inspect_err(|e| {
                     if tracking::Prepared::stale(e) {
@@ -830,18 +828,23 @@ struct Deferrals {
     remote: Vec<Deferred>,
 }
 
-/// Writes what the handler left buffered and waits for the answers of its
-/// pipelined writes, on every connection (the remote one first); the first
-/// failure is the batch's. The last buffered rows of the connection whose
-/// commit comes first (the remote one, or a local consumer's queue one) are
-/// returned unsent: a remote consumer's queue side must be written before
-/// the remote side commits.
+/// Writes what the handler left buffered, on every connection (the remote
+/// one first); the first failure known is the batch's. The connection whose
+/// commit comes first (the remote one, or a local consumer's queue one)
+/// keeps its last buffered rows, returned unsent, and its pipelined writes'
+/// answers still to come: both go with the statements that commit it, and
+/// are checked once they are answered (see [`Commit::commit`]). A remote
+/// consumer's queue side is written, and its answers waited for, before the
+/// remote side commits.
 async fn finish_writes(queue: &Writes<'_>, remote: Option<&Writes<'_>>) -> Result<Deferrals> {
     let mut deferred = Deferrals::default();
-    if let Some(remote) = remote {
-        deferred.remote = remote.finish(true).await?;
+    match remote {
+        Some(remote) => {
+            deferred.remote = remote.finish(true, false).await?;
+            queue.finish(false, true).await?;
+        }
+        None => deferred.queue = queue.finish(true, false).await?,
     }
-    deferred.queue = queue.finish(remote.is_none()).await?;
     Ok(deferred)
 }
 
@@ -959,12 +962,20 @@ impl Commit<'_> {
     /// the next) while the remote side commits, and commits only once the
     /// remote COMMIT succeeded: the order of the commits is kept, the
     /// finish's work is off the path.
+    ///
+    /// The handler's pipelined writes on the side that commits first
+    /// (`unsettled`) may still be unanswered: the COMMIT goes out behind
+    /// them, and their answers are read meanwhile. One that failed aborted
+    /// the transaction, so its COMMIT rolled it back (PostgreSQL answers a
+    /// COMMIT of an aborted transaction as a ROLLBACK, without an error): it
+    /// is checked first, and is the batch's error.
     async fn commit(
         self,
         queue_tx: Tx<'_>,
         remote_tx: Option<Tx<'_>>,
         outcomes: &[AppliedOutcome],
         deferred: Deferrals,
+        unsettled: &Writes<'_>,
     ) -> Result<Committed> {
         let Commit {
             statements,
@@ -981,10 +992,12 @@ impl Commit<'_> {
         // Checked last before anything commits: the commits themselves
         // catch what slips past it.
         if let Some(Err(loss)) = lease.map(Lease::check) {
-            rollback(queue_tx, remote_tx).await;
+            futures_util::future::join(rollback(queue_tx, remote_tx), unsettled.settled_failure()).await;
             give_up(config, batch_id, &loss);
             return Ok(Committed::Lost);
         }
+        // A pipelined write that failed: nothing of the batch committed.
+        let write_failed = |e: Error| handler_error(config, batch_id, Box::new(e));
         // The queue transaction's finish: the rows left to write go first,
         // in the same round trip (tokio-postgres sends a request when its
         // future is first polled, and `join` polls in order); should one
@@ -1012,7 +1025,11 @@ impl Commit<'_> {
             // No remote side: where it would have committed.
             crash_point("after-remote-commit");
             if sub.is_some() {
-                let (sent, finished) = finish.await;
+                let ((sent, finished), failure) = futures_util::future::join(finish, unsettled.settled_failure()).await;
+                if let Some(e) = failure {
+                    rollback(queue_tx, None).await;
+                    return Err(write_failed(e));
+                }
                 return sub_finished(config, batch_id, queue_cache, deferred.queue, sent, finished, queue_tx).await;
             }
             // A plain local consumer: finishing this batch, opening the next
@@ -1021,7 +1038,11 @@ impl Commit<'_> {
             // it): if the finish failed (or found the batch not open, which
             // it makes an error), the transaction is aborted and the COMMIT
             // rolls it back.
-            let ((sent, finished), committed) = futures_util::future::join(finish, queue_tx.commit()).await;
+            let ((sent, finished), committed, failure) =
+                futures_util::future::join3(finish, queue_tx.commit(), unsettled.settled_failure()).await;
+            if let Some(e) = failure {
+                return Err(write_failed(e));
+            }
             committed.map_err(commit_error(config, Database::Queue))?;
             deferred_failure(config, batch_id, queue_cache, deferred.queue, sent)?;
             let next = plain_next(finished)?;
@@ -1057,8 +1078,12 @@ impl Commit<'_> {
             completed,
             remote.commit(),
         );
-        let ((queue_sent, finished), (sent, recorded, kept, completed, committed)) =
-            futures_util::future::join(finish, remote_commit).await;
+        let ((queue_sent, finished), (sent, recorded, kept, completed, committed), failure) =
+            futures_util::future::join3(finish, remote_commit, unsettled.settled_failure()).await;
+        if let Some(e) = failure {
+            rollback(queue_tx, None).await;
+            return Err(write_failed(e));
+        }
         if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
             rollback(queue_tx, None).await;
             return Err(e);

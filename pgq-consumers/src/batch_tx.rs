@@ -24,8 +24,9 @@ use crate::writes::Writes;
 ///   connection and the statement reused in every batch after (dropped
 ///   when the connection is replaced). One round trip, waited for.
 /// - [`BatchTx::execute_pipelined`]: sent at once without waiting for the
-///   answer; the next statement goes out behind it. Every answer is checked
-///   before the batch commits; a failure aborts the batch like a handler
+///   answer; the next statement goes out behind it, and so does the
+///   COMMIT. Every answer is checked before the batch counts as committed; a
+///   failure aborts the batch like a handler
 ///   error (in remote_event mode, before the event's savepoint is released,
 ///   so it is blamed on its event). No round trip of its own.
 /// - [`BatchTx::insert_row`]: the row is buffered and written with the
@@ -175,9 +176,12 @@ impl<'a> BatchTx<'a> {
     /// a later query sees its effect). Returns once it is sent; the first use
     /// of a text on a connection waits for it to be prepared.
     ///
-    /// The answer is checked before the batch commits (and, in remote_event
-    /// mode, before the savepoint of the event it was made for is released or
-    /// rolled back). A write that fails aborts the batch, reported as
+    /// The answer is checked before the batch counts as committed (and, in
+    /// remote_event mode, before the savepoint of the event it was made for
+    /// is released or rolled back): the statements that commit the batch go
+    /// out behind the writes without waiting for their answers, and a write
+    /// that failed aborted the transaction, so its COMMIT rolls it back. A
+    /// write that fails aborts the batch, reported as
     /// [`Error::Write`](crate::Error::Write) naming the event handed out last
     /// when it was made; the batch is rolled back and comes again, as for a
     /// handler error. Every statement after it in the transaction fails too

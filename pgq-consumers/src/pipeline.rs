@@ -1,6 +1,6 @@
 //! Writes sent without waiting for their results: pipelined on the
 //! connection, their answers read as they come and checked before the batch
-//! commits.
+//! counts as committed.
 //!
 //! tokio-postgres sends a request when its future is first polled, and a
 //! connection answers requests in the order they were sent. A pipelined
@@ -8,11 +8,13 @@
 //! in order with everything else on the connection), then kept here. The
 //! batch loop polls the pending ones while the handler runs, so their
 //! answers never wait in the connection (which stops reading the socket
-//! while an answer is not taken), and waits for the rest before it commits.
-//! A write that fails aborts the transaction on the server: every statement
-//! after it fails too, the commit included, so nothing of the batch commits
-//! whatever the handler does next. The first failure, in the order the
-//! writes were sent, is the one reported.
+//! while an answer is not taken), and reads the rest while the batch commits:
+//! the statements that commit it go out behind the writes. A write that fails
+//! aborts the transaction on the server: every statement after it fails too,
+//! and the COMMIT rolls it back (PostgreSQL answers it as a ROLLBACK, with no
+//! error), so nothing of the batch commits whatever the handler does next;
+//! the batch loop checks the writes' answers first. The first failure, in the
+//! order the writes were sent, is the one reported.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};

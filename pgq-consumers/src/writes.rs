@@ -1,6 +1,7 @@
 //! The batch's transaction on one connection, with what the handler's writes
 //! through it need: the connection's statement cache, the writes pipelined
-//! and the rows buffered for COPY, all checked before the batch commits.
+//! and the rows buffered for COPY, all checked before the batch counts as
+//! committed.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
@@ -116,14 +117,18 @@ impl<'a> Writes<'a> {
         Ok(())
     }
 
-    /// Before the batch commits: writes every buffered row, waits for every
-    /// pipelined write's answer, and returns the first failure. With
-    /// `defer`, the buffered rows' INSERTs are not sent but returned, for the
-    /// statements that commit the batch to take along (the handler's own
-    /// writes are all answered first all the same).
-    pub(crate) async fn finish(&self, defer: bool) -> Result<Vec<Deferred>> {
+    /// Before the batch commits: writes every buffered row and, with
+    /// `settle`, waits for every pipelined write's answer; returns the first
+    /// failure known. With `defer`, the buffered rows' INSERTs are not sent
+    /// but returned, for the statements that commit the batch to take along.
+    /// Without `settle`, the answers still to come are read while the
+    /// transaction commits ([`Writes::settled_failure`]): a write that failed
+    /// aborted the transaction, and its COMMIT rolls it back.
+    pub(crate) async fn finish(&self, defer: bool, settle_now: bool) -> Result<Vec<Deferred>> {
         let flushed = self.bulk.flush(self, defer).await;
-        settle(self.pipe).await;
+        if settle_now {
+            settle(self.pipe).await;
+        }
         // A pipelined write that failed made everything after it fail:
         // it is the cause.
         match self.failure() {
