@@ -476,7 +476,11 @@ impl<C: Consumer> BatchLoop<C> {
                     deferred = rows;
                     Ran::Finished { report, outcomes }
                 }
-                Err(e) => Ran::Failed(Box::new(e)),
+                // A pipelined write answered since may be the cause.
+                Err(e) => Ran::Failed(match first_failure(&writes).await {
+                    Some(write) => Box::new(write),
+                    None => Box::new(e),
+                }),
             },
             // A pipelined write that failed aborted the transaction: it is
             // the cause of what failed after it.
@@ -486,6 +490,13 @@ impl<C: Consumer> BatchLoop<C> {
             }),
             other => other,
         };
+        if !matches!(ran, Ran::Finished { .. }) {
+            // Every answer is read before a rollback waits on these
+            // connections: one left unread stops its connection reading.
+            for w in &writes {
+                let _ = w.settled_failure().await;
+            }
+        }
         drop(writes);
         // The writes that commit first: their last answers come with the
         // commit.
@@ -715,10 +726,12 @@ async fn open<'q, 'r>(
             }
         }
     };
-    // The queue transaction's START TRANSACTION is sent now and its answer
-    // read when the batch commits: what the handler sends goes out behind it.
-    let queue_tx = Tx::begin(queue_db);
-    let (remote, stream) = futures_util::future::join(remote, stream).await;
+    // The queue transaction's START TRANSACTION goes out now, and its answer
+    // is waited for with the rest: nothing else is sent on that connection
+    // before the transaction is known to be open.
+    let mut queue_tx = Tx::begin(queue_db);
+    let (begun, remote, stream) = futures_util::future::join3(queue_tx.begun(), remote, stream).await;
+    begun.map_err(not_begun(config, Database::Queue))?;
     let (remote_tx, applied, prepared) = remote?;
     Ok(Opened {
         queue_tx,

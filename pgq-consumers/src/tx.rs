@@ -2,16 +2,14 @@
 //! its own.
 //!
 //! tokio-postgres' `Transaction` waits for the answer to its BEGIN before
-//! anything else is sent: a round trip per batch and connection on the
-//! batch's path. A [`Tx`] sends START TRANSACTION and goes on; what the batch
-//! sends next goes out behind it, in order (tokio-postgres sends a request
-//! when its future is first polled, and the server answers in order). Its
-//! answer is read when it comes, and is checked before the transaction
-//! commits: [`Tx::commit`] sends no COMMIT otherwise.
-//!
-//! START TRANSACTION fails only when the session can run nothing (the
-//! connection is gone, or the server ends the session): what was sent
-//! behind it fails as well, so nothing runs outside the transaction.
+//! anything else is sent: a round trip of its own per batch and connection.
+//! A [`Tx`] sends START TRANSACTION and goes on; its answer is read when
+//! [`Tx::begun`] is awaited, so the batch loop waits for it together with
+//! what it waits for anyway (the remote database's check that the batch was
+//! not applied, sent right behind it on the same connection; the events).
+//! Nothing of the handler's is sent before the answer came: a START that
+//! failed (a cancel, say) would leave what follows it outside any
+//! transaction. [`Tx::commit`] sends no COMMIT before it either.
 
 use std::future::Future;
 use std::ops::Deref;

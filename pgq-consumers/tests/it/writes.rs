@@ -342,6 +342,64 @@ async fn remote_event_checks_an_events_pipelined_writes_before_its_savepoint_and
     Ok(())
 }
 
+/// Buffers a row of each event for COPY; for an event of type `bad`, also
+/// pipelines a write the table refuses, after the first row (so the COPY's
+/// statements are prepared before the transaction is aborted).
+struct CopiedThenRefused;
+
+#[async_trait]
+impl Consumer for CopiedThenRefused {
+    type Settings = ModeSettings;
+
+    async fn process_event(&mut self, ev: &Event, cx: &mut Context<'_>) -> Result<Outcome, BoxError> {
+        let (kind, outcome, tag) = ("good", "ok", "");
+        cx.tx()
+            .copy_row(
+                "done",
+                &["ev_id", "ev_type", "outcome", "tag"],
+                &[&ev.ev_id, &kind, &outcome, &tag],
+            )
+            .await?;
+        if ev.ev_type.as_deref() == Some("bad") {
+            cx.tx()
+                .execute_pipelined(
+                    "insert into done (ev_id, ev_type, outcome, tag) values ($1, 'bad', 'ok', '')",
+                    &[&ev.ev_id],
+                )
+                .await?;
+        }
+        Ok(Outcome::Ok)
+    }
+
+    fn commit_mode(settings: &ModeSettings) -> CommitMode {
+        settings.mode
+    }
+}
+
+#[tokio::test]
+async fn a_failed_pipelined_write_is_the_batchs_error_when_rows_written_after_it_fail_too() -> Result<()> {
+    // The COPY at the batch's end fails because the transaction is aborted;
+    // the cause reported is the pipelined write, answered meanwhile.
+    for mode in ["local", "remote"] {
+        let (_db, mut client, _rdb, _remote, target, config) = dbs(mode).await?;
+        target
+            .batch_execute("alter table done add constraint no_bad check (ev_type <> 'bad')")
+            .await?;
+        let ids = insert_all(&mut client, &["ok", "bad"]).await?;
+        tick(&client).await?;
+        let mut lp = BatchLoop::connect(CopiedThenRefused, config).await?;
+        let err = lp.round().await.expect_err("the refused write aborts the batch");
+        assert_eq!(
+            failed_write(&err),
+            (Some(ids[1]), Some(SqlState::CHECK_VIOLATION)),
+            "{mode}: {err:?}"
+        );
+        assert!(done(&target).await?.is_empty(), "{mode}: nothing committed");
+        assert!(!lp.is_broken(), "{mode}: the connections stay usable");
+    }
+    Ok(())
+}
+
 /// Pipelines 500 writes per event, then reads them back in the batch.
 struct InOrder;
 
