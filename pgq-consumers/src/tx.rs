@@ -44,8 +44,8 @@ pub(crate) enum CommitError {
 /// A transaction on one connection, begun by [`Tx::begin`] without waiting.
 /// It dereferences to the connection's [`Client`]: what runs through it runs
 /// in the transaction. Dropped without [`Tx::commit`] or [`Tx::rollback`],
-/// it rolls back (a ROLLBACK is sent, its answer not
-/// waited for), as tokio-postgres' `Transaction` does.
+/// it rolls back (a ROLLBACK is sent, its answer not waited for), as
+/// tokio-postgres' `Transaction` does.
 pub(crate) struct Tx<'c> {
     client: &'c Client,
     begin: Begin<'c>,
