@@ -1040,7 +1040,6 @@ impl Commit<'_> {
             if sub.is_some() {
                 let ((sent, finished), failure) = futures_util::future::join(finish, unsettled.settled_failure()).await;
                 if let Some(e) = failure {
-                    rollback(queue_tx, None).await;
                     return Err(write_failed(e));
                 }
                 return sub_finished(config, batch_id, queue_cache, deferred.queue, sent, finished, queue_tx).await;
@@ -1093,50 +1092,32 @@ impl Commit<'_> {
         );
         let ((queue_sent, finished), (sent, recorded, kept, completed, committed), failure) =
             futures_util::future::join3(finish, remote_commit, unsettled.settled_failure()).await;
+        // From here on, a return leaves `queue_tx` unfinished: dropped, it
+        // rolls back (its finish, and the next batch it opened, with it).
         if let Some(e) = failure {
-            rollback(queue_tx, None).await;
             return Err(write_failed(e));
         }
-        if let Err(e) = deferred_failure(config, batch_id, remote_cache, deferred.remote, sent) {
-            rollback(queue_tx, None).await;
-            return Err(e);
-        }
+        deferred_failure(config, batch_id, remote_cache, deferred.remote, sent)?;
         match recorded {
             Err(e @ Error::BatchAppliedByOther { .. }) => {
-                rollback(queue_tx, None).await;
                 log::warn!("{}", pgq_daemon::error_chain(&e));
                 return Ok(Committed::Lost);
             }
-            Err(e) => {
-                rollback(queue_tx, None).await;
-                return Err(e);
-            }
-            Ok(()) => {}
+            other => other?,
         }
-        if let Err(e) = kept {
-            rollback(queue_tx, None).await;
-            return Err(e);
-        }
+        kept?;
         match completed {
-            Ok(()) => {}
             // Another process of this consumer committed the batch.
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) => {
-                rollback(queue_tx, None).await;
                 log::warn!(
                     "{}; this process's work on it is rolled back",
                     pgq_daemon::error_chain(&e)
                 );
                 return Ok(Committed::Lost);
             }
-            Err(e) => {
-                rollback(queue_tx, None).await;
-                return Err(e);
-            }
+            other => other?,
         }
-        if let Err(e) = committed {
-            rollback(queue_tx, None).await;
-            return Err(commit_error(config, Database::Remote)(e));
-        }
+        committed.map_err(commit_error(config, Database::Remote))?;
         crash_point("after-remote-commit");
         if sub.is_some() {
             return sub_finished(
@@ -1150,17 +1131,8 @@ impl Commit<'_> {
             )
             .await;
         }
-        if let Err(e) = deferred_failure(config, batch_id, queue_cache, deferred.queue, queue_sent) {
-            rollback(queue_tx, None).await;
-            return Err(e);
-        }
-        let next = match plain_next(finished) {
-            Ok(next) => next,
-            Err(e) => {
-                rollback(queue_tx, None).await;
-                return Err(e);
-            }
-        };
+        deferred_failure(config, batch_id, queue_cache, deferred.queue, queue_sent)?;
+        let next = plain_next(finished)?;
         queue_tx.commit().await.map_err(commit_error(config, Database::Queue))?;
         Ok(Committed::Done(next))
     }
@@ -1191,13 +1163,10 @@ async fn sub_finished(
     finished: Finished,
     queue_tx: Tx<'_>,
 ) -> Result<Committed> {
-    if let Err(e) = deferred_failure(config, batch_id, queue_cache, deferred, sent) {
-        rollback(queue_tx, None).await;
-        return Err(e);
-    }
+    // A return before the commit drops `queue_tx` unfinished: it rolls back.
+    deferred_failure(config, batch_id, queue_cache, deferred, sent)?;
     match finished {
         Finished::Sub(Err(e @ Error::BatchNotActive { .. })) => {
-            rollback(queue_tx, None).await;
             log::warn!(
                 "{}; its work here is rolled back (what was committed in the remote database is \
                  recorded there, and the sub-consumer holding the batch finds it applied)",
@@ -1205,11 +1174,8 @@ async fn sub_finished(
             );
             return Ok(Committed::Lost);
         }
-        Finished::Sub(Err(e)) => {
-            rollback(queue_tx, None).await;
-            return Err(e);
-        }
-        Finished::Sub(Ok(())) | Finished::Plain(_) => {}
+        Finished::Sub(result) => result?,
+        Finished::Plain(_) => {}
     }
     queue_tx.commit().await.map_err(commit_error(config, Database::Queue))?;
     Ok(Committed::Done(None))

@@ -18,6 +18,16 @@ use tokio_postgres::{Client, Statement};
 /// the cache, or the server session, grow without bound.
 pub(crate) const CAPACITY: usize = 1000;
 
+/// Whether `error`, of running a prepared statement, says the server no
+/// longer has the statement as it was prepared: deallocated (`DEALLOCATE`,
+/// `DISCARD ALL`), or a table it reads changed its columns ("cached plan must
+/// not change result type"). It must be prepared again.
+pub(crate) fn is_stale(error: &tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|c| *c == SqlState::INVALID_SQL_STATEMENT_NAME || *c == SqlState::FEATURE_NOT_SUPPORTED)
+}
+
 /// The statements prepared on one connection, by their SQL text.
 #[derive(Debug, Default)]
 pub(crate) struct StatementCache {
@@ -46,10 +56,7 @@ impl StatementCache {
     /// ("cached plan must not change result type"). They are prepared again
     /// as they are used. Any other error (a constraint, a lock) leaves them.
     pub(crate) fn forget_all_if_stale(&self, error: &tokio_postgres::Error) {
-        let stale = error
-            .code()
-            .is_some_and(|c| *c == SqlState::INVALID_SQL_STATEMENT_NAME || *c == SqlState::FEATURE_NOT_SUPPORTED);
-        if stale {
+        if is_stale(error) {
             self.clear();
         }
     }

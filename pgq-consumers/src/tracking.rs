@@ -160,17 +160,7 @@ impl Prepared {
     /// has them as they were prepared (deallocated, or their function's
     /// result changed): they must be prepared again.
     pub(crate) fn stale(error: &Error) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-        while let Some(e) = cause {
-            if let Some(code) = e
-                .downcast_ref::<tokio_postgres::Error>()
-                .and_then(tokio_postgres::Error::code)
-            {
-                return *code == SqlState::INVALID_SQL_STATEMENT_NAME || *code == SqlState::FEATURE_NOT_SUPPORTED;
-            }
-            cause = e.source();
-        }
-        false
+        error.postgres().is_some_and(crate::statement_cache::is_stale)
     }
 }
 
