@@ -204,25 +204,25 @@ pub async fn read(client: &impl GenericClient) -> anyhow::Result<Snapshot> {
     }
 
     let all = pgq::get_consumer_info_all(client).await?;
-    let names: std::collections::HashSet<(&str, &str)> = all
+    // A sub-consumer is the PgQ consumer `group.sub` beside its group
+    // `group`: each consumer's group, if it has one.
+    let groups: Vec<Option<&str>> = all
         .iter()
-        .map(|c| (c.queue_name.as_str(), c.consumer_name.as_str()))
+        .map(|c| {
+            let on_queue = all
+                .iter()
+                .filter(|o| o.queue_name == c.queue_name)
+                .map(|o| o.consumer_name.as_str());
+            pgq_consumers::coop::group_of(&c.consumer_name, on_queue)
+        })
         .collect();
-    // A sub-consumer is the PgQ consumer `group.sub` beside its group `group`.
-    let is_sub = |queue: &str, name: &str| {
-        name.rsplit_once('.')
-            .is_some_and(|(group, _)| names.contains(&(queue, group)))
-    };
     let mut consumers = Vec::new();
-    for c in all.iter().filter(|c| !is_sub(&c.queue_name, &c.consumer_name)) {
+    for c in all.iter().zip(&groups).filter(|(_, g)| g.is_none()).map(|(c, _)| c) {
         let groups_subs: Vec<&pgq::ConsumerInfo> = all
             .iter()
-            .filter(|s| {
-                s.queue_name == c.queue_name
-                    && s.consumer_name
-                        .rsplit_once('.')
-                        .is_some_and(|(group, _)| group == c.consumer_name)
-            })
+            .zip(&groups)
+            .filter(|(s, g)| s.queue_name == c.queue_name && **g == Some(c.consumer_name.as_str()))
+            .map(|(s, _)| s)
             .collect();
         let mut subconsumers = Vec::new();
         if !groups_subs.is_empty() {
@@ -242,9 +242,9 @@ pub async fn read(client: &impl GenericClient) -> anyhow::Result<Snapshot> {
                     subconsumers.push(Subconsumer {
                         name: s
                             .consumer_name
-                            .rsplit_once('.')
-                            .map(|(_, sub)| sub.to_string())
-                            .unwrap_or_default(),
+                            .get(c.consumer_name.len() + 1..)
+                            .unwrap_or_default()
+                            .to_string(),
                         batch: s.current_batch,
                         last_seen: s.last_seen.map(secs),
                         handed_back: false,

@@ -17,6 +17,26 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::error::{Error, Result};
 
+/// The group whose sub-consumer the pgq consumer `name` is, among the
+/// consumers `registered` on its queue: the longest registered `group` such
+/// that `name` is `<group>.<subconsumer>` (both may hold dots), as the
+/// framework's SQL tells them. `None` when `name` is nobody's sub-consumer.
+///
+/// ```
+/// use pgq_consumers::coop::group_of;
+/// let registered = ["mailer", "mailer.w1", "billing.v2", "grp", "grp.w.1"];
+/// assert_eq!(group_of("mailer.w1", registered), Some("mailer"));
+/// assert_eq!(group_of("grp.w.1", registered), Some("grp"));
+/// assert_eq!(group_of("billing.v2", registered), None);
+/// assert_eq!(group_of("mailer", registered), None);
+/// ```
+pub fn group_of<'a>(name: &str, registered: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    registered
+        .into_iter()
+        .filter(|group| name.len() > group.len() + 1 && name.starts_with(group) && name.as_bytes()[group.len()] == b'.')
+        .max_by_key(|group| group.len())
+}
+
 /// What [`unregister_with`] does with a batch the sub-consumer
 /// holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -173,6 +173,31 @@ async fn register_and_unregister_which_refuses_the_only_consumer_without_force()
 }
 
 #[tokio::test]
+async fn unregister_counts_a_consumer_named_with_a_dot_but_not_its_own_sub_consumers() {
+    let testq = TestqDb::new("unregdot").await.logging_to_stderr();
+    testq.ok(&["create-queue"]).await;
+    testq.ok(&["register"]).await;
+    let client = &testq.client;
+    let register = |name: String| async move {
+        client
+            .execute("select pgq.register_consumer($1, $2)", &[&QUEUE, &name])
+            .await
+            .expect("register a consumer");
+    };
+    // The pgq consumer of a sub-consumer of testq's reads for testq's group:
+    // no other consumer of the queue.
+    register(format!("{CONSUMER}.w1")).await;
+    let refused = testq.run(&["unregister"]).await;
+    assert_eq!(refused.code, Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("only consumer"), "{refused:?}");
+    // A consumer whose name holds a dot, of no group: another consumer.
+    register("billing.v2".to_string()).await;
+    testq.ok(&["unregister"]).await;
+    assert!(!testq.registered(CONSUMER).await);
+    assert!(testq.registered("billing.v2").await);
+}
+
+#[tokio::test]
 async fn uninstall_unregisters_and_drops_the_queue_when_no_other_consumer_is_left() {
     let testq = TestqDb::installed("uninstall").await.logging_to_stderr();
     let out = testq.ok(&["uninstall"]).await;

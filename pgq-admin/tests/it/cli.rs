@@ -107,6 +107,41 @@ async fn status_shows_ours_pythons_and_a_stopped_consumer_with_right_lag_and_pen
     assert!(status.contains("QUEUE   EV/S"), "{status}");
 }
 
+/// Sub-consumers are told by their group: a consumer whose name holds a
+/// dot but who belongs to no group is listed as a consumer, and a
+/// sub-consumer whose own name holds a dot is listed under its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_tell_sub_consumers_by_their_group_whatever_dots_the_names_hold() {
+    let (db, client) = framework_db().await.unwrap();
+    queue(&client, "orders").await.unwrap();
+    client.execute("select pgq.ticker('orders')", &[]).await.unwrap();
+    pgq::register_consumer(&client, "orders", "billing.v2").await.unwrap();
+    pgq_consumers::coop::register(&client, "orders", "grp", "w.1")
+        .await
+        .unwrap();
+    pgq_consumers::coop::register(&client, "orders", "grp", "w2")
+        .await
+        .unwrap();
+
+    let list = admin_json(db.dsn(), &["consumers"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    assert!(consumer(&list, "orders", "billing.v2").is_some(), "{list}");
+    let mut subs: Vec<&str> = consumer(&list, "orders", "grp").expect("the group")["subconsumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    subs.sort();
+    assert_eq!(subs, ["w.1", "w2"], "{list}");
+}
+
 /// `failed` filters by type and text; `retry ID` puts one back and it
 /// reaches the consumer again; `delete all` drops the rest; ids that are not
 /// failed events are a usage error.

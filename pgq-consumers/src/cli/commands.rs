@@ -297,9 +297,11 @@ async fn unregister(db: &Client, config: &Config, force: bool) -> Result<()> {
             what: "the consumer is not registered",
         });
     }
+    // Sub-consumers (of this consumer or of another group) lose nothing.
+    let names = || consumers.iter().map(|c| c.consumer_name.as_str());
     let others = consumers
         .iter()
-        .filter(|c| c.consumer_name != config.consumer && !c.consumer_name.contains('.'))
+        .filter(|c| c.consumer_name != config.consumer && coop::group_of(&c.consumer_name, names()).is_none())
         .count();
     if others == 0 && !force {
         return Err(Error::Usage(format!(
