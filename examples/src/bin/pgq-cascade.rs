@@ -7,7 +7,7 @@
 //!     pgq-cascade -c node.toml create-leaf NAME LOCATION --provider LOCATION
 //!     pgq-cascade -c node.toml members | status
 //!     pgq-cascade -c node.toml pause | resume [--node NAME] [--consumer NAME] [--no-wait]
-//!     pgq-cascade -c node.toml change-provider --node NAME [--consumer NAME] --provider NAME
+//!     pgq-cascade -c node.toml change-provider --node NAME [--consumer NAME] --provider NAME [--no-wait]
 //!     pgq-cascade -c node.toml switchover --node NAME
 //!     pgq-cascade -c node.toml takeover DEAD_ROOT --node NAME
 //!     pgq-cascade -c node.toml tag-dead NAME | drop-node NAME
