@@ -61,13 +61,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi
 
-# Another server: the tools above are still needed (psql, pgqd, the Python
-# peers, Chromium); the server is that one.
-if [ -n "${PGQ_TEST_DSN:-}" ]; then
-    log "using the server in PGQ_TEST_DSN"
-    exec "$@"
-fi
-
 free_port() {
     local port
     for _ in $(seq 1 200); do
@@ -106,6 +99,27 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# For tests that need a second cluster (test-support's Cluster starts it on
+# first use, in this folder, and the cleanup above stops it), whatever the
+# server: another machine's in PGQ_TEST_DSN too, unless PGQ_TEST_DSN2 names a
+# second server.
+export PGQ_TEST_PGBIN="$bindir" PGQ_TEST_WORKDIR="$workdir" PGQ_TEST_PGUSER="$dbuser"
+
+run() {
+    set +e
+    "$@"
+    status=$?
+    set -e
+    exit "$status"
+}
+
+# Another server: the tools above are still needed (psql, pgqd, the Python
+# peers, Chromium, a local server for second clusters); the server is that one.
+if [ -n "${PGQ_TEST_DSN:-}" ]; then
+    log "using the server in PGQ_TEST_DSN"
+    run "$@"
+fi
+
 log "starting PostgreSQL $major on port $port in $workdir"
 as_pg "$bindir/initdb" -D "$workdir/data" -U "$dbuser" --auth=trust -E UTF8 --locale=C >"$workdir/initdb.log" 2>&1 \
     || { cat "$workdir/initdb.log" >&2; exit 1; }
@@ -123,12 +137,5 @@ as_pg "$bindir/pg_ctl" -D "$workdir/data" -l "$workdir/server.log" -w \
 export PGQ_TEST_DSN="host=127.0.0.1 port=$port user=$dbuser dbname=postgres"
 export PGQ_TEST_PGDATA="$workdir/data"
 export PGQ_TEST_SSLROOTCERT="$workdir/data/server.crt"
-# For tests that need a second cluster (test-support's Cluster starts it
-# on first use, in this folder, and the cleanup above stops it).
-export PGQ_TEST_PGBIN="$bindir" PGQ_TEST_WORKDIR="$workdir" PGQ_TEST_PGUSER="$dbuser"
 log "PGQ_TEST_DSN=$PGQ_TEST_DSN"
-set +e
-"$@"
-status=$?
-set -e
-exit "$status"
+run "$@"
