@@ -1193,27 +1193,24 @@ fn not_begun(config: &Config, which: Database) -> impl FnOnce(std::sync::Arc<tok
 }
 
 /// The error of a transaction of `which` database that did not commit.
-fn commit_error(config: &Config, which: Database) -> impl FnOnce(CommitError) -> Error {
-    let (queue, consumer) = (config.queue.clone(), config.consumer.clone());
+fn commit_error(config: &Config, which: Database) -> impl FnOnce(CommitError) -> Error + '_ {
     move |e| match e {
-        CommitError::NotBegun(source) => Error::NotBegun {
-            queue,
-            consumer,
-            which,
-            source,
-        },
-        CommitError::Commit(source) => match which {
-            Database::Remote => Error::Remote {
-                queue,
-                consumer,
-                source,
-            },
-            _ => Error::Db {
-                queue,
-                consumer,
-                source,
-            },
-        },
+        CommitError::NotBegun(source) => not_begun(config, which)(source),
+        CommitError::Commit(source) => {
+            let (queue, consumer) = (config.queue.clone(), config.consumer.clone());
+            match which {
+                Database::Remote => Error::Remote {
+                    queue,
+                    consumer,
+                    source,
+                },
+                _ => Error::Db {
+                    queue,
+                    consumer,
+                    source,
+                },
+            }
+        }
     }
 }
 

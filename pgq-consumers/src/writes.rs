@@ -118,10 +118,10 @@ impl<'a> Writes<'a> {
     }
 
     /// Before the batch commits: writes every buffered row and, with
-    /// `settle`, waits for every pipelined write's answer; returns the first
-    /// failure known. With `defer`, the buffered rows' INSERTs are not sent
-    /// but returned, for the statements that commit the batch to take along.
-    /// Without `settle`, the answers still to come are read while the
+    /// `settle_now`, waits for every pipelined write's answer; returns the
+    /// first failure known. With `defer`, the buffered rows' INSERTs are not
+    /// sent but returned, for the statements that commit the batch to take
+    /// along. Without `settle_now`, the answers still to come are read while the
     /// transaction commits ([`Writes::settled_failure`]): a write that failed
     /// aborted the transaction, and its COMMIT rolls it back.
     pub(crate) async fn finish(&self, defer: bool, settle_now: bool) -> Result<Vec<Deferred>> {
